@@ -1,0 +1,268 @@
+//! The L2 learning bridge's MAC table: bounded, aging, lock-free.
+//!
+//! A fixed array of slots, open addressing with a short probe window. A slot is two
+//! atomics: `key` packs the MAC (high 48 bits) and the port plus one (low 16 bits; 0 means
+//! empty), so a reader always sees a MAC together with the port it was learned on; `seen`
+//! is when a frame from that MAC last arrived. Slots are never deleted: an expired slot is
+//! taken over by the next MAC that needs room. When no slot in the window is free or
+//! expired the table is full: the frame is still forwarded (flooded if its destination is
+//! unknown) and `table_full` is counted, as a hardware switch does.
+//!
+//! Races between workers learning at once cost at most a duplicate or lost entry, which
+//! the next frame repairs; they never corrupt a MAC/port pair.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::control::PortId;
+use crate::mac::Mac;
+
+/// Slots probed from a MAC's home slot.
+const PROBE: usize = 8;
+
+/// Default number of slots.
+pub const DEFAULT_SIZE: usize = 4096;
+
+struct Slot {
+    key: AtomicU64,
+    seen: AtomicU64,
+}
+
+/// What learning a source MAC did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// Already known on this port; age refreshed.
+    Known,
+    /// New entry.
+    New,
+    /// Known on another port before; moved here.
+    Moved,
+    /// No room: not learned.
+    Full,
+}
+
+/// An entry as [`MacTable::entries`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MacEntry {
+    pub mac: Mac,
+    pub port: u16,
+    /// Nanoseconds since a frame from this MAC was seen.
+    pub age_ns: u64,
+}
+
+/// The bounded MAC learning table.
+pub struct MacTable {
+    slots: Box<[Slot]>,
+    aging_ns: AtomicU64,
+}
+
+fn pack(mac: Mac, port: PortId) -> u64 {
+    (mac.to_u64() << 16) | (port.0 as u64 + 1)
+}
+
+fn unpack(key: u64) -> (Mac, PortId) {
+    (Mac::from_u64(key >> 16), PortId((key & 0xffff) as u16 - 1))
+}
+
+fn home(mac: Mac, len: usize) -> usize {
+    // Multiplicative hash: the low bits of a MAC are its most varied, and the table
+    // length is a power of two.
+    ((mac.to_u64().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize) & (len - 1)
+}
+
+impl MacTable {
+    /// A table with `size` slots (rounded up to a power of two) whose entries expire after
+    /// `aging_ns` without traffic.
+    pub fn new(size: usize, aging_ns: u64) -> MacTable {
+        let size = size.max(PROBE).next_power_of_two();
+        let slots = (0..size)
+            .map(|_| Slot {
+                key: AtomicU64::new(0),
+                seen: AtomicU64::new(0),
+            })
+            .collect();
+        MacTable {
+            slots,
+            aging_ns: AtomicU64::new(aging_ns),
+        }
+    }
+
+    /// Changes the aging time (from the control plane).
+    pub fn set_aging(&self, aging_ns: u64) {
+        self.aging_ns.store(aging_ns, Ordering::Relaxed);
+    }
+
+    fn expired(&self, seen: u64, now: u64) -> bool {
+        now.saturating_sub(seen) > self.aging_ns.load(Ordering::Relaxed)
+    }
+
+    fn window(&self, mac: Mac) -> impl Iterator<Item = &Slot> {
+        let len = self.slots.len();
+        let h = home(mac, len);
+        (0..PROBE).map(move |i| &self.slots[(h + i) & (len - 1)])
+    }
+
+    /// Records that a frame from `mac` arrived on `port` at `now`.
+    pub fn learn(&self, mac: Mac, port: PortId, now: u64) -> Learned {
+        let want = pack(mac, port);
+        let mut spare: Option<(&Slot, u64)> = None;
+        for slot in self.window(mac) {
+            let key = slot.key.load(Ordering::Acquire);
+            if key != 0 && key >> 16 == mac.to_u64() {
+                // Write the time only when it moved on, to keep the cache line shared
+                // between workers in the common case.
+                if slot.seen.load(Ordering::Relaxed) != now {
+                    slot.seen.store(now, Ordering::Relaxed);
+                }
+                if key == want {
+                    return Learned::Known;
+                }
+                return match slot.key.compare_exchange(
+                    key,
+                    want,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => Learned::Moved,
+                    // Another worker changed it meanwhile; the next frame settles it.
+                    Err(_) => Learned::Known,
+                };
+            }
+            if spare.is_none() && (key == 0 || self.expired(slot.seen.load(Ordering::Relaxed), now))
+            {
+                spare = Some((slot, key));
+            }
+        }
+        let Some((slot, old)) = spare else {
+            return Learned::Full;
+        };
+        slot.seen.store(now, Ordering::Relaxed);
+        match slot
+            .key
+            .compare_exchange(old, want, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => Learned::New,
+            // Lost the slot to another worker; this MAC is learned from its next frame.
+            Err(_) => Learned::Full,
+        }
+    }
+
+    /// The port `mac` was last seen on, unless it expired.
+    pub fn lookup(&self, mac: Mac, now: u64) -> Option<PortId> {
+        self.window(mac).find_map(|slot| {
+            let key = slot.key.load(Ordering::Acquire);
+            (key != 0
+                && key >> 16 == mac.to_u64()
+                && !self.expired(slot.seen.load(Ordering::Relaxed), now))
+            .then(|| unpack(key).1)
+        })
+    }
+
+    /// Forgets every MAC learned on `port` (the port went away).
+    pub fn forget_port(&self, port: PortId) {
+        for slot in self.slots.iter() {
+            let key = slot.key.load(Ordering::Acquire);
+            if key != 0 && unpack(key).1 == port {
+                let _ = slot
+                    .key
+                    .compare_exchange(key, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Live entries, sorted by MAC.
+    pub fn entries(&self, now: u64) -> Vec<MacEntry> {
+        let mut out: Vec<MacEntry> = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let key = slot.key.load(Ordering::Acquire);
+                let seen = slot.seen.load(Ordering::Relaxed);
+                (key != 0 && !self.expired(seen, now)).then(|| {
+                    let (mac, port) = unpack(key);
+                    MacEntry {
+                        mac,
+                        port: port.0,
+                        age_ns: now.saturating_sub(seen),
+                    }
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| e.mac);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn mac(i: u64) -> Mac {
+        Mac::from_u64(0x0200_0000_0000 | i)
+    }
+
+    #[test]
+    fn learns_moves_and_ages() {
+        let t = MacTable::new(64, 100);
+        assert_eq!(t.learn(mac(1), PortId(3), 10), Learned::New);
+        assert_eq!(t.learn(mac(1), PortId(3), 20), Learned::Known);
+        assert_eq!(t.lookup(mac(1), 50), Some(PortId(3)));
+        assert_eq!(t.learn(mac(1), PortId(4), 60), Learned::Moved);
+        assert_eq!(t.lookup(mac(1), 100), Some(PortId(4)));
+        assert_eq!(t.lookup(mac(1), 161), None, "aged out");
+        assert_eq!(t.lookup(mac(2), 0), None);
+    }
+
+    #[test]
+    fn full_window_reports_full_and_expired_slots_are_reused() {
+        // 8 slots: the whole table is one probe window.
+        let t = MacTable::new(8, 1000);
+        for i in 0..8 {
+            assert_eq!(t.learn(mac(i), PortId(0), 0), Learned::New);
+        }
+        assert_eq!(t.learn(mac(100), PortId(0), 10), Learned::Full);
+        assert_eq!(t.lookup(mac(100), 10), None);
+        // After aging, the old entries make room.
+        assert_eq!(t.learn(mac(100), PortId(1), 2000), Learned::New);
+        assert_eq!(t.lookup(mac(100), 2000), Some(PortId(1)));
+        assert_eq!(t.entries(2000).len(), 1);
+    }
+
+    #[test]
+    fn forget_port() {
+        let t = MacTable::new(64, 1000);
+        t.learn(mac(1), PortId(1), 0);
+        t.learn(mac(2), PortId(2), 0);
+        t.forget_port(PortId(1));
+        assert_eq!(t.lookup(mac(1), 0), None);
+        assert_eq!(t.lookup(mac(2), 0), Some(PortId(2)));
+    }
+
+    /// Many threads learning disjoint MACs at once: every MAC ends up on its own port,
+    /// none on another's (a torn key/port pair would show here).
+    #[test]
+    fn concurrent_learning_never_mixes_mac_and_port() {
+        let t = Arc::new(MacTable::new(1 << 14, u64::MAX));
+        let threads: Vec<_> = (0..4u64)
+            .map(|w| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || {
+                    for round in 0..3 {
+                        for i in 0..500u64 {
+                            t.learn(mac(w * 1000 + i), PortId(w as u16), round);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        for w in 0..4u64 {
+            for i in 0..500u64 {
+                assert_eq!(t.lookup(mac(w * 1000 + i), 3), Some(PortId(w as u16)));
+            }
+        }
+        assert_eq!(t.entries(3).len(), 2000);
+    }
+}

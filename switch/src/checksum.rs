@@ -1,0 +1,96 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+
+/// Adds `data` as big-endian 16-bit words to `sum` (odd length padded with zero).
+pub fn add(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+        // Fold early so the sum never overflows, whatever the length.
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    if let [last] = chunks.remainder() {
+        sum += (*last as u32) << 8;
+    }
+    sum
+}
+
+/// Folds a running sum into the one's-complement checksum field value.
+pub fn finish(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The checksum of `data`.
+pub fn of(data: &[u8]) -> u16 {
+    finish(add(0, data))
+}
+
+/// The pseudo-header sum of TCP and UDP over IPv4.
+pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, len: u16) -> u32 {
+    let sum = add(0, &src);
+    let sum = add(sum, &dst);
+    sum + protocol as u32 + len as u32
+}
+
+/// RFC 1624 eqn. 3: the new checksum after a 16-bit word changed from `old` to `new`:
+/// `HC' = ~(~HC + ~m + m')`.
+pub fn update16(check: u16, old: u16, new: u16) -> u16 {
+    let sum = (!check) as u32 + (!old) as u32 + new as u32;
+    finish(sum)
+}
+
+/// The new checksum after a 32-bit field (an IPv4 address) changed.
+pub fn update32(check: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    let c = update16(
+        check,
+        u16::from_be_bytes([old[0], old[1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    );
+    update16(
+        c,
+        u16::from_be_bytes([old[2], old[3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // The example words of RFC 1071 section 3: sum ddf2, checksum 220d.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(of(&data), !0xddf2);
+    }
+
+    #[test]
+    fn ipv4_header_checks_to_zero() {
+        let hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(of(&hdr), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_matches_full(mut data in proptest::collection::vec(any::<u8>(), 4..64),
+                                    at in 0usize..30, new in any::<u16>()) {
+            let at = (at % (data.len() / 2)) * 2;
+            data[0] = 0; data[1] = 0;
+            let at = at.max(2);
+            prop_assume!(at + 1 < data.len());
+            let check = of(&data);
+            let old = u16::from_be_bytes([data[at], data[at + 1]]);
+            data[at..at + 2].copy_from_slice(&new.to_be_bytes());
+            let full = of(&data);
+            let inc = update16(check, old, new);
+            // 0x0000 and 0xffff are the same one's-complement value.
+            prop_assert!(full == inc || (full == 0 && inc == 0xffff) || (full == 0xffff && inc == 0));
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! podnet's datapath core: one node of the Kubernetes pod network.
+//!
+//! A [`Switch`] bridges a node's pods, routes as their gateway, carries traffic to other
+//! nodes by one of flannel's backends (VXLAN, UDP, host-gw), and (with services) does
+//! kube-proxy's load balancing. It is driven by whoever owns the ports: the simulator
+//! with virtual time, or the TAP runtime on a real host. The core never reads a clock
+//! and never blocks; see [`control`] for the concurrency rule and [`switch`] for the
+//! pipeline.
+
+pub mod bridge;
+pub mod buffer;
+pub mod checksum;
+pub mod control;
+pub mod counters;
+pub mod flow;
+pub mod icmp;
+pub mod mac;
+pub mod neighbour;
+pub mod routes;
+pub mod switch;
+pub mod udpencap;
+pub mod underlay;
+pub mod vxlan;
+pub mod wire;
+
+pub use buffer::{PacketBuf, Pool};
+pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
+pub use counters::{CounterSnapshot, DropReason};
+pub use mac::Mac;
+pub use switch::Switch;

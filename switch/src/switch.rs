@@ -1,0 +1,785 @@
+//! One node's switch: the pipeline stages composed in one place.
+//!
+//! ```text
+//! pod port  -> classify -> bridge (learn, lookup) -+-> pod port(s)
+//!                                                  '-> gateway: ARP | router
+//! underlay  -> outer check -> decap (vxlan | udp | host-gw) -> router
+//! host port -> classify -> proxy ARP | router
+//!
+//! router: local address? -> TTL -> [services] -> route: local pod | peer (encap) | drop
+//! ```
+//!
+//! Every packet that enters [`Switch::process`] ends in exactly one outcome: forwarded
+//! (to one port or flooded to several), consumed by the switch itself (ARP for the
+//! gateway, a ping to it), queued while its next hop's MAC is resolved, or dropped with a
+//! [`DropReason`]. Packets the switch originates (ARP, ICMP) are counted as `generated`
+//! and end in one of the same outcomes, so for a node at any moment:
+//! `rx_packets + generated == forwarded + consumed + dropped + queued`.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::bridge::{Learned, MacEntry, MacTable};
+use crate::buffer::{PacketBuf, Pool};
+use crate::control::{Backend, Control, NodeConfig, PortId, PortKind, Snapshot};
+use crate::counters::{CounterSnapshot, Counters, DropReason, Tally};
+use crate::flow;
+use crate::icmp::{self, IcmpError};
+use crate::mac::Mac;
+use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
+use crate::routes::NextHop;
+use crate::udpencap;
+use crate::underlay;
+use crate::vxlan;
+use crate::wire::{self, Arp, Ipv4Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_LEN};
+
+/// Packets per batch the runtimes hand to [`Switch::process`]; any size works.
+pub const BATCH: usize = 64;
+
+/// How often the gateway repeats an ARP request for an unresolved pod.
+const ARP_RETRY_NS: u64 = 200_000_000;
+
+/// Sizes of the switch's bounded tables.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub mac_table: usize,
+    pub arp_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            mac_table: crate::bridge::DEFAULT_SIZE,
+            arp_queue: crate::neighbour::DEFAULT_PENDING,
+        }
+    }
+}
+
+/// The datapath of one node. Shared by reference between workers (`Send + Sync`); see
+/// [`crate::control`] for the rule that makes that safe without locks.
+pub struct Switch {
+    control: Control,
+    pool: Arc<Pool>,
+    macs: MacTable,
+    neighbours: NeighbourTable,
+    pending: PendingQueue,
+    counters: Counters,
+    /// The host port's MAC, learned from its frames (0 until then).
+    host_mac: AtomicU64,
+}
+
+/// How one packet ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Forwarded,
+    Consumed,
+    Queued,
+}
+
+type Verdict = Result<Outcome, DropReason>;
+
+/// Whether the router forwards a packet (and so decrements its TTL) or originates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    Forward,
+    Originate,
+}
+
+/// State of one call to [`Switch::process`] or [`Switch::poll`].
+struct Batch<'a> {
+    snap: &'a Snapshot,
+    now: u64,
+    node: Tally,
+    ingress: Tally,
+    tx: &'a mut Vec<(PortId, PacketBuf)>,
+}
+
+impl Batch<'_> {
+    fn send(&mut self, port: PortId, buf: PacketBuf) {
+        self.tx.push((port, buf));
+    }
+
+    fn account(&mut self, verdict: Verdict) {
+        match verdict {
+            Ok(Outcome::Forwarded) => self.node.forwarded += 1,
+            Ok(Outcome::Consumed) => self.node.consumed += 1,
+            // Counted when it leaves the queue, one way or the other.
+            Ok(Outcome::Queued) => {}
+            Err(reason) => {
+                self.node.drop(reason);
+                self.ingress.drop(reason);
+            }
+        }
+    }
+}
+
+impl Switch {
+    /// A switch for the node `config` describes, taking buffers from `pool`.
+    pub fn new(config: NodeConfig, pool: Arc<Pool>) -> Result<Switch, String> {
+        Switch::with_limits(config, pool, Limits::default())
+    }
+
+    pub fn with_limits(
+        config: NodeConfig,
+        pool: Arc<Pool>,
+        limits: Limits,
+    ) -> Result<Switch, String> {
+        config.validate()?;
+        Ok(Switch {
+            macs: MacTable::new(limits.mac_table, config.mac_aging_ns),
+            neighbours: NeighbourTable::new(config.subnet),
+            pending: PendingQueue::new(limits.arp_queue),
+            control: Control::new(config),
+            pool,
+            counters: Counters::default(),
+            host_mac: AtomicU64::new(0),
+        })
+    }
+
+    /// The control plane's handle: configuration and ports.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// The buffer pool packets come from.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Attaches a port.
+    pub fn add_port(&self, name: &str, kind: PortKind) -> PortId {
+        self.control.add_port(name, kind)
+    }
+
+    /// Detaches a port and forgets the MACs learned on it.
+    pub fn remove_port(&self, port: PortId) {
+        self.control.remove_port(port);
+        self.macs.forget_port(port);
+    }
+
+    /// Runs a batch of frames that arrived on `ingress` through the pipeline. Drains `rx`;
+    /// appends what leaves, with its egress port, to `tx`. `now` is in nanoseconds on the
+    /// caller's clock (virtual in the simulator, monotonic on a host).
+    pub fn process(
+        &self,
+        ingress: PortId,
+        rx: &mut Vec<PacketBuf>,
+        now: u64,
+        tx: &mut Vec<(PortId, PacketBuf)>,
+    ) {
+        let snap = self.control.load();
+        let first_tx = tx.len();
+        let mut b = Batch {
+            snap: &snap,
+            now,
+            node: Tally::default(),
+            ingress: Tally::default(),
+            tx,
+        };
+        let kind = snap.port(ingress).map(|p| p.kind);
+        for buf in rx.drain(..) {
+            b.node.rx_packets += 1;
+            b.node.rx_bytes += buf.len() as u64;
+            b.ingress.rx_packets += 1;
+            b.ingress.rx_bytes += buf.len() as u64;
+            let verdict = match kind {
+                Some(PortKind::Pod) => self.pod_rx(&mut b, ingress, buf),
+                Some(PortKind::Underlay) => self.underlay_rx(&mut b, buf),
+                Some(PortKind::Host) => self.host_rx(&mut b, ingress, buf),
+                // A port removed while its last packets were in flight.
+                None => Err(DropReason::NoRoute),
+            };
+            b.account(verdict);
+        }
+        self.finish(b, first_tx, Some(ingress));
+    }
+
+    /// Timers: drops packets that waited too long for ARP. Call it now and then (every
+    /// 100 ms is plenty); it does nothing when no packet waits.
+    pub fn poll(&self, now: u64, tx: &mut Vec<(PortId, PacketBuf)>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let snap = self.control.load();
+        let first_tx = tx.len();
+        let mut b = Batch {
+            snap: &snap,
+            now,
+            node: Tally::default(),
+            ingress: Tally::default(),
+            tx,
+        };
+        self.release_pending(&mut b, None);
+        self.finish(b, first_tx, None);
+    }
+
+    /// Adds a batch's tallies to the shared counters, including per-port transmit counts.
+    fn finish(&self, b: Batch, first_tx: usize, ingress: Option<PortId>) {
+        let mut node = b.node;
+        let mut run: Option<(PortId, Tally)> = None;
+        for (port, buf) in &b.tx[first_tx..] {
+            node.tx_packets += 1;
+            node.tx_bytes += buf.len() as u64;
+            match &mut run {
+                Some((p, t)) if p == port => {
+                    t.tx_packets += 1;
+                    t.tx_bytes += buf.len() as u64;
+                }
+                _ => {
+                    if let Some((p, t)) = run.take() {
+                        self.port_add(b.snap, p, &t);
+                    }
+                    let t = Tally {
+                        tx_packets: 1,
+                        tx_bytes: buf.len() as u64,
+                        ..Tally::default()
+                    };
+                    run = Some((*port, t));
+                }
+            }
+        }
+        if let Some((p, t)) = run {
+            self.port_add(b.snap, p, &t);
+        }
+        if let Some(p) = ingress {
+            self.port_add(b.snap, p, &b.ingress);
+        }
+        self.counters.add(&node);
+    }
+
+    fn port_add(&self, snap: &Snapshot, port: PortId, t: &Tally) {
+        if let Some(p) = snap.port(port) {
+            p.counters.add(t);
+        }
+    }
+
+    // ---- pod ports: the bridge ---------------------------------------------------------
+
+    fn pod_rx(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf) -> Verdict {
+        let eth = classify(&mut buf)?;
+        if eth.src.is_multicast() {
+            return Err(DropReason::Malformed);
+        }
+        if self.macs.learn(eth.src, ingress, b.now) == Learned::Full {
+            b.node.mac_table_full += 1;
+        }
+        let gateway_mac = b.snap.config.gateway_mac();
+        if eth.dst == gateway_mac {
+            return self.to_gateway(b, ingress, buf, eth);
+        }
+        if eth.dst.is_multicast() {
+            if eth.ethertype == ETHERTYPE_ARP {
+                let arp =
+                    wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+                if arp.target_ip == b.snap.config.gateway_ip() {
+                    return self.gateway_arp(b, ingress, arp);
+                }
+            }
+            return self.flood(b, Some(ingress), buf);
+        }
+        match self.macs.lookup(eth.dst, b.now) {
+            Some(port) if port == ingress => Err(DropReason::NotForUs),
+            Some(port) if b.snap.port(port).is_some() => {
+                // [services: reverse translation of replies bridged between local pods
+                // slots in here, as br_netfilter puts bridged IPv4 through conntrack]
+                b.send(port, buf);
+                Ok(Outcome::Forwarded)
+            }
+            _ => self.flood(b, Some(ingress), buf),
+        }
+    }
+
+    /// Sends `buf` to every pod port but `except`: copies for all but the last.
+    fn flood(&self, b: &mut Batch, except: Option<PortId>, buf: PacketBuf) -> Verdict {
+        let snap = b.snap;
+        let mut targets = snap
+            .pod_ports
+            .iter()
+            .copied()
+            .filter(|&p| Some(p) != except);
+        let Some(mut last) = targets.next() else {
+            // A bridge with no other port: flooded to nobody.
+            return Ok(Outcome::Forwarded);
+        };
+        for next in targets {
+            match self.pool.alloc_from(buf.data()) {
+                Some(copy) => b.send(last, copy),
+                None => {
+                    b.node.generated += 1;
+                    b.account(Err(DropReason::NoBuffer));
+                }
+            }
+            last = next;
+        }
+        b.send(last, buf);
+        Ok(Outcome::Forwarded)
+    }
+
+    /// A frame addressed to the gateway's MAC.
+    fn to_gateway(
+        &self,
+        b: &mut Batch,
+        ingress: PortId,
+        mut buf: PacketBuf,
+        eth: wire::EthHeader,
+    ) -> Verdict {
+        match eth.ethertype {
+            ETHERTYPE_ARP => {
+                let arp =
+                    wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+                self.gateway_arp(b, ingress, arp)
+            }
+            ETHERTYPE_IPV4 => {
+                buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
+                self.router(b, buf)
+            }
+            _ => Err(DropReason::Unsupported),
+        }
+    }
+
+    /// The gateway's side of ARP on the pod bridge: answer for `.1`, learn pods.
+    fn gateway_arp(&self, b: &mut Batch, ingress: PortId, arp: Arp) -> Verdict {
+        let config = &b.snap.config;
+        let gateway = config.gateway_ip();
+        if config.subnet.contains(arp.sender_ip)
+            && arp.sender_ip != gateway
+            && !arp.sender_ip.is_unspecified()
+        {
+            self.neighbours
+                .confirm(arp.sender_ip, arp.sender_mac, b.now);
+        }
+        match arp.operation {
+            wire::ARP_REQUEST if arp.target_ip == gateway => {
+                self.arp_reply(b, ingress, &arp, config.gateway_mac());
+                Ok(Outcome::Consumed)
+            }
+            wire::ARP_REPLY if arp.target_ip == gateway => {
+                self.release_pending(b, Some(arp.sender_ip));
+                Ok(Outcome::Consumed)
+            }
+            _ => Err(DropReason::NotForUs),
+        }
+    }
+
+    /// Answers `req` on `port`: `req.target_ip` is at `mac`.
+    fn arp_reply(&self, b: &mut Batch, port: PortId, req: &Arp, mac: Mac) {
+        let reply = Arp {
+            operation: wire::ARP_REPLY,
+            sender_mac: mac,
+            sender_ip: req.target_ip,
+            target_mac: req.sender_mac,
+            target_ip: req.sender_ip,
+        };
+        self.emit_arp(b, port, req.sender_mac, mac, &reply);
+    }
+
+    fn emit_arp(&self, b: &mut Batch, port: PortId, dst: Mac, src: Mac, arp: &Arp) {
+        b.node.generated += 1;
+        let Some(mut buf) = self.pool.alloc() else {
+            b.account(Err(DropReason::NoBuffer));
+            return;
+        };
+        // Ethernet minimum frame: 60 bytes before the FCS, the ARP padded with zeros.
+        let Some(out) = buf.append(60) else {
+            b.account(Err(DropReason::NoBuffer));
+            return;
+        };
+        out.fill(0);
+        wire::write_eth(out, dst, src, ETHERTYPE_ARP);
+        wire::write_arp(&mut out[ETH_LEN..], arp);
+        b.send(port, buf);
+        b.account(Ok(Outcome::Forwarded));
+    }
+
+    // ---- host port ---------------------------------------------------------------------
+
+    fn host_rx(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf) -> Verdict {
+        let eth = classify(&mut buf)?;
+        self.host_mac.store(eth.src.to_u64(), Ordering::Relaxed);
+        match eth.ethertype {
+            ETHERTYPE_ARP => {
+                let arp =
+                    wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+                if arp.operation != wire::ARP_REQUEST {
+                    return Ok(Outcome::Consumed);
+                }
+                // Proxy ARP: the gateway is the way to everything the host routes here.
+                self.arp_reply(b, ingress, &arp, b.snap.config.gateway_mac());
+                Ok(Outcome::Consumed)
+            }
+            ETHERTYPE_IPV4 if eth.dst == b.snap.config.gateway_mac() => {
+                buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
+                self.router(b, buf)
+            }
+            ETHERTYPE_IPV4 => Err(DropReason::NotForUs),
+            _ => Err(DropReason::Unsupported),
+        }
+    }
+
+    // ---- underlay ----------------------------------------------------------------------
+
+    fn underlay_rx(&self, b: &mut Batch, mut buf: PacketBuf) -> Verdict {
+        let config = &b.snap.config;
+        let outer = underlay::parse(buf.data(), config)?;
+        if outer.ip.dst != config.underlay_ip {
+            // host-gw: a peer routed a pod packet to us unencapsulated.
+            if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
+                buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
+                buf.truncate(outer.ip.total_len);
+                return self.router(b, buf);
+            }
+            return Err(DropReason::NotForUs);
+        }
+        match (config.backend, outer.udp) {
+            (Backend::Vxlan { vni, port }, Some(udp)) if udp.dst_port == port => {
+                let payload = &buf.data()[udp.payload_at..udp.payload_end];
+                let inner_at = vxlan::check_header(payload, vni)?;
+                if b.snap.peer_by_underlay(outer.ip.src).is_none() {
+                    return Err(DropReason::UnknownPeer);
+                }
+                buf.truncate(udp.payload_end);
+                buf.strip(udp.payload_at + inner_at)
+                    .ok_or(DropReason::Malformed)?;
+                b.node.decap += 1;
+                let eth = classify(&mut buf)?;
+                if eth.dst != config.vtep_mac {
+                    return Err(DropReason::NotForUs);
+                }
+                if eth.ethertype != ETHERTYPE_IPV4 {
+                    // flannel's VTEP neighbours are permanent: no ARP crosses the overlay.
+                    return Err(DropReason::Unsupported);
+                }
+                buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
+                self.router(b, buf)
+            }
+            (Backend::Udp { port }, Some(udp)) if udp.dst_port == port => {
+                if b.snap.peer_by_underlay(outer.ip.src).is_none() {
+                    return Err(DropReason::UnknownPeer);
+                }
+                buf.truncate(udp.payload_end);
+                buf.strip(udp.payload_at).ok_or(DropReason::Malformed)?;
+                b.node.decap += 1;
+                let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+                buf.truncate(ip.total_len);
+                if !udpencap::decrement_ttl(buf.data_mut()) {
+                    return Err(DropReason::TtlExceeded);
+                }
+                self.router(b, buf)
+            }
+            // [services: NodePorts on the underlay address slot in here]
+            _ => self.to_host(b, buf),
+        }
+    }
+
+    /// Hands a frame to the node's own stack through the host port, if one is attached.
+    fn to_host(&self, b: &mut Batch, buf: PacketBuf) -> Verdict {
+        match b.snap.host {
+            Some(port) => {
+                b.send(port, buf);
+                Ok(Outcome::Forwarded)
+            }
+            None => Err(DropReason::NotForUs),
+        }
+    }
+
+    // ---- router ------------------------------------------------------------------------
+
+    /// A routed IPv4 packet (the buffer starts at its header, which is valid).
+    fn router(&self, b: &mut Batch, buf: PacketBuf) -> Verdict {
+        let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+        let config = &b.snap.config;
+        if ip.dst == config.gateway_ip()
+            || ip.dst == config.vtep_ip()
+            || ip.dst == config.underlay_ip
+        {
+            return self.to_node(b, buf, &ip);
+        }
+        if ip.ttl <= 1 {
+            self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
+            return Err(DropReason::TtlExceeded);
+        }
+        // [services: DNAT / SNAT / reverse NAT slot in here, before the route lookup]
+        self.route(b, buf, Hop::Forward)
+    }
+
+    /// A packet for one of the node's own addresses: the host stack answers when a host
+    /// port is attached; otherwise the gateway answers pings itself.
+    fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, ip: &Ipv4Header) -> Verdict {
+        if let Some(port) = b.snap.host {
+            let dst = Mac::from_u64(self.host_mac.load(Ordering::Relaxed));
+            let dst = if dst == Mac::ZERO {
+                Mac::BROADCAST
+            } else {
+                dst
+            };
+            let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
+            wire::write_eth(eth, dst, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
+            b.send(port, buf);
+            return Ok(Outcome::Forwarded);
+        }
+        if icmp::echo_reply_in_place(buf.data_mut(), ip).is_none() {
+            return Err(DropReason::NotForUs);
+        }
+        buf.truncate(ip.total_len);
+        b.node.generated += 1;
+        let verdict = self.route(b, buf, Hop::Originate);
+        b.account(verdict);
+        Ok(Outcome::Consumed)
+    }
+
+    /// Sends an ICMP error about `offender` back to its source, from the gateway.
+    fn icmp_error(&self, b: &mut Batch, offender: &[u8], ip: &Ipv4Header, kind: IcmpError) {
+        if !icmp::may_report(offender, ip) {
+            return;
+        }
+        b.node.generated += 1;
+        let verdict = match icmp::error(&self.pool, offender, ip, b.snap.config.gateway_ip(), kind)
+        {
+            Some(buf) => self.route(b, buf, Hop::Originate),
+            None => Err(DropReason::NoBuffer),
+        };
+        b.account(verdict);
+    }
+
+    /// The route lookup and egress of a packet. A forwarded packet's TTL is decremented
+    /// once its egress is known, so ICMP errors before that quote it as it arrived, as
+    /// Linux's `ip_forward` does.
+    fn route(&self, b: &mut Batch, mut buf: PacketBuf, hop: Hop) -> Verdict {
+        let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+        match b.snap.routes.lookup(ip.dst) {
+            Some(NextHop::Local) => self.to_local_pod(b, buf, &ip, hop),
+            Some(NextHop::Peer(i)) => self.to_peer(b, buf, &ip, i, hop),
+            Some(NextHop::UnknownSubnet) => {
+                if matches!(b.snap.config.backend, Backend::Udp { .. })
+                    && ip.protocol != wire::PROTO_ICMP
+                {
+                    // flanneld answers after the kernel forwarded the packet to it.
+                    if hop == Hop::Forward {
+                        wire::decrement_ttl(buf.data_mut());
+                    }
+                    let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+                    self.icmp_error(b, buf.data(), &ip, IcmpError::NetUnreachable);
+                }
+                Err(DropReason::NoRoute)
+            }
+            None => Err(DropReason::NoRoute),
+        }
+    }
+
+    /// Checks `ip` against the egress MTU; a DF packet that is too large is answered
+    /// with fragmentation-needed carrying that MTU.
+    fn check_mtu(
+        &self,
+        b: &mut Batch,
+        packet: &[u8],
+        ip: &Ipv4Header,
+        mtu: u16,
+    ) -> Result<(), DropReason> {
+        if ip.total_len <= mtu as usize {
+            return Ok(());
+        }
+        if ip.dont_fragment() {
+            self.icmp_error(b, packet, ip, IcmpError::FragmentationNeeded { mtu });
+        }
+        // Fragmenting is left to the sender: pods get the right MTU from the start.
+        Err(DropReason::Mtu)
+    }
+
+    fn to_local_pod(
+        &self,
+        b: &mut Batch,
+        mut buf: PacketBuf,
+        ip: &Ipv4Header,
+        hop: Hop,
+    ) -> Verdict {
+        let config = &b.snap.config;
+        self.check_mtu(b, buf.data(), ip, config.pod_mtu())?;
+        if ip.dst == config.subnet.broadcast() {
+            return Err(DropReason::NoRoute);
+        }
+        if hop == Hop::Forward {
+            wire::decrement_ttl(buf.data_mut());
+        }
+        match self
+            .neighbours
+            .lookup(ip.dst, b.now, config.neighbour_timeout_ns)
+        {
+            Some(mac) => self.bridge_out(b, buf, mac),
+            None => {
+                if self.neighbours.should_ask(ip.dst, b.now, ARP_RETRY_NS) {
+                    self.arp_request(b, ip.dst);
+                }
+                let pending = Pending {
+                    buf,
+                    next_hop: ip.dst,
+                    since: b.now,
+                };
+                match self.pending.push(pending) {
+                    Ok(()) => Ok(Outcome::Queued),
+                    Err(_) => Err(DropReason::TableFull),
+                }
+            }
+        }
+    }
+
+    /// Puts an Ethernet header from the gateway to `mac` on a routed packet and bridges it.
+    fn bridge_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac) -> Verdict {
+        let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
+        wire::write_eth(eth, mac, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
+        match self.macs.lookup(mac, b.now) {
+            Some(port) if b.snap.port(port).is_some() => {
+                b.send(port, buf);
+                Ok(Outcome::Forwarded)
+            }
+            _ => self.flood(b, None, buf),
+        }
+    }
+
+    /// Broadcasts "who has `ip`" from the gateway to the pods.
+    fn arp_request(&self, b: &mut Batch, ip: Ipv4Addr) {
+        let config = &b.snap.config;
+        let req = Arp {
+            operation: wire::ARP_REQUEST,
+            sender_mac: config.gateway_mac(),
+            sender_ip: config.gateway_ip(),
+            target_mac: Mac::ZERO,
+            target_ip: ip,
+        };
+        let ports: &[PortId] = &b.snap.pod_ports;
+        for &port in ports {
+            self.emit_arp(b, port, Mac::BROADCAST, config.gateway_mac(), &req);
+        }
+    }
+
+    /// Sends waiting packets whose next hop is now resolved (all of them when `resolved`
+    /// is `None`), and drops those that waited too long.
+    fn release_pending(&self, b: &mut Batch, resolved: Option<Ipv4Addr>) {
+        let timeout = b.snap.config.neighbour_timeout_ns;
+        let wait = b.snap.config.arp_wait_ns;
+        let evicted = self.pending.drain(|p| {
+            if resolved.is_none_or(|ip| ip == p.next_hop) {
+                if let Some(mac) = self.neighbours.lookup(p.next_hop, b.now, timeout) {
+                    let verdict = self.bridge_out(b, p.buf, mac);
+                    b.account(verdict);
+                    return None;
+                }
+            }
+            if b.now.saturating_sub(p.since) > wait {
+                b.account(Err(DropReason::ArpTimeout));
+                return None;
+            }
+            Some(p)
+        });
+        for _ in 0..evicted {
+            b.account(Err(DropReason::TableFull));
+        }
+    }
+
+    fn to_peer(
+        &self,
+        b: &mut Batch,
+        mut buf: PacketBuf,
+        ip: &Ipv4Header,
+        i: usize,
+        hop: Hop,
+    ) -> Verdict {
+        let snap = b.snap;
+        let config = &snap.config;
+        let peer = &config.peers[i];
+        let underlay = snap.underlay.ok_or(DropReason::NoRoute)?;
+        self.check_mtu(b, buf.data(), ip, config.pod_mtu())?;
+        if hop == Hop::Forward {
+            wire::decrement_ttl(buf.data_mut());
+        }
+        match config.backend {
+            Backend::Vxlan { vni, port } => {
+                let src_port = vxlan::source_port(flow::hash(buf.data(), ip));
+                vxlan::encap(&mut buf, config, peer, vni, port, src_port)
+                    .ok_or(DropReason::NoBuffer)?;
+                b.node.encap += 1;
+            }
+            Backend::Udp { port } => {
+                if !udpencap::decrement_ttl(buf.data_mut()) {
+                    return Err(DropReason::TtlExceeded);
+                }
+                udpencap::encap(&mut buf, config, peer, port).ok_or(DropReason::NoBuffer)?;
+                b.node.encap += 1;
+            }
+            Backend::HostGw => {
+                let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
+                wire::write_eth(eth, peer.underlay_mac, config.underlay_mac, ETHERTYPE_IPV4);
+            }
+        }
+        b.send(underlay, buf);
+        Ok(Outcome::Forwarded)
+    }
+
+    // ---- reading state -----------------------------------------------------------------
+
+    /// The node's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        let mut s = self.counters.snapshot();
+        s.queued = self.pending.len() as u64;
+        s.mac_entries = self.macs.entries(u64::MAX / 2).len() as u64;
+        s
+    }
+
+    /// The counters of one port.
+    pub fn port_counters(&self, port: PortId) -> Option<CounterSnapshot> {
+        self.control
+            .load()
+            .port(port)
+            .map(|p| p.counters.snapshot())
+    }
+
+    /// Learned MACs still live at `now`.
+    pub fn mac_entries(&self, now: u64) -> Vec<MacEntry> {
+        self.macs.entries(now)
+    }
+
+    /// Resolved neighbours still trusted at `now`.
+    pub fn neighbour_entries(&self, now: u64) -> Vec<NeighbourEntry> {
+        self.neighbours
+            .entries(now, self.control.load().config.neighbour_timeout_ns)
+    }
+
+    /// Packets waiting for ARP now.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets everything learned (MACs, neighbours, waiting packets), as a restart does.
+    pub fn reset_learned(&self) {
+        for port in 0..self.control.load().ports.len() {
+            self.macs.forget_port(PortId(port as u16));
+        }
+        self.neighbours.clear();
+        let mut lost = 0;
+        self.pending.drain(|_| {
+            lost += 1;
+            None
+        });
+        let mut t = Tally::default();
+        t.drops[DropReason::ArpTimeout as usize] = lost;
+        self.counters.add(&t);
+    }
+}
+
+/// Validates a frame's Ethernet header and, for IPv4 and ARP, its payload; trims
+/// Ethernet padding after an IPv4 packet. Other ethertypes pass unchecked: the bridge
+/// forwards them, the router refuses them.
+fn classify(buf: &mut PacketBuf) -> Result<wire::EthHeader, DropReason> {
+    let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
+    match eth.ethertype {
+        ETHERTYPE_IPV4 => {
+            let ip = wire::parse_ipv4(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+            buf.truncate(ETH_LEN + ip.total_len);
+        }
+        ETHERTYPE_ARP => {
+            wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+        }
+        _ => {}
+    }
+    Ok(eth)
+}
