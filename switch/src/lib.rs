@@ -28,3 +28,9 @@ pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
 pub use counters::{CounterSnapshot, DropReason};
 pub use mac::Mac;
 pub use switch::Switch;
+
+/// Workers share one `Switch` by reference: it must stay `Send + Sync`.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Switch>();
+};

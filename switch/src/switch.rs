@@ -67,6 +67,8 @@ pub struct Switch {
     counters: Counters,
     /// The host port's MAC, learned from its frames (0 until then).
     host_mac: AtomicU64,
+    /// The latest `now` a caller passed: the time counters and tables are read at.
+    last_now: AtomicU64,
 }
 
 /// How one packet ended.
@@ -134,6 +136,7 @@ impl Switch {
             pool,
             counters: Counters::default(),
             host_mac: AtomicU64::new(0),
+            last_now: AtomicU64::new(0),
         })
     }
 
@@ -168,6 +171,7 @@ impl Switch {
         now: u64,
         tx: &mut Vec<(PortId, PacketBuf)>,
     ) {
+        self.last_now.fetch_max(now, Ordering::Relaxed);
         let snap = self.control.load();
         let first_tx = tx.len();
         let mut b = Batch {
@@ -201,6 +205,7 @@ impl Switch {
         if self.pending.is_empty() {
             return;
         }
+        self.last_now.fetch_max(now, Ordering::Relaxed);
         let snap = self.control.load();
         let first_tx = tx.len();
         let mut b = Batch {
@@ -721,7 +726,10 @@ impl Switch {
     pub fn counters(&self) -> CounterSnapshot {
         let mut s = self.counters.snapshot();
         s.queued = self.pending.len() as u64;
-        s.mac_entries = self.macs.entries(u64::MAX / 2).len() as u64;
+        s.mac_entries = self
+            .macs
+            .entries(self.last_now.load(Ordering::Relaxed))
+            .len() as u64;
         s
     }
 
