@@ -21,7 +21,10 @@ pub(crate) fn network(written: &Spanned<String>, field: &str) -> Result<Ipv4Netw
         ));
     }
     let network: Ipv4Network = text.parse().map_err(|error| {
-        Invalid::at(written, format!("{field} {text:?} is not a valid CIDR: {error}"))
+        Invalid::at(
+            written,
+            format!("{field} {text:?} is not a valid CIDR: {error}"),
+        )
     })?;
     if network.ip() != network.network() {
         return Err(Invalid::at(

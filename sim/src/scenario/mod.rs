@@ -42,8 +42,7 @@ pub use model::{
     Action, Backend, Check, Cluster, CompareOp, DropReason, Expectation, External, Fault,
     FaultKind, Firewall, FirewallRule, HostMatch, Listen, Node, Pod, PortRange, Protocol, Role,
     RuleProtocol, Scenario, Service, ServicePort, ServiceType, SessionAffinity, SourceSeen,
-    Traffic, TrafficKind, TrafficPolicy, TrafficSource, TrafficTarget, UdpBackend, Underlay,
-    Vxlan,
+    Traffic, TrafficKind, TrafficPolicy, TrafficSource, TrafficTarget, UdpBackend, Underlay, Vxlan,
 };
 
 /// Reads and resolves the scenario file at `path`; errors name the path as given.

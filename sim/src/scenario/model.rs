@@ -194,7 +194,7 @@ impl Node {
 
     /// The pods' gateway address: the subnet's `.1`.
     pub fn gateway_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
+        Ipv4Addr::from(u32::from(self.subnet.network()).saturating_add(1))
     }
 }
 

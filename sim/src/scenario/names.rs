@@ -114,7 +114,8 @@ impl Names {
             };
             return Err(Invalid::at_position(position, message));
         }
-        self.claims.insert(name.to_string(), Claim { what, position });
+        self.claims
+            .insert(name.to_string(), Claim { what, position });
         Ok(())
     }
 
@@ -155,7 +156,10 @@ mod tests {
     #[test]
     fn rejects_separators_and_other_placeholders() {
         for bad in ["a:b", "a/b", "a b", "web-{n}", ""] {
-            assert!(expand(&spanned(bad.to_string()), None, "pod").is_err(), "{bad}");
+            assert!(
+                expand(&spanned(bad.to_string()), None, "pod").is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -167,7 +171,11 @@ mod tests {
         let error = names.claim("a", "node", None).unwrap_err();
         assert_eq!(error.message, "duplicate node name \"a\" (first at 3:9)");
         let error = names.claim("a", "pod", None).unwrap_err();
-        assert!(error.message.contains("the node at 3:9"), "{}", error.message);
+        assert!(
+            error.message.contains("the node at 3:9"),
+            "{}",
+            error.message
+        );
         assert_eq!(names.holder("a"), Some("node"));
     }
 }

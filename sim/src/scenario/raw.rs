@@ -18,7 +18,7 @@ use super::model::{
     Action, Backend, DropReason, PortRange, Protocol, Role, RuleProtocol, ServiceType,
     SessionAffinity, SourceSeen, TrafficKind, TrafficPolicy,
 };
-use super::units::{BitsPerSecond, Bytes, Fraction, Nanos};
+use super::units::{BitsPerSecond, Bytes, Fraction, Nanos, Port};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -73,14 +73,14 @@ pub(crate) struct RawCluster {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawVxlan {
     pub vni: Option<Spanned<u32>>,
-    pub port: Option<Spanned<u16>>,
+    pub port: Option<Spanned<Port>>,
 }
 
 /// `cluster.udp`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawUdp {
-    pub port: Option<Spanned<u16>>,
+    pub port: Option<Spanned<Port>>,
 }
 
 /// `underlay:`
@@ -130,7 +130,7 @@ pub(crate) struct RawPod {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListen {
-    pub port: Spanned<u16>,
+    pub port: Spanned<Port>,
     #[serde(default)]
     pub protocol: Option<Protocol>,
 }
@@ -162,13 +162,13 @@ pub(crate) struct RawService {
 pub(crate) struct RawServicePort {
     #[serde(default)]
     pub name: Option<Spanned<String>>,
-    pub port: Spanned<u16>,
+    pub port: Spanned<Port>,
     #[serde(default)]
-    pub target_port: Option<Spanned<u16>>,
+    pub target_port: Option<Spanned<Port>>,
     #[serde(default)]
     pub protocol: Option<Protocol>,
     #[serde(default)]
-    pub node_port: Option<Spanned<u16>>,
+    pub node_port: Option<Spanned<Port>>,
 }
 
 /// One entry of `externals:`; `count` makes several.
@@ -217,7 +217,7 @@ pub(crate) struct RawTraffic {
     #[serde(default)]
     pub count: Option<Spanned<u32>>,
     #[serde(default)]
-    pub bytes: Option<Bytes>,
+    pub bytes: Option<Spanned<Bytes>>,
     #[serde(default)]
     pub start: Option<Nanos>,
     #[serde(default)]

@@ -7,6 +7,8 @@
 
 use std::net::Ipv4Addr;
 
+use super::units::parse_port;
+
 /// A parsed `from`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum SourceRef<'a> {
@@ -45,11 +47,13 @@ pub(crate) fn source(text: &str) -> Result<SourceRef<'_>, String> {
 pub(crate) fn target(text: &str) -> Result<TargetRef<'_>, String> {
     let text = text.trim();
     if let Some(rest) = text.strip_prefix("svc:") {
-        let (name, port) = name_and_port(rest).ok_or_else(|| format!("to {text:?}: expected svc:NAME:PORT"))?;
+        let (name, port) =
+            name_and_port(rest).ok_or_else(|| format!("to {text:?}: expected svc:NAME:PORT"))?;
         return Ok(TargetRef::Service { name, port });
     }
     if let Some(rest) = text.strip_prefix("lb:") {
-        let (name, port) = name_and_port(rest).ok_or_else(|| format!("to {text:?}: expected lb:NAME:PORT"))?;
+        let (name, port) =
+            name_and_port(rest).ok_or_else(|| format!("to {text:?}: expected lb:NAME:PORT"))?;
         return Ok(TargetRef::Lb { name, port });
     }
     if let Some(rest) = text.strip_prefix("node:") {
@@ -83,16 +87,8 @@ fn host_and_port<'a>(whole: &str, text: &'a str) -> Result<(&'a str, Option<u16>
     if host.is_empty() || port.is_some_and(|port| port.contains(':')) {
         return Err(format!("to {whole:?}: expected {TARGET_FORMS}"));
     }
-    let port = port.map(|port| port_number(port).map_err(|error| format!("to {whole:?}: {error}")));
+    let port = port.map(|port| parse_port(port).map_err(|error| format!("to {whole:?}: {error}")));
     Ok((host, port.transpose()?))
-}
-
-/// A port number, 1 to 65535.
-pub(crate) fn port_number(text: &str) -> Result<u16, String> {
-    match text.parse::<u16>() {
-        Ok(port) if port > 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
-        _ => Err(format!("{text:?} is not a port (1 to 65535)")),
-    }
 }
 
 #[cfg(test)]
@@ -109,35 +105,84 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(target("web-0"), Ok(TargetRef::Pod { name: "web-0", port: None }));
+        assert_eq!(
+            target("web-0"),
+            Ok(TargetRef::Pod {
+                name: "web-0",
+                port: None
+            })
+        );
         assert_eq!(
             target("web-0:8080"),
-            Ok(TargetRef::Pod { name: "web-0", port: Some(8080) })
+            Ok(TargetRef::Pod {
+                name: "web-0",
+                port: Some(8080)
+            })
         );
-        assert_eq!(target("svc:web:80"), Ok(TargetRef::Service { name: "web", port: "80" }));
+        assert_eq!(
+            target("svc:web:80"),
+            Ok(TargetRef::Service {
+                name: "web",
+                port: "80"
+            })
+        );
         assert_eq!(
             target("svc:web:http"),
-            Ok(TargetRef::Service { name: "web", port: "http" })
+            Ok(TargetRef::Service {
+                name: "web",
+                port: "http"
+            })
         );
-        assert_eq!(target("lb:web:80"), Ok(TargetRef::Lb { name: "web", port: "80" }));
+        assert_eq!(
+            target("lb:web:80"),
+            Ok(TargetRef::Lb {
+                name: "web",
+                port: "80"
+            })
+        );
         assert_eq!(
             target("node:worker-0:30080"),
-            Ok(TargetRef::Node { name: "worker-0", port: Some(30080) })
+            Ok(TargetRef::Node {
+                name: "worker-0",
+                port: Some(30080)
+            })
         );
-        assert_eq!(target("node:worker-0"), Ok(TargetRef::Node { name: "worker-0", port: None }));
+        assert_eq!(
+            target("node:worker-0"),
+            Ok(TargetRef::Node {
+                name: "worker-0",
+                port: None
+            })
+        );
         assert_eq!(
             target("10.3.0.50:80"),
-            Ok(TargetRef::Ip { addr: Ipv4Addr::new(10, 3, 0, 50), port: Some(80) })
+            Ok(TargetRef::Ip {
+                addr: Ipv4Addr::new(10, 3, 0, 50),
+                port: Some(80)
+            })
         );
         assert_eq!(
             target("10.2.1.2"),
-            Ok(TargetRef::Ip { addr: Ipv4Addr::new(10, 2, 1, 2), port: None })
+            Ok(TargetRef::Ip {
+                addr: Ipv4Addr::new(10, 2, 1, 2),
+                port: None
+            })
         );
     }
 
     #[test]
     fn bad_targets() {
-        for bad in ["svc:web", "svc::80", "lb:web", "node:", "10.3.0.300", "web:0", "web:x", "a:1:2", ""] {
+        for bad in [
+            "svc:web",
+            "svc::80",
+            "lb:web",
+            "node:",
+            "10.3.0.300",
+            "web:0",
+            "web:x",
+            "a:1:2",
+            "",
+        ] {
             assert!(target(bad).is_err(), "{bad}");
         }
     }

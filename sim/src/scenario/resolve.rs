@@ -17,6 +17,7 @@ use super::services::services;
 use super::timeline;
 use super::topology;
 use super::traffic::{self, Inventory};
+use super::units::Port;
 
 const DEFAULT_SEED: u64 = 1;
 const DEFAULT_DURATION_NS: u64 = 10_000_000_000;
@@ -75,7 +76,11 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
         &mut names,
     )?;
     let services = services(raw.services.as_deref().unwrap_or_default(), &cluster)?;
-    let firewall = firewall(raw.firewall.unwrap_or_default(), &hosts.nodes, &hosts.externals)?;
+    let firewall = firewall(
+        raw.firewall.unwrap_or_default(),
+        &hosts.nodes,
+        &hosts.externals,
+    )?;
 
     let mut every_pod = BTreeMap::new();
     for pod in pods.initial.iter().chain(pods.added.iter().flatten()) {
@@ -169,7 +174,10 @@ fn cluster(raw: RawCluster) -> Result<Cluster, Invalid> {
         Some(written) if written.value > MAX_VNI => {
             return Err(Invalid::at(
                 &written,
-                format!("vni {} does not fit in 24 bits (at most {MAX_VNI})", written.value),
+                format!(
+                    "vni {} does not fit in 24 bits (at most {MAX_VNI})",
+                    written.value
+                ),
             ))
         }
         Some(written) => written.value,
@@ -199,12 +207,8 @@ fn cluster(raw: RawCluster) -> Result<Cluster, Invalid> {
     })
 }
 
-fn udp_port(written: Option<Spanned<u16>>, default: u16) -> Result<u16, Invalid> {
-    match written {
-        Some(written) if written.value == 0 => Err(Invalid::at(&written, "port must be 1 to 65535")),
-        Some(written) => Ok(written.value),
-        None => Ok(default),
-    }
+fn udp_port(written: Option<Spanned<Port>>, default: u16) -> Result<u16, Invalid> {
+    Ok(written.map_or(default, |port| port.value.0))
 }
 
 fn underlay(raw: RawUnderlay, backend: Backend) -> Result<Underlay, Invalid> {

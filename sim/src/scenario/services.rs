@@ -9,8 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use serde_saphyr::Spanned;
-
 use super::cidr;
 use super::error::{Invalid, Position};
 use super::model::{
@@ -28,7 +26,10 @@ const DNS_OFFSET: u32 = 10;
 const DEFAULT_AFFINITY_TIMEOUT_NS: u64 = 10_800_000_000_000;
 
 /// Resolves `services:`.
-pub(crate) fn services(raw_services: &[RawService], cluster: &Cluster) -> Result<Vec<Service>, Invalid> {
+pub(crate) fn services(
+    raw_services: &[RawService],
+    cluster: &Cluster,
+) -> Result<Vec<Service>, Invalid> {
     let mut names = Names::default();
     for raw in raw_services {
         names::check(&raw.name.value, &raw.name, "service")?;
@@ -99,8 +100,9 @@ fn cluster_ips(raw_services: &[RawService], cluster: &Cluster) -> Result<Vec<Ipv
         owners.insert(ip, &raw.name.value);
     }
     // Reserved for allocation only; taken after the explicit ones so a service may claim them.
-    pool.take(network + API_SERVER_OFFSET);
-    pool.take(network + DNS_OFFSET);
+    // In a tiny service CIDR these may lie outside it, where taking them changes nothing.
+    pool.take(network.saturating_add(API_SERVER_OFFSET));
+    pool.take(network.saturating_add(DNS_OFFSET));
     raw_services
         .iter()
         .map(|raw| match &raw.cluster_ip {
@@ -132,7 +134,7 @@ fn node_ports(
             let Some(written) = &port.node_port else {
                 continue;
             };
-            let node_port = written.value;
+            let node_port = written.value.0;
             if service_type == ServiceType::ClusterIp {
                 return Err(Invalid::at(
                     written,
@@ -172,7 +174,7 @@ fn node_ports(
                 .iter()
                 .flatten()
                 .map(|port| match (&port.node_port, service_type) {
-                    (Some(written), _) => Ok(Some(written.value)),
+                    (Some(written), _) => Ok(Some(written.value.0)),
                     (None, ServiceType::ClusterIp) => Ok(None),
                     (None, _) => pool
                         .next_free()
@@ -198,11 +200,7 @@ fn ports(raw: &RawService, node_ports: Vec<Option<u16>>) -> Result<Vec<ServicePo
     let mut ports: Vec<ServicePort> = Vec::new();
     for (port, node_port) in raw.ports.iter().flatten().zip(node_ports) {
         let protocol = port.protocol.unwrap_or(Protocol::Tcp);
-        nonzero(&port.port, "port")?;
-        let target_port = match &port.target_port {
-            Some(written) => nonzero(written, "target_port")?,
-            None => port.port.value,
-        };
+        let target_port = port.target_port.as_ref().unwrap_or(&port.port).value.0;
         if let Some(name) = &port.name {
             names::check(&name.value, name, "port")?;
             if ports
@@ -220,7 +218,7 @@ fn ports(raw: &RawService, node_ports: Vec<Option<u16>>) -> Result<Vec<ServicePo
         }
         if ports
             .iter()
-            .any(|other| other.port == port.port.value && other.protocol == protocol)
+            .any(|other| other.port == port.port.value.0 && other.protocol == protocol)
         {
             return Err(Invalid::at(
                 &port.port,
@@ -228,25 +226,17 @@ fn ports(raw: &RawService, node_ports: Vec<Option<u16>>) -> Result<Vec<ServicePo
                     "service {} has port {}/{} twice",
                     raw.name.value,
                     protocol.as_str(),
-                    port.port.value
+                    port.port.value.0
                 ),
             ));
         }
         ports.push(ServicePort {
             name: port.name.as_ref().map(|name| name.value.clone()),
-            port: port.port.value,
+            port: port.port.value.0,
             target_port,
             protocol,
             node_port,
         });
     }
     Ok(ports)
-}
-
-/// A port number that is not 0.
-fn nonzero(written: &Spanned<u16>, field: &str) -> Result<u16, Invalid> {
-    match written.value {
-        0 => Err(Invalid::at(written, format!("{field} must be 1 to 65535, not 0"))),
-        port => Ok(port),
-    }
 }

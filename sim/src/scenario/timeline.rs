@@ -55,7 +55,10 @@ pub(crate) fn faults(
             if nodes.iter().any(|node| node.name == written.value) {
                 Ok(written.value.clone())
             } else {
-                Err(Invalid::at(written, format!("no node named {:?}", written.value)))
+                Err(Invalid::at(
+                    written,
+                    format!("no node named {:?}", written.value),
+                ))
             }
         };
         let kind = match tag {
@@ -69,7 +72,12 @@ pub(crate) fn faults(
             },
             FaultTag::Latency => FaultKind::Latency {
                 node: node()?,
-                latency_ns: raw.latency.as_ref().ok_or_else(|| needs(raw, "latency"))?.value.0,
+                latency_ns: raw
+                    .latency
+                    .as_ref()
+                    .ok_or_else(|| needs(raw, "latency"))?
+                    .value
+                    .0,
             },
             FaultTag::Partition => FaultKind::Partition {
                 groups: partition(raw, nodes, externals)?,
@@ -105,7 +113,11 @@ pub(crate) fn faults(
                     if !live.insert(pod.name.clone()) {
                         return Err(Invalid::at(
                             &spec.name,
-                            format!("pod {:?} already exists at {}", pod.name, format_duration(at_ns)),
+                            format!(
+                                "pod {:?} already exists at {}",
+                                pod.name,
+                                format_duration(at_ns)
+                            ),
                         ));
                     }
                     faults.push(Fault {
@@ -163,7 +175,11 @@ fn needs(raw: &RawFault, field: &str) -> Invalid {
 }
 
 /// A partition's groups: node and external names, each in at most one group.
-fn partition(raw: &RawFault, nodes: &[Node], externals: &[External]) -> Result<Vec<Vec<String>>, Invalid> {
+fn partition(
+    raw: &RawFault,
+    nodes: &[Node],
+    externals: &[External],
+) -> Result<Vec<Vec<String>>, Invalid> {
     let groups = raw.groups.as_ref().ok_or_else(|| needs(raw, "groups"))?;
     let mut seen = BTreeSet::new();
     groups

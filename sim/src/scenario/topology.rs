@@ -146,10 +146,7 @@ fn node_subnet(written: &Spanned<String>, cluster: &Cluster) -> Result<Ipv4Netwo
     if !cidr::within(subnet, cluster.pod_cidr) {
         return Err(Invalid::at(
             written,
-            format!(
-                "subnet {subnet} is outside pod_cidr {}",
-                cluster.pod_cidr
-            ),
+            format!("subnet {subnet} is outside pod_cidr {}", cluster.pod_cidr),
         ));
     }
     if subnet.prefix() > 30 {
@@ -354,7 +351,10 @@ pub(crate) fn pods(
             listen: listen(entry.raw)?,
         })
     });
-    let initial = pods.by_ref().take(initial_count).collect::<Result<_, _>>()?;
+    let initial = pods
+        .by_ref()
+        .take(initial_count)
+        .collect::<Result<_, _>>()?;
     let added = added_counts
         .into_iter()
         .map(|count| pods.by_ref().take(count).collect::<Result<_, _>>())
@@ -512,22 +512,23 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
         .collect()
 }
 
-/// A pod's `listen:` list: ports 1-65535, protocol default tcp, no repeats.
+/// A pod's `listen:` list: protocol default tcp, no repeats.
 fn listen(raw: &RawPod) -> Result<Vec<Listen>, Invalid> {
     let mut listen: Vec<Listen> = Vec::new();
     for entry in raw.listen.iter().flatten() {
-        let port = entry.port.value;
+        let port = entry.port.value.0;
         let protocol = entry.protocol.unwrap_or(Protocol::Tcp);
-        if port == 0 {
-            return Err(Invalid::at(&entry.port, "port 0 is not a port a pod can listen on"));
-        }
         if listen
             .iter()
             .any(|other| other.port == port && other.protocol == protocol)
         {
             return Err(Invalid::at(
                 &entry.port,
-                format!("pod {} listens on {}/{port} twice", raw.name.value, protocol.as_str()),
+                format!(
+                    "pod {} listens on {}/{port} twice",
+                    raw.name.value,
+                    protocol.as_str()
+                ),
             ));
         }
         listen.push(Listen { port, protocol });

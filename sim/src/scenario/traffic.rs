@@ -11,13 +11,13 @@ use serde_saphyr::Spanned;
 
 use super::error::{Invalid, Position};
 use super::model::{
-    Check, Expectation, External, Node, Pod, Service, ServicePort, ServiceType, Traffic,
+    Check, Expectation, External, Node, Pod, Protocol, Service, ServicePort, ServiceType, Traffic,
     TrafficKind, TrafficSource, TrafficTarget,
 };
 use super::names::{self, Names};
 use super::raw::{RawExpectation, RawTraffic, Spread};
 use super::reference::{self, SourceRef, TargetRef};
-use super::units::parse_comparison;
+use super::units::{parse_comparison, parse_port};
 
 const DEFAULT_BYTES: u64 = 64;
 const DEFAULT_INTERVAL_NS: u64 = 10_000_000;
@@ -35,7 +35,10 @@ pub(crate) struct Inventory<'a> {
 }
 
 /// Resolves `traffic:`.
-pub(crate) fn traffic(raw_traffic: &[RawTraffic], inventory: &Inventory<'_>) -> Result<Vec<Traffic>, Invalid> {
+pub(crate) fn traffic(
+    raw_traffic: &[RawTraffic],
+    inventory: &Inventory<'_>,
+) -> Result<Vec<Traffic>, Invalid> {
     let mut names = Names::default();
     raw_traffic
         .iter()
@@ -50,16 +53,24 @@ pub(crate) fn traffic(raw_traffic: &[RawTraffic], inventory: &Inventory<'_>) -> 
                 Some(written) => written.value,
                 None => 1,
             };
-            let bytes = raw.bytes.map_or(DEFAULT_BYTES, |bytes| bytes.0);
-            if kind != TrafficKind::Tcp && kind != TrafficKind::Bulk && bytes > MAX_DATAGRAM_PAYLOAD {
-                return Err(Invalid::at(
-                    &raw.name,
-                    format!(
-                        "bytes {bytes} do not fit in one {} datagram (at most {MAX_DATAGRAM_PAYLOAD})",
-                        kind.as_str()
-                    ),
-                ));
-            }
+            let bytes = match &raw.bytes {
+                Some(written) if kind.protocol() != Some(Protocol::Tcp) => {
+                    if written.value.0 > MAX_DATAGRAM_PAYLOAD {
+                        return Err(Invalid::at(
+                            written,
+                            format!(
+                                "{} bytes do not fit in one {} datagram (at most \
+                                 {MAX_DATAGRAM_PAYLOAD})",
+                                written.value.0,
+                                kind.as_str()
+                            ),
+                        ));
+                    }
+                    written.value.0
+                }
+                Some(written) => written.value.0,
+                None => DEFAULT_BYTES,
+            };
             let timeout_ns = match &raw.timeout {
                 Some(written) if written.value.0 == 0 => {
                     return Err(Invalid::at(written, "timeout must be more than 0"))
@@ -94,7 +105,12 @@ fn source(written: &Spanned<String>, inventory: &Inventory<'_>) -> Result<Traffi
         SourceRef::Host(name) if inventory.pods.contains_key(name) => {
             Ok(TrafficSource::Pod(name.to_string()))
         }
-        SourceRef::Host(name) if inventory.externals.iter().any(|external| external.name == name) => {
+        SourceRef::Host(name)
+            if inventory
+                .externals
+                .iter()
+                .any(|external| external.name == name) =>
+        {
             Ok(TrafficSource::External(name.to_string()))
         }
         SourceRef::Host(name) => {
@@ -126,15 +142,20 @@ fn target(
             (TrafficKind::Ping, None) | (_, Some(_)) => Ok(port),
             (_, None) => Err(Invalid::at(
                 written,
-                format!("{} traffic to {what} needs a port, e.g. {}:PORT", kind.as_str(), written.value),
+                format!(
+                    "{} traffic to {what} needs a port, e.g. {}:PORT",
+                    kind.as_str(),
+                    written.value
+                ),
             )),
         }
     };
     Ok(match parsed {
         TargetRef::Pod { name, port } => {
-            let pod = inventory.pods.get(name).ok_or_else(|| {
-                Invalid::at(written, format!("to: no pod named {name:?}"))
-            })?;
+            let pod = inventory
+                .pods
+                .get(name)
+                .ok_or_else(|| Invalid::at(written, format!("to: no pod named {name:?}")))?;
             let port = match (kind.protocol(), port) {
                 (Some(protocol), None) => Some(
                     pod.listen
@@ -153,11 +174,17 @@ fn target(
                 ),
                 _ => port_rule(port, &format!("pod {name}"))?,
             };
-            TrafficTarget::Pod { name: name.to_string(), port }
+            TrafficTarget::Pod {
+                name: name.to_string(),
+                port,
+            }
         }
         TargetRef::Service { name, port } => {
             let port = service_port(written, name, port, kind, inventory)?;
-            TrafficTarget::Service { name: name.to_string(), port }
+            TrafficTarget::Service {
+                name: name.to_string(),
+                port,
+            }
         }
         TargetRef::Lb { name, port } => {
             let port = service_port(written, name, port, kind, inventory)?;
@@ -172,12 +199,18 @@ fn target(
                     format!("to: service {name} is not of type LoadBalancer"),
                 ));
             }
-            TrafficTarget::Lb { name: name.to_string(), port }
+            TrafficTarget::Lb {
+                name: name.to_string(),
+                port,
+            }
         }
         TargetRef::Node { name, port } => {
             node(written, name, inventory)?;
             let port = port_rule(port, &format!("node {name}"))?;
-            TrafficTarget::Node { name: name.to_string(), port }
+            TrafficTarget::Node {
+                name: name.to_string(),
+                port,
+            }
         }
         TargetRef::Ip { addr, port } => {
             let port = port_rule(port, &addr.to_string())?;
@@ -209,7 +242,7 @@ fn service_port(
         .ok_or_else(|| Invalid::at(written, format!("to: no service named {name:?}")))?;
     let number = port.bytes().all(|b| b.is_ascii_digit());
     if number {
-        reference::port_number(port).map_err(|error| Invalid::at(written, error))?;
+        parse_port(port).map_err(|error| Invalid::at(written, error))?;
     }
     let matches_port = |candidate: &&ServicePort| {
         if number {

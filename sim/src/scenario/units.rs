@@ -144,25 +144,31 @@ pub fn parse_comparison(text: &str) -> Result<(CompareOp, f64), String> {
     Ok((op, share))
 }
 
+/// Parses a port number, 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    let digits = text.trim();
+    match digits.parse::<u16>() {
+        Ok(port) if port > 0 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ => Err(format!("invalid port {text:?}: ports are 1 to 65535")),
+    }
+}
+
 /// Parses a port (`8472`) or an inclusive range (`30000-32767`); ports are 1 to 65535.
 pub fn parse_port_range(text: &str) -> Result<PortRange, String> {
-    let bad = || format!("invalid port or range {text:?}: expected e.g. 10250 or 30000-32767");
-    let port = |part: &str| -> Result<u16, String> {
-        let part = part.trim();
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        match part.parse::<u16>() {
-            Ok(port) if port > 0 => Ok(port),
-            _ => Err(format!(
-                "invalid port {part:?} in {text:?}: ports are 1 to 65535"
-            )),
-        }
-    };
     let (first, last) = match text.split_once('-') {
-        Some((first, last)) => (port(first)?, port(last)?),
+        Some((first, last)) => {
+            let port = |part: &str| {
+                parse_port(part).map_err(|_| {
+                    format!(
+                        "invalid port range {text:?}: expected two ports (1 to 65535), \
+                         e.g. 30000-32767"
+                    )
+                })
+            };
+            (port(first)?, port(last)?)
+        }
         None => {
-            let only = port(text)?;
+            let only = parse_port(text)?;
             (only, only)
         }
     };
@@ -189,7 +195,7 @@ pub fn format_duration(ns: u64) -> String {
     }
     let (scale, unit) = UNITS
         .into_iter()
-        .find(|(scale, _)| ns % scale == 0)
+        .find(|(scale, _)| ns.is_multiple_of(*scale))
         .unwrap_or((1, "ns"));
     format!("{}{unit}", ns / scale)
 }
@@ -231,10 +237,12 @@ fn scale_exact(number: &str, scale: u64, base_unit: &str) -> Result<u64, String>
             .ok_or_else(not_whole)?;
         let numerator: u128 = fraction.parse().map_err(|_| not_whole())?;
         let part = numerator * u128::from(scale);
-        if part % denominator != 0 {
+        if !part.is_multiple_of(denominator) {
             return Err(not_whole());
         }
-        value = value.checked_add(part / denominator).ok_or_else(too_large)?;
+        value = value
+            .checked_add(part / denominator)
+            .ok_or_else(too_large)?;
     }
     u64::try_from(value).map_err(|_| too_large())
 }
@@ -279,6 +287,16 @@ where
     }
 
     deserializer.deserialize_any(UnitVisitor { expecting, parse })
+}
+
+/// A port number (1 to 65535), as written in a scenario file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_unit(deserializer, "a port, 1 to 65535", parse_port).map(Port)
+    }
 }
 
 /// A duration in nanoseconds, as written in a scenario file.
@@ -352,12 +370,25 @@ mod tests {
 
     #[test]
     fn bad_durations_say_why() {
-        for text in ["5", "10 sec", "ms", "1.5ns", "-1s", "1..2s", "", "99999999999h"] {
+        for text in [
+            "5",
+            "10 sec",
+            "ms",
+            "1.5ns",
+            "-1s",
+            "1..2s",
+            "",
+            "99999999999h",
+        ] {
             let error = parse_duration(text).unwrap_err();
             assert!(error.contains("invalid duration"), "{text}: {error}");
         }
-        assert!(parse_duration("1.5ns").unwrap_err().contains("whole number"));
-        assert!(parse_duration("99999999999h").unwrap_err().contains("too large"));
+        assert!(parse_duration("1.5ns")
+            .unwrap_err()
+            .contains("whole number"));
+        assert!(parse_duration("99999999999h")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -429,8 +460,11 @@ mod tests {
         assert_eq!(parse_port_range("10250"), range(10250, 10250));
         assert_eq!(parse_port_range("30000-32767"), range(30000, 32767));
         assert_eq!(parse_port_range("2379 - 2380"), range(2379, 2380));
-        for text in ["0", "65536", "5-4", "a-b", "1-", "-"] {
+        for text in ["0", "65536", "5-4", "a-b", "1-", "-", "+80"] {
             assert!(parse_port_range(text).is_err(), "{text}");
         }
+        assert_eq!(parse_port("8472"), Ok(8472));
+        assert!(parse_port("0").unwrap_err().contains("1 to 65535"));
+        assert!(parse_port("70000").is_err());
     }
 }
