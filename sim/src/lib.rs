@@ -5,4 +5,15 @@
 //! the same switch core that runs on real hosts, so what a run shows holds for the switch.
 //! Everything is deterministic: the same scenario and seed give the same run.
 
+pub mod expect;
+pub mod host;
+pub mod inspect;
+pub mod marker;
+pub mod pcap;
+pub mod render;
+pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod stats;
+pub mod underlay;
+pub mod world;

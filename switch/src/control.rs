@@ -3,7 +3,8 @@
 //! # The concurrency rule
 //!
 //! Everything the control plane sets — this node's subnet, its peers, the backend, the
-//! ports — is one immutable [`Snapshot`]. A writer builds a new snapshot and swaps it in;
+//! ports, the services and their endpoints, the conntrack timeouts — is one immutable
+//! [`Snapshot`]. A writer builds a new snapshot and swaps it in;
 //! a reader (the datapath, once per batch) loads the current one and keeps using it until
 //! the batch ends, even if a newer one is published meanwhile. Readers never block and
 //! never see half an update; an old snapshot is freed when its last reader lets go (RCU,
@@ -27,9 +28,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnetwork::Ipv4Network;
 
+use crate::conntrack::Timeouts;
 use crate::counters::Counters;
 use crate::mac::Mac;
 use crate::routes::{NextHop, RouteTable};
+use crate::services::{Endpoint, Service, ServiceTable};
 
 /// How this node reaches other nodes' pods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,10 +266,19 @@ pub struct Snapshot {
     pub underlay: Option<PortId>,
     /// The host port, if one is attached.
     pub host: Option<PortId>,
+    /// The services and their lookup maps ([`Control::set_services`]).
+    pub services: Arc<ServiceTable>,
+    /// How long tracked flows live ([`Control::set_conntrack_timeouts`]).
+    pub conntrack_timeouts: Timeouts,
 }
 
 impl Snapshot {
-    fn build(config: NodeConfig, ports: Vec<Option<Port>>) -> Snapshot {
+    fn build(
+        config: NodeConfig,
+        ports: Vec<Option<Port>>,
+        services: Arc<ServiceTable>,
+        conntrack_timeouts: Timeouts,
+    ) -> Snapshot {
         let mut routes = RouteTable::default();
         routes.insert(config.pod_cidr, NextHop::UnknownSubnet);
         for (i, p) in config.peers.iter().enumerate() {
@@ -290,6 +302,16 @@ impl Snapshot {
             pod_ports,
             underlay,
             host,
+            services,
+            conntrack_timeouts,
+        }
+    }
+
+    /// A copy with other services.
+    fn with_services(&self, services: ServiceTable) -> Snapshot {
+        Snapshot {
+            services: Arc::new(services),
+            ..self.clone()
         }
     }
 
@@ -312,7 +334,12 @@ pub struct Control {
 impl Control {
     pub fn new(config: NodeConfig) -> Control {
         Control {
-            current: ArcSwap::from_pointee(Snapshot::build(config, Vec::new())),
+            current: ArcSwap::from_pointee(Snapshot::build(
+                config,
+                Vec::new(),
+                Arc::default(),
+                Timeouts::default(),
+            )),
         }
     }
 
@@ -326,7 +353,83 @@ impl Control {
         self.current.rcu(|cur| {
             let mut config = cur.config.clone();
             f(&mut config);
-            Snapshot::build(config, cur.ports.clone())
+            // Which endpoints are local depends on the subnet: derive the table again.
+            let services = ServiceTable::new(
+                cur.services.list().to_vec(),
+                &config,
+                cur.services.generation() + 1,
+            );
+            Snapshot::build(
+                config,
+                cur.ports.clone(),
+                Arc::new(services),
+                cur.conntrack_timeouts,
+            )
+        });
+    }
+
+    /// Replaces every service, atomically: a batch sees the old set or the new one.
+    /// Flows already tracked keep their endpoint, except UDP flows whose endpoint left
+    /// (flushed). Fails, changing nothing, when names, VIP ports or node ports repeat.
+    ///
+    /// ```
+    /// # use podnet_switch::control::*;
+    /// # use podnet_switch::services::*;
+    /// # use std::net::Ipv4Addr;
+    /// let control = Control::new(NodeConfig::example());
+    /// let web = Service::new("web", Ipv4Addr::new(10, 3, 0, 50))
+    ///     .with_port(ServicePort::new(Protocol::Tcp, 80, 8080).with_node_port(30080))
+    ///     .with_endpoint(Ipv4Addr::new(10, 0, 1, 10), "node-a");
+    /// control.set_services(vec![web]).unwrap();
+    /// control
+    ///     .set_endpoints("web", vec![Endpoint::new(Ipv4Addr::new(10, 0, 2, 10), "node-b")])
+    ///     .unwrap();
+    /// assert_eq!(control.load().services.list()[0].endpoints[0].node, "node-b");
+    /// ```
+    pub fn set_services(&self, services: Vec<Service>) -> Result<(), String> {
+        self.update_services(|list| {
+            *list = services.clone();
+            Ok(())
+        })
+    }
+
+    /// Replaces the endpoints of one service, atomically.
+    pub fn set_endpoints(&self, service: &str, endpoints: Vec<Endpoint>) -> Result<(), String> {
+        self.update_services(|list| {
+            let s = list
+                .iter_mut()
+                .find(|s| s.name == service)
+                .ok_or_else(|| format!("no service named {service}"))?;
+            s.endpoints = endpoints.clone();
+            Ok(())
+        })
+    }
+
+    /// Publishes a changed copy of the service list (a read-copy-update, like
+    /// [`Control::update`]; `f` may run more than once when writers race). Nothing is
+    /// published when `f` fails or the new list is invalid.
+    pub fn update_services(
+        &self,
+        mut f: impl FnMut(&mut Vec<Service>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut result = Ok(());
+        self.current.rcu(|cur| {
+            let mut list = cur.services.list().to_vec();
+            result = f(&mut list).and_then(|()| ServiceTable::validate(&list));
+            if result.is_err() {
+                return Arc::clone(cur);
+            }
+            let table = ServiceTable::new(list, &cur.config, cur.services.generation() + 1);
+            Arc::new(cur.with_services(table))
+        });
+        result
+    }
+
+    /// Sets how long tracked flows live without packets, per state.
+    pub fn set_conntrack_timeouts(&self, timeouts: Timeouts) {
+        self.current.rcu(|cur| Snapshot {
+            conntrack_timeouts: timeouts,
+            ..(**cur).clone()
         });
     }
 
@@ -351,7 +454,12 @@ impl Control {
                     PortId(ports.len() as u16 - 1)
                 }
             };
-            Snapshot::build(cur.config.clone(), ports)
+            Snapshot::build(
+                cur.config.clone(),
+                ports,
+                Arc::clone(&cur.services),
+                cur.conntrack_timeouts,
+            )
         });
         id
     }
@@ -363,7 +471,12 @@ impl Control {
             if let Some(slot) = ports.get_mut(id.0 as usize) {
                 *slot = None;
             }
-            Snapshot::build(cur.config.clone(), ports)
+            Snapshot::build(
+                cur.config.clone(),
+                ports,
+                Arc::clone(&cur.services),
+                cur.conntrack_timeouts,
+            )
         });
     }
 }

@@ -73,6 +73,7 @@ pub struct Counters {
     forwarded: AtomicU64,
     generated: AtomicU64,
     mac_table_full: AtomicU64,
+    conntrack_evicted: AtomicU64,
     drops: [AtomicU64; REASONS],
 }
 
@@ -85,7 +86,9 @@ pub struct Tally {
     pub tx_bytes: u64,
     pub encap: u64,
     pub decap: u64,
+    /// New flows whose destination the service stage translated (to an endpoint).
     pub dnat: u64,
+    /// New flows whose source the service stage translated (masquerade, hairpin).
     pub snat: u64,
     /// Packets the switch itself answered or absorbed (ARP for the gateway, ping to it).
     pub consumed: u64,
@@ -95,6 +98,9 @@ pub struct Tally {
     pub generated: u64,
     /// Source MACs not learned because the MAC table had no room (the frames still went).
     pub mac_table_full: u64,
+    /// Unassured flows pushed out of a full conntrack bucket to make room for new ones
+    /// (their packets still went).
+    pub conntrack_evicted: u64,
     pub drops: [u64; REASONS],
 }
 
@@ -128,6 +134,7 @@ impl Counters {
         add(&self.forwarded, t.forwarded);
         add(&self.generated, t.generated);
         add(&self.mac_table_full, t.mac_table_full);
+        add(&self.conntrack_evicted, t.conntrack_evicted);
         for (c, v) in self.drops.iter().zip(t.drops) {
             add(c, v);
         }
@@ -157,8 +164,10 @@ impl Counters {
             forwarded: self.forwarded.load(Relaxed),
             generated: self.generated.load(Relaxed),
             mac_table_full: self.mac_table_full.load(Relaxed),
+            conntrack_evicted: self.conntrack_evicted.load(Relaxed),
             queued: 0,
             mac_entries: 0,
+            conntrack_entries: 0,
             drops,
         }
     }
@@ -182,10 +191,13 @@ pub struct CounterSnapshot {
     pub forwarded: u64,
     pub generated: u64,
     pub mac_table_full: u64,
+    pub conntrack_evicted: u64,
     /// Packets waiting for ARP now (nodes only).
     pub queued: u64,
     /// Live MAC table entries (nodes only).
     pub mac_entries: u64,
+    /// Live tracked flows (nodes only).
+    pub conntrack_entries: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 

@@ -10,13 +10,16 @@
 pub mod bridge;
 pub mod buffer;
 pub mod checksum;
+pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod flow;
 pub mod icmp;
 pub mod mac;
+pub mod nat;
 pub mod neighbour;
 pub mod routes;
+pub mod services;
 pub mod switch;
 pub mod udpencap;
 pub mod underlay;
@@ -27,6 +30,7 @@ pub use buffer::{PacketBuf, Pool};
 pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
 pub use counters::{CounterSnapshot, DropReason};
 pub use mac::Mac;
+pub use services::{Endpoint, Protocol, Service, ServicePort};
 pub use switch::Switch;
 
 /// Workers share one `Switch` by reference: it must stay `Send + Sync`.

@@ -1,13 +1,20 @@
 //! One node's switch: the pipeline stages composed in one place.
 //!
 //! ```text
-//! pod port  -> classify -> bridge (learn, lookup) -+-> pod port(s)
-//!                                                  '-> gateway: ARP | router
+//! pod port  -> classify -> bridge (learn, [services: replies], lookup) -+-> pod port(s)
+//!                                                                      '-> gateway: ARP | router
 //! underlay  -> outer check -> decap (vxlan | udp | host-gw) -> router
+//!                          '-> NodePort or VIP from a host on the underlay -> router
 //! host port -> classify -> proxy ARP | router
 //!
-//! router: local address? -> TTL -> [services] -> route: local pod | peer (encap) | drop
+//! router: [services] -> local address? -> TTL -> route: local pod | peer (encap) | drop
+//!                   '-> reply to a host-port or underlay client -> that port
 //! ```
+//!
+//! The service stage ([`crate::services`]) comes first in the router so that replies to
+//! the node's own addresses (masqueraded flows) are reverse-translated before the
+//! local-address check; it sees inner packets only, never an encapsulated one, and the
+//! outer headers are written after it.
 //!
 //! Every packet that enters [`Switch::process`] ends in exactly one outcome: forwarded
 //! (to one port or flooded to several), consumed by the switch itself (ARP for the
@@ -22,13 +29,16 @@ use std::sync::Arc;
 
 use crate::bridge::{Learned, MacEntry, MacTable};
 use crate::buffer::{PacketBuf, Pool};
+use crate::conntrack::ConntrackEntry;
 use crate::control::{Backend, Control, NodeConfig, PortId, PortKind, Snapshot};
 use crate::counters::{CounterSnapshot, Counters, DropReason, Tally};
 use crate::flow;
 use crate::icmp::{self, IcmpError};
 use crate::mac::Mac;
+use crate::nat;
 use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::routes::NextHop;
+use crate::services::{self, Balancer, Decision, Egress, Origin, Service};
 use crate::udpencap;
 use crate::underlay;
 use crate::vxlan;
@@ -45,6 +55,10 @@ const ARP_RETRY_NS: u64 = 200_000_000;
 pub struct Limits {
     pub mac_table: usize,
     pub arp_queue: usize,
+    /// Conntrack slots (a power of two, at most [`crate::conntrack::MAX_SIZE`]).
+    pub conntrack: usize,
+    /// ClientIP session-affinity slots.
+    pub affinity: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +66,8 @@ impl Default for Limits {
         Limits {
             mac_table: crate::bridge::DEFAULT_SIZE,
             arp_queue: crate::neighbour::DEFAULT_PENDING,
+            conntrack: crate::conntrack::DEFAULT_SIZE,
+            affinity: crate::services::DEFAULT_AFFINITY_SIZE,
         }
     }
 }
@@ -69,6 +85,8 @@ pub struct Switch {
     host_mac: AtomicU64,
     /// The latest `now` a caller passed: the time counters and tables are read at.
     last_now: AtomicU64,
+    /// Services: conntrack, affinity, the endpoint RNG.
+    balancer: Balancer,
 }
 
 /// How one packet ended.
@@ -137,6 +155,7 @@ impl Switch {
             counters: Counters::default(),
             host_mac: AtomicU64::new(0),
             last_now: AtomicU64::new(0),
+            balancer: Balancer::new(limits.conntrack, limits.affinity),
         })
     }
 
@@ -163,14 +182,16 @@ impl Switch {
 
     /// Runs a batch of frames that arrived on `ingress` through the pipeline. Drains `rx`;
     /// appends what leaves, with its egress port, to `tx`. `now` is in nanoseconds on the
-    /// caller's clock (virtual in the simulator, monotonic on a host).
+    /// caller's clock (virtual in the simulator, monotonic on a host). Returns what the
+    /// batch added to the node's counters (the simulator reads the drop reasons of a
+    /// one-packet batch from it).
     pub fn process(
         &self,
         ingress: PortId,
         rx: &mut Vec<PacketBuf>,
         now: u64,
         tx: &mut Vec<(PortId, PacketBuf)>,
-    ) {
+    ) -> Tally {
         self.last_now.fetch_max(now, Ordering::Relaxed);
         let snap = self.control.load();
         let first_tx = tx.len();
@@ -196,7 +217,7 @@ impl Switch {
             };
             b.account(verdict);
         }
-        self.finish(b, first_tx, Some(ingress));
+        self.finish(b, first_tx, Some(ingress))
     }
 
     /// Timers: drops packets that waited too long for ARP. Call it now and then (every
@@ -220,7 +241,7 @@ impl Switch {
     }
 
     /// Adds a batch's tallies to the shared counters, including per-port transmit counts.
-    fn finish(&self, b: Batch, first_tx: usize, ingress: Option<PortId>) {
+    fn finish(&self, b: Batch, first_tx: usize, ingress: Option<PortId>) -> Tally {
         let mut node = b.node;
         let mut run: Option<(PortId, Tally)> = None;
         for (port, buf) in &b.tx[first_tx..] {
@@ -251,6 +272,7 @@ impl Switch {
             self.port_add(b.snap, p, &b.ingress);
         }
         self.counters.add(&node);
+        node
     }
 
     fn port_add(&self, snap: &Snapshot, port: PortId, t: &Tally) {
@@ -283,11 +305,17 @@ impl Switch {
             }
             return self.flood(b, Some(ingress), buf);
         }
+        if eth.ethertype == ETHERTYPE_IPV4 && self.balancer.active(b.snap) {
+            // Replies bridged between local pods (an endpoint answering a client on this
+            // node over L2) go through conntrack, as br_netfilter puts them.
+            if let Ok(ip) = wire::parse_ipv4(&buf.data()[ETH_LEN..]) {
+                let pkt = &mut buf.data_mut()[ETH_LEN..];
+                self.balancer.bridged(b.snap, b.now, pkt, &ip);
+            }
+        }
         match self.macs.lookup(eth.dst, b.now) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
             Some(port) if b.snap.port(port).is_some() => {
-                // [services: reverse translation of replies bridged between local pods
-                // slots in here, as br_netfilter puts bridged IPv4 through conntrack]
                 b.send(port, buf);
                 Ok(Outcome::Forwarded)
             }
@@ -337,7 +365,7 @@ impl Switch {
             }
             ETHERTYPE_IPV4 => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf)
+                self.router(b, buf, Origin::Pod)
             }
             _ => Err(DropReason::Unsupported),
         }
@@ -415,7 +443,7 @@ impl Switch {
             }
             ETHERTYPE_IPV4 if eth.dst == b.snap.config.gateway_mac() => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf)
+                self.router(b, buf, Origin::Host)
             }
             ETHERTYPE_IPV4 => Err(DropReason::NotForUs),
             _ => Err(DropReason::Unsupported),
@@ -432,7 +460,11 @@ impl Switch {
             if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 buf.truncate(outer.ip.total_len);
-                return self.router(b, buf);
+                return self.router(b, buf, Origin::Peer);
+            }
+            // A host on the underlay that routes the service CIDR to this node.
+            if b.snap.services.is_vip(outer.ip.dst) {
+                return self.underlay_client_rx(b, buf, &outer);
             }
             return Err(DropReason::NotForUs);
         }
@@ -456,7 +488,7 @@ impl Switch {
                     return Err(DropReason::Unsupported);
                 }
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf)
+                self.router(b, buf, Origin::Peer)
             }
             (Backend::Udp { port }, Some(udp)) if udp.dst_port == port => {
                 if b.snap.peer_by_underlay(outer.ip.src).is_none() {
@@ -470,11 +502,31 @@ impl Switch {
                 if !udpencap::decrement_ttl(buf.data_mut()) {
                     return Err(DropReason::TtlExceeded);
                 }
-                self.router(b, buf)
+                self.router(b, buf, Origin::Peer)
             }
-            // [services: NodePorts on the underlay address slot in here]
+            // NodePorts on the underlay address (never the encapsulation ports above).
+            _ if wire::ports(&buf.data()[ETH_LEN..], &outer.ip).is_some_and(|(_, dport)| {
+                b.snap.services.is_node_port(outer.ip.protocol, dport)
+            }) =>
+            {
+                self.underlay_client_rx(b, buf, &outer)
+            }
             _ => self.to_host(b, buf),
         }
+    }
+
+    /// A packet from a host on the underlay to a node port or a VIP: routed, and the MAC
+    /// it came from kept so that replies go back to it.
+    fn underlay_client_rx(
+        &self,
+        b: &mut Batch,
+        mut buf: PacketBuf,
+        outer: &underlay::Outer,
+    ) -> Verdict {
+        let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
+        buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
+        buf.truncate(outer.ip.total_len);
+        self.router(b, buf, Origin::Underlay(eth.src))
     }
 
     /// Hands a frame to the node's own stack through the host port, if one is attached.
@@ -490,22 +542,110 @@ impl Switch {
 
     // ---- router ------------------------------------------------------------------------
 
-    /// A routed IPv4 packet (the buffer starts at its header, which is valid).
-    fn router(&self, b: &mut Batch, buf: PacketBuf) -> Verdict {
-        let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
-        let config = &b.snap.config;
-        if ip.dst == config.gateway_ip()
-            || ip.dst == config.vtep_ip()
-            || ip.dst == config.underlay_ip
-        {
+    /// A routed IPv4 packet (the buffer starts at its header, which is valid) that came
+    /// from `from`.
+    fn router(&self, b: &mut Batch, mut buf: PacketBuf, from: Origin) -> Verdict {
+        let mut ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+        let mut egress = Egress::Route;
+        if self.balancer.active(b.snap) {
+            // Services first: a reply to one of the node's own addresses may belong to a
+            // masqueraded flow. A packet that dies here is reported as it arrived.
+            if ip.ttl <= 1 && !services::is_node_address(&b.snap.config, ip.dst) {
+                self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
+                return Err(DropReason::TtlExceeded);
+            }
+            let decision =
+                self.balancer
+                    .routed(b.snap, b.now, buf.data_mut(), &ip, from, &mut b.node);
+            match decision {
+                Decision::Pass => {}
+                Decision::Forward(e) => {
+                    egress = e;
+                    ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+                }
+                Decision::Reject => {
+                    self.reject(b, buf.data(), &ip, from);
+                    return Err(DropReason::NoEndpoints);
+                }
+                Decision::Drop(reason) => return Err(reason),
+            }
+        }
+        if egress == Egress::Route && services::is_node_address(&b.snap.config, ip.dst) {
             return self.to_node(b, buf, &ip);
         }
         if ip.ttl <= 1 {
             self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
             return Err(DropReason::TtlExceeded);
         }
-        // [services: DNAT / SNAT / reverse NAT slot in here, before the route lookup]
-        self.route(b, buf, Hop::Forward)
+        self.send_out(b, buf, egress, Hop::Forward)
+    }
+
+    /// Sends a routed packet where the service stage said: the route lookup, or back to a
+    /// client on the host port or the underlay.
+    fn send_out(&self, b: &mut Batch, buf: PacketBuf, egress: Egress, hop: Hop) -> Verdict {
+        match egress {
+            Egress::Route => self.route(b, buf, hop),
+            Egress::Host => self.host_out(b, buf, hop),
+            Egress::Underlay(mac) => self.underlay_out(b, buf, mac, hop),
+        }
+    }
+
+    /// Sends a routed packet to the node's own stack through the host port.
+    fn host_out(&self, b: &mut Batch, mut buf: PacketBuf, hop: Hop) -> Verdict {
+        let port = b.snap.host.ok_or(DropReason::NoRoute)?;
+        if hop == Hop::Forward {
+            wire::decrement_ttl(buf.data_mut());
+        }
+        let dst = Mac::from_u64(self.host_mac.load(Ordering::Relaxed));
+        let dst = if dst == Mac::ZERO {
+            Mac::BROADCAST
+        } else {
+            dst
+        };
+        let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
+        wire::write_eth(eth, dst, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
+        b.send(port, buf);
+        Ok(Outcome::Forwarded)
+    }
+
+    /// Sends a routed packet, unencapsulated, out the underlay to a host on it (the
+    /// client of a node port or a VIP): from this node's underlay MAC to `mac`, the MAC
+    /// the client's frames came from.
+    fn underlay_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac, hop: Hop) -> Verdict {
+        let port = b.snap.underlay.ok_or(DropReason::NoRoute)?;
+        let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+        self.check_mtu(b, buf.data(), &ip, b.snap.config.underlay_mtu)?;
+        if hop == Hop::Forward {
+            wire::decrement_ttl(buf.data_mut());
+        }
+        let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
+        wire::write_eth(eth, mac, b.snap.config.underlay_mac, ETHERTYPE_IPV4);
+        b.send(port, buf);
+        Ok(Outcome::Forwarded)
+    }
+
+    /// Refuses a packet to a service with no endpoint, as kube-proxy's REJECT rule: a TCP
+    /// RST, or an ICMP port unreachable, from the address it was sent to, back the way
+    /// it came.
+    fn reject(&self, b: &mut Batch, offender: &[u8], ip: &Ipv4Header, from: Origin) {
+        let answer = if ip.protocol == wire::PROTO_TCP {
+            nat::tcp_reset(&self.pool, offender, ip)
+        } else if icmp::may_report(offender, ip) {
+            icmp::error(&self.pool, offender, ip, ip.dst, IcmpError::PortUnreachable)
+        } else {
+            return;
+        };
+        b.node.generated += 1;
+        let egress = match from {
+            Origin::Pod | Origin::Peer => Egress::Route,
+            Origin::Host => Egress::Host,
+            Origin::Underlay(mac) => Egress::Underlay(mac),
+        };
+        let verdict = match answer {
+            Some(buf) => self.send_out(b, buf, egress, Hop::Originate),
+            None => Err(DropReason::NoBuffer),
+        };
+        b.account(verdict);
     }
 
     /// A packet for one of the node's own addresses: the host stack answers when a host
@@ -541,7 +681,19 @@ impl Switch {
         b.node.generated += 1;
         let verdict = match icmp::error(&self.pool, offender, ip, b.snap.config.gateway_ip(), kind)
         {
-            Some(buf) => self.route(b, buf, Hop::Originate),
+            Some(mut buf) => {
+                // About a translated packet: the client learns of it in its own terms.
+                let mut egress = Egress::Route;
+                if self.balancer.active(b.snap) {
+                    if let Ok(eip) = wire::parse_ipv4(buf.data()) {
+                        if let Some(e) = self.balancer.related(b.snap, b.now, buf.data_mut(), &eip)
+                        {
+                            egress = e;
+                        }
+                    }
+                }
+                self.send_out(b, buf, egress, Hop::Originate)
+            }
             None => Err(DropReason::NoBuffer),
         };
         b.account(verdict);
@@ -730,7 +882,29 @@ impl Switch {
             .macs
             .entries(self.last_now.load(Ordering::Relaxed))
             .len() as u64;
+        let ct = self.balancer.conntrack();
+        if ct.is_used() {
+            let timeouts = self.control.load().conntrack_timeouts;
+            s.conntrack_entries = ct.count(self.last_now.load(Ordering::Relaxed), &timeouts) as u64;
+        }
         s
+    }
+
+    /// Seeds the random choice of service endpoints. The same seed and the same packets
+    /// give the same choices (from one thread; workers racing take turns in any order).
+    pub fn set_seed(&self, seed: u64) {
+        self.balancer.set_seed(seed);
+    }
+
+    /// The services as the control plane set them.
+    pub fn services(&self) -> Vec<Service> {
+        self.control.load().services.list().to_vec()
+    }
+
+    /// Tracked flows still live at `now`, sorted by protocol and original tuple.
+    pub fn conntrack_entries(&self, now: u64) -> Vec<ConntrackEntry> {
+        let timeouts = self.control.load().conntrack_timeouts;
+        self.balancer.conntrack().entries(now, &timeouts)
     }
 
     /// The counters of one port.
@@ -757,12 +931,14 @@ impl Switch {
         self.pending.len()
     }
 
-    /// Forgets everything learned (MACs, neighbours, waiting packets), as a restart does.
+    /// Forgets everything learned (MACs, neighbours, waiting packets, tracked flows and
+    /// session affinity), as a restart does.
     pub fn reset_learned(&self) {
         for port in 0..self.control.load().ports.len() {
             self.macs.forget_port(PortId(port as u16));
         }
         self.neighbours.clear();
+        self.balancer.clear();
         let mut lost = 0;
         self.pending.drain(|_| {
             lost += 1;

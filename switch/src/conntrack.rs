@@ -1,0 +1,1346 @@
+//! Connection tracking: the flows the service stage translated, in a bounded lock-free
+//! table, with TCP and UDP state and per-state timeouts.
+//!
+//! # The concurrency rule
+//!
+//! Workers share one table and never take a lock. The table is a fixed array of slots
+//! grouped in buckets of [`BUCKET`]; a flow lives in the bucket its client side hashes to.
+//! Each slot has one **state word** (phase, two 16-bit tags, a version) and a few data
+//! words. The data words of a slot change only while its state is `BUSY`, and only the
+//! worker whose compare-and-swap put it in `BUSY` writes them; everyone else reads them
+//! as a seqlock: load the state, read the words, load the state again, use the words only
+//! if the state did not change. A slot goes
+//!
+//! ```text
+//! FREE/expired/evicted --CAS--> BUSY --write words, take an order number--> PENDING
+//!     PENDING --no earlier insert of the same flow in the bucket--> LIVE (readers use it)
+//!     PENDING --an earlier insert of the same flow exists--> FREE (the loser uses the winner's)
+//!     LIVE --CAS (flush)--> FREE
+//! ```
+//!
+//! The `PENDING` step is what makes two workers inserting the same new flow at the same
+//! instant (glibc's parallel A and AAAA queries from one socket) agree: each takes an
+//! order number from its bucket's counter after claiming its slot, then rescans the
+//! bucket; the insert with the lowest number wins and the other retracts and uses the
+//! winner's translation, so both packets go to one endpoint and neither is dropped. (The
+//! rescan is sequentially consistent: of two concurrent inserts, the later one to take its
+//! number always sees the earlier one's claimed slot.)
+//!
+//! The one place a worker waits is there: an insert that meets a slot of the same flow in
+//! `BUSY` or `PENDING` spins until that worker has written a handful of words — no
+//! system call, no allocation, no other wait in between. Waits never chain into a cycle:
+//! a `BUSY` writer waits for nobody, a `PENDING` one only for `BUSY` ones.
+//!
+//! ```
+//! # use podnet_switch::conntrack::*;
+//! # use std::net::Ipv4Addr;
+//! let ct = Conntrack::new(1024);
+//! let to = Timeouts::default();
+//! let client = Tuple::new(17, Ipv4Addr::new(10, 0, 1, 33), 40000, Ipv4Addr::new(10, 3, 0, 10), 53);
+//! let ep = Ipv4Addr::new(10, 0, 2, 7);
+//! // A worker that meets a new flow inserts it; one that races it gets the same flow back.
+//! let flow = |_port| Flow::new(client, Tuple { dst: ep, ..client }, Client::Routed);
+//! let Insert::New { hit, .. } = ct.insert(&client, 0, &to, 0, flow) else { panic!() };
+//! let Insert::Existing(again) = ct.insert(&client, 0, &to, 0, flow) else { panic!() };
+//! assert_eq!(hit.flow, again.flow);
+//! // Replies are found by their own tuple.
+//! assert!(ct.find_reply(&hit.flow.reply(), 1, &to).is_some());
+//! ```
+//!
+//! Bounded: the table never grows. A new flow takes a free or expired slot of its bucket;
+//! when there is none it evicts the oldest flow of the bucket that is not yet assured (TCP
+//! before the handshake completes or after a close, UDP not yet answered) and the caller
+//! counts `conntrack_evicted`; when every flow in the bucket is assured the new flow's
+//! packet is dropped as `table_full`, as Linux's `early_drop` does.
+//!
+//! SNAT source ports come from the slot: a flow in slot `i` that needs a new source port
+//! gets `SNAT_PORT_BASE + i`, so no two live flows ever share one, and the reply to it is
+//! found by indexing, not by search. Time is always the caller's `now`.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::control::SECOND;
+use crate::mac::Mac;
+use crate::wire::{PROTO_TCP, PROTO_UDP};
+
+/// Slots per bucket: the probe window of a flow.
+pub const BUCKET: usize = 16;
+
+/// The first SNAT source port; slot `i` owns port `SNAT_PORT_BASE + i`.
+pub const SNAT_PORT_BASE: u16 = 32768;
+
+/// Most slots a table may have: one per port from [`SNAT_PORT_BASE`] to 65535.
+pub const MAX_SIZE: usize = 65536 - SNAT_PORT_BASE as usize;
+
+/// Default number of slots (about 2.3 MiB).
+pub const DEFAULT_SIZE: usize = MAX_SIZE;
+
+// TCP flag bits.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+// ---- the state word ---------------------------------------------------------------------
+
+const FREE: u64 = 0;
+const BUSY: u64 = 1;
+const PENDING: u64 = 2;
+const LIVE: u64 = 3;
+const VERSION_BITS: u32 = 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct State(u64);
+
+impl State {
+    fn new(phase: u64, otag: u16, rtag: u16, version: u64) -> State {
+        State(
+            phase
+                | (otag as u64) << 2
+                | (rtag as u64) << 18
+                | (version & ((1 << VERSION_BITS) - 1)) << 34,
+        )
+    }
+    fn phase(self) -> u64 {
+        self.0 & 3
+    }
+    fn otag(self) -> u16 {
+        (self.0 >> 2) as u16
+    }
+    fn rtag(self) -> u16 {
+        (self.0 >> 18) as u16
+    }
+    fn version(self) -> u64 {
+        self.0 >> 34
+    }
+    fn with_phase(self, phase: u64) -> State {
+        State(self.0 & !3 | phase)
+    }
+}
+
+/// Spins until `word` no longer holds `seen`: the wait the module documentation allows.
+fn wait_change(word: &AtomicU64, seen: u64) {
+    let mut spins = 0u32;
+    while word.load(Ordering::SeqCst) == seen {
+        if spins < 128 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            // The other worker was preempted mid-write; let it run.
+            std::thread::yield_now();
+        }
+    }
+}
+
+// ---- the generic slot table -------------------------------------------------------------
+
+/// One slot: `W` data words under the seqlock, plus two words that change per packet.
+#[repr(align(64))]
+pub(crate) struct Slot<const W: usize> {
+    words: [AtomicU64; W],
+    /// When a packet of the entry was last seen (ns, the caller's clock).
+    pub seen: AtomicU64,
+    /// Per-entry state that changes while the entry is live (TCP state, replied bit).
+    pub aux: AtomicU64,
+    /// The insert's order number within its bucket (see the module documentation).
+    order: AtomicU64,
+}
+
+/// A live slot as a reader saw it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found<const W: usize> {
+    pub idx: usize,
+    state: State,
+    pub words: [u64; W],
+}
+
+pub(crate) enum Inserted<const W: usize> {
+    /// The key was live already (or another worker inserted it at the same time).
+    Existing(Found<W>),
+    /// Inserted; `evicted` when a live, unassured entry made room.
+    New { found: Found<W>, evicted: bool },
+    /// The bucket is full of entries that may not be evicted.
+    Full,
+}
+
+/// What an insert may do with an occupied slot.
+pub(crate) enum Victim {
+    /// Expired: free to take.
+    Expired,
+    /// Live but evictable; the oldest (smallest value) goes first.
+    Evictable(u64),
+    /// Keep.
+    Keep,
+}
+
+/// Which tag of the state word a lookup compares.
+#[derive(Clone, Copy)]
+pub(crate) enum TagOf {
+    Orig,
+    Reply,
+}
+
+/// A fixed array of slots in buckets, with the insert protocol of the module
+/// documentation. Used for conntrack entries and for session affinity.
+pub(crate) struct SlotTable<const W: usize> {
+    states: Box<[AtomicU64]>,
+    slots: Box<[Slot<W>]>,
+    /// Per bucket: the next insert order number.
+    orders: Box<[AtomicU64]>,
+}
+
+impl<const W: usize> SlotTable<W> {
+    /// A table of `size` slots, rounded up to a power of two of at least one bucket.
+    pub fn new(size: usize) -> SlotTable<W> {
+        let size = size.max(BUCKET).next_power_of_two();
+        SlotTable {
+            states: (0..size).map(|_| AtomicU64::new(FREE)).collect(),
+            slots: (0..size)
+                .map(|_| Slot {
+                    words: std::array::from_fn(|_| AtomicU64::new(0)),
+                    seen: AtomicU64::new(0),
+                    aux: AtomicU64::new(0),
+                    order: AtomicU64::new(0),
+                })
+                .collect(),
+            orders: (0..size / BUCKET).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The bucket a hash selects.
+    pub fn bucket(&self, hash: u64) -> usize {
+        ((hash >> 32) as usize) & (self.orders.len() - 1)
+    }
+
+    fn range(&self, bucket: usize) -> std::ops::Range<usize> {
+        bucket * BUCKET..(bucket + 1) * BUCKET
+    }
+
+    pub fn slot(&self, idx: usize) -> &Slot<W> {
+        &self.slots[idx]
+    }
+
+    /// Reads slot `idx`'s words if its state is still `s` afterwards (the seqlock read).
+    fn read_at(&self, idx: usize, s: State) -> Option<[u64; W]> {
+        let slot = &self.slots[idx];
+        let words = std::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
+        fence(Ordering::Acquire);
+        (self.states[idx].load(Ordering::Relaxed) == s.0).then_some(words)
+    }
+
+    /// Slot `idx` if it is live.
+    pub fn read(&self, idx: usize) -> Option<Found<W>> {
+        loop {
+            let s = State(self.states.get(idx)?.load(Ordering::Acquire));
+            if s.phase() != LIVE {
+                return None;
+            }
+            if let Some(words) = self.read_at(idx, s) {
+                return Some(Found {
+                    idx,
+                    state: s,
+                    words,
+                });
+            }
+        }
+    }
+
+    /// The live entry of `bucket` whose tag matches and whose words satisfy `key`. With
+    /// `wait`, first waits out inserts in progress that may be of the same key.
+    pub fn find(
+        &self,
+        bucket: usize,
+        tag_of: TagOf,
+        tag: u16,
+        key: impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+    ) -> Option<Found<W>> {
+        for idx in self.range(bucket) {
+            loop {
+                let s = State(self.states[idx].load(Ordering::Acquire));
+                let t = match tag_of {
+                    TagOf::Orig => s.otag(),
+                    TagOf::Reply => s.rtag(),
+                };
+                if s.phase() == FREE || t != tag {
+                    break;
+                }
+                if s.phase() != LIVE {
+                    if wait && matches!(tag_of, TagOf::Orig) {
+                        wait_change(&self.states[idx], s.0);
+                        continue;
+                    }
+                    break;
+                }
+                match self.read_at(idx, s) {
+                    Some(words) if key(&words) => {
+                        return Some(Found {
+                            idx,
+                            state: s,
+                            words,
+                        })
+                    }
+                    Some(_) => break,
+                    None => continue,
+                }
+            }
+        }
+        None
+    }
+
+    /// Frees a live entry, unless it changed since it was found.
+    pub fn remove(&self, f: &Found<W>) -> bool {
+        self.states[f.idx]
+            .compare_exchange(
+                f.state.0,
+                f.state.with_phase(FREE).0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Inserts the entry `make(slot)` under `key` (whose orig tag is `otag`) into
+    /// `bucket`, unless it is there: see the module documentation. `victim` judges
+    /// occupied slots; `make` is called once per attempt with the slot index and returns
+    /// the words and the reply tag; `init` sets the new slot's `seen` and `aux`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert(
+        &self,
+        bucket: usize,
+        otag: u16,
+        key: impl Fn(&[u64; W]) -> bool,
+        victim: impl Fn(usize, &[u64; W]) -> Victim,
+        mut make: impl FnMut(usize) -> ([u64; W], u16),
+        init: impl Fn(&Slot<W>),
+    ) -> Inserted<W> {
+        loop {
+            // 1. Already there (waiting out inserts in progress of the same tag)? An
+            // expired entry of the same key is the slot to reuse, so that every worker
+            // renewing it competes for that one slot.
+            let mut target = None;
+            if let Some(f) = self.find(bucket, TagOf::Orig, otag, &key, true) {
+                match victim(f.idx, &f.words) {
+                    Victim::Expired => target = Some((f.idx, f.state, false)),
+                    _ => return Inserted::Existing(f),
+                }
+            }
+            // 2. A free, expired or evictable slot.
+            let Some((idx, old, evicted)) = target.or_else(|| self.pick(bucket, &victim)) else {
+                return Inserted::Full;
+            };
+            let (words, rtag) = make(idx);
+            let version = old.version() + 1;
+            let busy = State::new(BUSY, otag, rtag, version);
+            if self.states[idx]
+                .compare_exchange(old.0, busy.0, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            fence(Ordering::Release);
+            let slot = &self.slots[idx];
+            for (w, v) in slot.words.iter().zip(words) {
+                w.store(v, Ordering::Relaxed);
+            }
+            init(slot);
+            let order = self.orders[bucket].fetch_add(1, Ordering::SeqCst);
+            slot.order.store(order, Ordering::Relaxed);
+            let pending = busy.with_phase(PENDING);
+            self.states[idx].store(pending.0, Ordering::SeqCst);
+            // 3. Did an earlier insert of the same key get there first?
+            if self.first_of_key(bucket, idx, otag, order, &key, &victim) {
+                let live = busy.with_phase(LIVE);
+                self.states[idx].store(live.0, Ordering::SeqCst);
+                return Inserted::New {
+                    found: Found {
+                        idx,
+                        state: live,
+                        words,
+                    },
+                    evicted,
+                };
+            }
+            self.states[idx].store(busy.with_phase(FREE).0, Ordering::SeqCst);
+        }
+    }
+
+    /// True when no other slot of `bucket` holds the same key from an earlier insert.
+    fn first_of_key(
+        &self,
+        bucket: usize,
+        me: usize,
+        otag: u16,
+        order: u64,
+        key: &impl Fn(&[u64; W]) -> bool,
+        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+    ) -> bool {
+        for idx in self.range(bucket).filter(|&i| i != me) {
+            loop {
+                let s = State(self.states[idx].load(Ordering::SeqCst));
+                if s.phase() == FREE || s.otag() != otag {
+                    break;
+                }
+                if s.phase() == BUSY {
+                    wait_change(&self.states[idx], s.0);
+                    continue;
+                }
+                let theirs = self.slots[idx].order.load(Ordering::Relaxed);
+                let Some(words) = self.read_at(idx, s) else {
+                    continue;
+                };
+                if !key(&words) {
+                    break;
+                }
+                if s.phase() == LIVE {
+                    if matches!(victim(idx, &words), Victim::Expired) {
+                        break;
+                    }
+                    return false;
+                }
+                if theirs < order {
+                    return false;
+                }
+                break;
+            }
+        }
+        true
+    }
+
+    /// The slot a new entry of `bucket` takes: free first, then expired, then the oldest
+    /// evictable one (flagged `true`).
+    fn pick(
+        &self,
+        bucket: usize,
+        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+    ) -> Option<(usize, State, bool)> {
+        let mut expired = None;
+        let mut oldest: Option<(u64, usize, State)> = None;
+        for idx in self.range(bucket) {
+            let s = State(self.states[idx].load(Ordering::Acquire));
+            match s.phase() {
+                FREE => return Some((idx, s, false)),
+                LIVE => {
+                    let Some(words) = self.read_at(idx, s) else {
+                        continue;
+                    };
+                    match victim(idx, &words) {
+                        Victim::Expired => {
+                            if expired.is_none() {
+                                expired = Some((idx, s, false));
+                            }
+                        }
+                        Victim::Evictable(age) => {
+                            if oldest.is_none_or(|(a, _, _)| age < a) {
+                                oldest = Some((age, idx, s));
+                            }
+                        }
+                        Victim::Keep => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        expired.or(oldest.map(|(_, idx, s)| (idx, s, true)))
+    }
+
+    /// Every live slot.
+    pub fn live(&self) -> impl Iterator<Item = Found<W>> + '_ {
+        (0..self.slots.len()).filter_map(|idx| self.read(idx))
+    }
+
+    /// Frees every slot. Only for a restart: entries being inserted meanwhile may survive.
+    pub fn clear(&self) {
+        for s in self.states.iter() {
+            let cur = State(s.load(Ordering::Acquire));
+            if cur.phase() == LIVE {
+                let _ = s.compare_exchange(
+                    cur.0,
+                    cur.with_phase(FREE).0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+    }
+}
+
+/// splitmix64's finaliser.
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+// ---- flows ------------------------------------------------------------------------------
+
+/// A transport 5-tuple: protocol, source and destination address and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tuple {
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+impl Tuple {
+    pub fn new(proto: u8, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Tuple {
+        Tuple {
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+        }
+    }
+
+    /// The tuple of a packet going the other way.
+    pub fn reversed(&self) -> Tuple {
+        Tuple {
+            proto: self.proto,
+            src: self.dst,
+            sport: self.dport,
+            dst: self.src,
+            dport: self.sport,
+        }
+    }
+
+    fn tag(&self) -> u16 {
+        let a = (u32::from(self.src) as u64) << 32 | u32::from(self.dst) as u64;
+        let b = (self.sport as u64) << 32 | (self.dport as u64) << 16 | self.proto as u64;
+        (mix(mix(a) ^ b) >> 48) as u16
+    }
+}
+
+/// The hash of one side of a flow, which picks its bucket: the client side of the
+/// original direction, which is also the destination of replies that were not SNATed.
+fn side_hash(proto: u8, ip: Ipv4Addr, port: u16) -> u64 {
+    mix((u32::from(ip) as u64) << 24 | (port as u64) << 8 | proto as u64)
+}
+
+/// Where the client of a flow is, which decides where its replies go after translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// A pod, here or on another node: replies take the route lookup.
+    Routed,
+    /// The node's own stack, through the host port.
+    Host,
+    /// A host on the underlay whose frames came from this MAC.
+    Underlay(Mac),
+}
+
+/// A tracked flow: the tuple the client sent and what the switch turned it into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The original direction as the client sent it (to a VIP or a node port).
+    pub orig: Tuple,
+    /// The original direction as it leaves (to the endpoint, maybe from a node address).
+    pub xlat: Tuple,
+    pub client: Client,
+    /// The session-affinity slot that chose the endpoint, if any.
+    pub affinity: Option<u32>,
+}
+
+impl Flow {
+    pub fn new(orig: Tuple, xlat: Tuple, client: Client) -> Flow {
+        Flow {
+            orig,
+            xlat,
+            client,
+            affinity: None,
+        }
+    }
+
+    /// The tuple replies arrive with.
+    pub fn reply(&self) -> Tuple {
+        self.xlat.reversed()
+    }
+
+    pub fn is_dnat(&self) -> bool {
+        (self.orig.dst, self.orig.dport) != (self.xlat.dst, self.xlat.dport)
+    }
+
+    pub fn is_snat(&self) -> bool {
+        (self.orig.src, self.orig.sport) != (self.xlat.src, self.xlat.sport)
+    }
+
+    fn encode(&self) -> [u64; 5] {
+        let ip = |a: Ipv4Addr| u32::from(a) as u64;
+        let (kind, mac) = match self.client {
+            Client::Routed => (0u64, 0),
+            Client::Host => (1, 0),
+            Client::Underlay(m) => (2, m.to_u64()),
+        };
+        [
+            ip(self.orig.src) << 32 | ip(self.orig.dst),
+            (self.orig.sport as u64) << 48
+                | (self.orig.dport as u64) << 32
+                | (self.orig.proto as u64) << 24
+                | kind << 16,
+            ip(self.xlat.src) << 32 | ip(self.xlat.dst),
+            (self.xlat.sport as u64) << 48
+                | (self.xlat.dport as u64) << 32
+                | self.affinity.map_or(0, |a| a as u64 + 1),
+            mac,
+        ]
+    }
+
+    fn decode(w: &[u64; 5]) -> Flow {
+        let ip = |v: u64| Ipv4Addr::from(v as u32);
+        let proto = (w[1] >> 24) as u8;
+        let client = match (w[1] >> 16) & 0xff {
+            1 => Client::Host,
+            2 => Client::Underlay(Mac::from_u64(w[4])),
+            _ => Client::Routed,
+        };
+        let affinity = (w[3] as u32).checked_sub(1);
+        Flow {
+            orig: Tuple::new(
+                proto,
+                ip(w[0] >> 32),
+                (w[1] >> 48) as u16,
+                ip(w[0]),
+                (w[1] >> 32) as u16,
+            ),
+            xlat: Tuple::new(
+                proto,
+                ip(w[2] >> 32),
+                (w[3] >> 48) as u16,
+                ip(w[2]),
+                (w[3] >> 32) as u16,
+            ),
+            client,
+            affinity,
+        }
+    }
+
+    /// True when `w` is the encoding of a flow whose original tuple is `t`.
+    fn orig_is(w: &[u64; 5], t: &Tuple) -> bool {
+        let ip = |a: Ipv4Addr| u32::from(a) as u64;
+        w[0] == ip(t.src) << 32 | ip(t.dst)
+            && w[1] >> 24 == (t.sport as u64) << 24 | (t.dport as u64) << 8 | t.proto as u64
+    }
+}
+
+// ---- protocol state and timeouts --------------------------------------------------------
+
+/// TCP connection states, as Linux's conntrack names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TcpState {
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    TimeWait,
+    Close,
+}
+
+impl TcpState {
+    fn from_bits(b: u64) -> TcpState {
+        match b & 0xf {
+            0 => TcpState::SynSent,
+            1 => TcpState::SynRecv,
+            2 => TcpState::Established,
+            3 => TcpState::FinWait,
+            4 => TcpState::TimeWait,
+            _ => TcpState::Close,
+        }
+    }
+
+    fn bits(self) -> u64 {
+        self as u64
+    }
+}
+
+// aux word: bits 0-3 TCP state, then flags.
+const REPLIED: u64 = 1 << 4;
+const FIN_ORIG: u64 = 1 << 5;
+const FIN_REPLY: u64 = 1 << 6;
+
+/// The direction of a packet within its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// From the client, as the flow was created.
+    Orig,
+    /// From the endpoint back to the client.
+    Reply,
+}
+
+/// The aux word of a new flow whose first packet had TCP flags `flags`.
+fn initial_aux(proto: u8, flags: u8) -> u64 {
+    if proto != PROTO_TCP {
+        return 0;
+    }
+    if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+        TcpState::SynSent.bits()
+    } else {
+        // Picked up mid-stream, as Linux does by default (nf_conntrack_tcp_loose).
+        TcpState::Established.bits()
+    }
+}
+
+/// The aux word after a packet with TCP flags `flags` went `dir`.
+fn next_aux(proto: u8, aux: u64, dir: Dir, flags: u8) -> u64 {
+    let mut f = aux & !0xf;
+    if dir == Dir::Reply {
+        f |= REPLIED;
+    }
+    if proto != PROTO_TCP {
+        return f | (aux & 0xf);
+    }
+    let mut st = TcpState::from_bits(aux);
+    if flags & TCP_RST != 0 {
+        return f | TcpState::Close.bits();
+    }
+    if flags & TCP_FIN != 0 {
+        f |= if dir == Dir::Orig {
+            FIN_ORIG
+        } else {
+            FIN_REPLY
+        };
+    }
+    st = match (st, dir) {
+        (TcpState::SynSent, Dir::Reply) if flags & TCP_SYN != 0 && flags & TCP_ACK != 0 => {
+            TcpState::SynRecv
+        }
+        (TcpState::SynRecv, Dir::Orig) if flags & TCP_ACK != 0 && flags & TCP_SYN == 0 => {
+            TcpState::Established
+        }
+        (s, _) => s,
+    };
+    if st != TcpState::Close {
+        if f & FIN_ORIG != 0 && f & FIN_REPLY != 0 {
+            st = TcpState::TimeWait;
+        } else if f & (FIN_ORIG | FIN_REPLY) != 0 && st != TcpState::TimeWait {
+            st = TcpState::FinWait;
+        }
+    }
+    f | st.bits()
+}
+
+/// How long a flow lives without packets, per state (ns). The defaults are Linux's,
+/// with kube-proxy's one-day established timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    pub tcp_syn_sent: u64,
+    pub tcp_syn_recv: u64,
+    pub tcp_established: u64,
+    pub tcp_fin_wait: u64,
+    pub tcp_time_wait: u64,
+    /// After a RST.
+    pub tcp_close: u64,
+    /// UDP before a reply.
+    pub udp: u64,
+    /// UDP once answered.
+    pub udp_stream: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            tcp_syn_sent: 120 * SECOND,
+            tcp_syn_recv: 60 * SECOND,
+            tcp_established: 86_400 * SECOND,
+            tcp_fin_wait: 120 * SECOND,
+            tcp_time_wait: 120 * SECOND,
+            tcp_close: 10 * SECOND,
+            udp: 30 * SECOND,
+            udp_stream: 120 * SECOND,
+        }
+    }
+}
+
+impl Timeouts {
+    fn of(&self, proto: u8, aux: u64) -> u64 {
+        if proto != PROTO_TCP {
+            return if aux & REPLIED != 0 {
+                self.udp_stream
+            } else {
+                self.udp
+            };
+        }
+        match TcpState::from_bits(aux) {
+            TcpState::SynSent => self.tcp_syn_sent,
+            TcpState::SynRecv => self.tcp_syn_recv,
+            TcpState::Established => self.tcp_established,
+            TcpState::FinWait => self.tcp_fin_wait,
+            TcpState::TimeWait => self.tcp_time_wait,
+            TcpState::Close => self.tcp_close,
+        }
+    }
+}
+
+/// True for flows the table keeps when it needs room: TCP established or closing
+/// politely, UDP answered.
+fn assured(proto: u8, aux: u64) -> bool {
+    if proto == PROTO_TCP {
+        matches!(
+            TcpState::from_bits(aux),
+            TcpState::Established | TcpState::FinWait
+        )
+    } else {
+        aux & REPLIED != 0
+    }
+}
+
+// ---- the table ---------------------------------------------------------------------------
+
+/// A tracked flow as a lookup found it.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit {
+    pub flow: Flow,
+    /// Which direction the looked-up tuple matched.
+    pub dir: Dir,
+    found: Found<5>,
+}
+
+impl Hit {
+    /// The slot the flow lives in.
+    pub fn slot(&self) -> usize {
+        self.found.idx
+    }
+}
+
+/// What [`Conntrack::insert`] did.
+#[derive(Debug)]
+pub enum Insert {
+    /// The flow was tracked already (maybe inserted by another worker just now).
+    Existing(Hit),
+    /// A new entry; `evicted` when an unassured flow was pushed out to make room.
+    New { hit: Hit, evicted: bool },
+    /// No room: the bucket holds only assured flows.
+    Full,
+}
+
+/// A flow as [`Conntrack::entries`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConntrackEntry {
+    pub protocol: &'static str,
+    /// TCP state, or `UNREPLIED` / `REPLIED` for UDP.
+    pub state: &'static str,
+    /// The original direction as the client sent it.
+    pub src: String,
+    pub dst: String,
+    /// The original direction as it left, translated.
+    pub to_src: String,
+    pub to_dst: String,
+    /// Nanoseconds until it expires without further packets.
+    pub expires_in_ns: u64,
+}
+
+/// The connection tracking table.
+pub struct Conntrack {
+    table: SlotTable<5>,
+    used: AtomicBool,
+}
+
+impl Conntrack {
+    /// A table of `size` slots (a power of two, at most [`MAX_SIZE`]).
+    pub fn new(size: usize) -> Conntrack {
+        Conntrack {
+            table: SlotTable::new(size.min(MAX_SIZE)),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True once any flow was inserted: until then lookups can be skipped.
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The SNAT source port of a flow in slot `idx`.
+    pub fn snat_port(idx: usize) -> u16 {
+        SNAT_PORT_BASE + idx as u16
+    }
+
+    fn expired(&self, idx: usize, proto: u8, now: u64, to: &Timeouts) -> bool {
+        let slot = self.table.slot(idx);
+        let seen = slot.seen.load(Ordering::Relaxed);
+        now.saturating_sub(seen) > to.of(proto, slot.aux.load(Ordering::Relaxed))
+    }
+
+    fn hit(&self, found: Found<5>, dir: Dir) -> Hit {
+        Hit {
+            flow: Flow::decode(&found.words),
+            dir,
+            found,
+        }
+    }
+
+    /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
+    /// progress on other workers (for callers about to insert it otherwise).
+    pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
+        let bucket = self.table.bucket(side_hash(t.proto, t.src, t.sport));
+        let f = self
+            .table
+            .find(bucket, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
+        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f, Dir::Orig))
+    }
+
+    /// The live flow whose reply tuple is `t`.
+    pub fn find_reply(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
+        let live = |f: Found<5>| {
+            let hit = self.hit(f, Dir::Reply);
+            (hit.flow.reply() == *t && !self.expired(f.idx, t.proto, now, to)).then_some(hit)
+        };
+        // A SNATed flow: the port names the slot.
+        if let Some(idx) = t.dport.checked_sub(SNAT_PORT_BASE) {
+            if let Some(hit) = self.table.read(idx as usize).and_then(live) {
+                return Some(hit);
+            }
+        }
+        let bucket = self.table.bucket(side_hash(t.proto, t.dst, t.dport));
+        let f = self.table.find(
+            bucket,
+            TagOf::Reply,
+            t.tag(),
+            |w| Flow::decode(w).reply() == *t,
+            false,
+        )?;
+        live(f)
+    }
+
+    /// The live flow `t` belongs to, in either direction.
+    pub fn find(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
+        self.find_orig(t, now, to, false)
+            .or_else(|| self.find_reply(t, now, to))
+    }
+
+    /// Tracks the flow whose first packet has tuple `orig` and TCP flags `flags`, unless
+    /// it is tracked already. `make` gets the SNAT port of the slot the flow would take
+    /// and returns the flow; it may be called more than once when workers race.
+    pub fn insert(
+        &self,
+        orig: &Tuple,
+        now: u64,
+        to: &Timeouts,
+        flags: u8,
+        mut make: impl FnMut(u16) -> Flow,
+    ) -> Insert {
+        self.used.store(true, Ordering::Relaxed);
+        let bucket = self
+            .table
+            .bucket(side_hash(orig.proto, orig.src, orig.sport));
+        let victim = |idx: usize, w: &[u64; 5]| {
+            let proto = (w[1] >> 24) as u8;
+            if self.expired(idx, proto, now, to) {
+                return Victim::Expired;
+            }
+            let slot = self.table.slot(idx);
+            if assured(proto, slot.aux.load(Ordering::Relaxed)) {
+                Victim::Keep
+            } else {
+                Victim::Evictable(slot.seen.load(Ordering::Relaxed))
+            }
+        };
+        let aux = initial_aux(orig.proto, flags);
+        let r = self.table.insert(
+            bucket,
+            orig.tag(),
+            |w| Flow::orig_is(w, orig),
+            victim,
+            |idx| {
+                let flow = make(Conntrack::snat_port(idx));
+                (flow.encode(), flow.reply().tag())
+            },
+            |slot| {
+                slot.seen.store(now, Ordering::Relaxed);
+                slot.aux.store(aux, Ordering::Relaxed);
+            },
+        );
+        match r {
+            Inserted::Existing(f) => Insert::Existing(self.hit(f, Dir::Orig)),
+            Inserted::New { found, evicted } => Insert::New {
+                hit: self.hit(found, Dir::Orig),
+                evicted,
+            },
+            Inserted::Full => Insert::Full,
+        }
+    }
+
+    /// Records a packet of `hit`'s flow going `dir` with TCP flags `flags` at `now`.
+    pub fn touch(&self, hit: &Hit, dir: Dir, flags: u8, now: u64) {
+        let slot = self.table.slot(hit.found.idx);
+        if slot.seen.load(Ordering::Relaxed) < now {
+            slot.seen.fetch_max(now, Ordering::Relaxed);
+        }
+        let proto = hit.flow.orig.proto;
+        let mut cur = slot.aux.load(Ordering::Relaxed);
+        loop {
+            let next = next_aux(proto, cur, dir, flags);
+            if next == cur {
+                return;
+            }
+            match slot
+                .aux
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// The TCP state of a flow (None for UDP).
+    pub fn tcp_state(&self, hit: &Hit) -> Option<TcpState> {
+        (hit.flow.orig.proto == PROTO_TCP).then(|| {
+            TcpState::from_bits(self.table.slot(hit.found.idx).aux.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Forgets a flow (unless its slot changed since the lookup).
+    pub fn remove(&self, hit: &Hit) -> bool {
+        self.table.remove(&hit.found)
+    }
+
+    /// Removes every live flow for which `stale` holds; returns how many.
+    pub fn flush(&self, stale: impl Fn(&Flow) -> bool) -> usize {
+        let mut n = 0;
+        for f in self.table.live() {
+            if stale(&Flow::decode(&f.words)) && self.table.remove(&f) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Live flows at `now`.
+    pub fn count(&self, now: u64, to: &Timeouts) -> usize {
+        self.table
+            .live()
+            .filter(|f| !self.expired(f.idx, (f.words[1] >> 24) as u8, now, to))
+            .count()
+    }
+
+    /// Live flows at `now`, sorted by protocol and original tuple.
+    pub fn entries(&self, now: u64, to: &Timeouts) -> Vec<ConntrackEntry> {
+        let mut out: Vec<(Tuple, ConntrackEntry)> = self
+            .table
+            .live()
+            .filter_map(|f| {
+                let flow = Flow::decode(&f.words);
+                let proto = flow.orig.proto;
+                let slot = self.table.slot(f.idx);
+                let aux = slot.aux.load(Ordering::Relaxed);
+                let age = now.saturating_sub(slot.seen.load(Ordering::Relaxed));
+                let timeout = to.of(proto, aux);
+                if age > timeout {
+                    return None;
+                }
+                let state = if proto == PROTO_TCP {
+                    match TcpState::from_bits(aux) {
+                        TcpState::SynSent => "SYN_SENT",
+                        TcpState::SynRecv => "SYN_RECV",
+                        TcpState::Established => "ESTABLISHED",
+                        TcpState::FinWait => "FIN_WAIT",
+                        TcpState::TimeWait => "TIME_WAIT",
+                        TcpState::Close => "CLOSE",
+                    }
+                } else if aux & REPLIED != 0 {
+                    "REPLIED"
+                } else {
+                    "UNREPLIED"
+                };
+                let ep = |ip: Ipv4Addr, port: u16| format!("{ip}:{port}");
+                Some((
+                    flow.orig,
+                    ConntrackEntry {
+                        protocol: match proto {
+                            PROTO_TCP => "tcp",
+                            PROTO_UDP => "udp",
+                            _ => "other",
+                        },
+                        state,
+                        src: ep(flow.orig.src, flow.orig.sport),
+                        dst: ep(flow.orig.dst, flow.orig.dport),
+                        to_src: ep(flow.xlat.src, flow.xlat.sport),
+                        to_dst: ep(flow.xlat.dst, flow.xlat.dport),
+                        expires_in_ns: timeout - age,
+                    },
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Forgets every flow, as a restart does.
+    pub fn clear(&self) {
+        self.table.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Barrier};
+
+    fn ip(d: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 1, d)
+    }
+
+    fn vip() -> Ipv4Addr {
+        Ipv4Addr::new(10, 3, 0, 10)
+    }
+
+    fn udp(sport: u16) -> Tuple {
+        Tuple::new(PROTO_UDP, ip(33), sport, vip(), 53)
+    }
+
+    fn to_ep(t: Tuple, ep: Ipv4Addr) -> Flow {
+        Flow::new(t, Tuple { dst: ep, ..t }, Client::Routed)
+    }
+
+    #[test]
+    fn flow_encoding_round_trips() {
+        let f = Flow {
+            orig: Tuple::new(PROTO_TCP, ip(33), 40000, vip(), 80),
+            xlat: Tuple::new(PROTO_TCP, ip(1), 32770, ip(34), 8080),
+            client: Client::Underlay("02:00:ac:10:09:09".parse().unwrap()),
+            affinity: Some(7),
+        };
+        assert_eq!(Flow::decode(&f.encode()), f);
+        assert!(Flow::orig_is(&f.encode(), &f.orig));
+        assert!(!Flow::orig_is(&f.encode(), &f.orig.reversed()));
+        assert!(f.is_dnat() && f.is_snat());
+    }
+
+    #[test]
+    fn tcp_states_follow_the_handshake_and_close() {
+        let t = PROTO_TCP;
+        let mut a = initial_aux(t, TCP_SYN);
+        assert_eq!(TcpState::from_bits(a), TcpState::SynSent);
+        a = next_aux(t, a, Dir::Reply, TCP_SYN | TCP_ACK);
+        assert_eq!(TcpState::from_bits(a), TcpState::SynRecv);
+        a = next_aux(t, a, Dir::Orig, TCP_ACK);
+        assert_eq!(TcpState::from_bits(a), TcpState::Established);
+        a = next_aux(t, a, Dir::Orig, TCP_FIN | TCP_ACK);
+        assert_eq!(TcpState::from_bits(a), TcpState::FinWait);
+        a = next_aux(t, a, Dir::Reply, TCP_FIN | TCP_ACK);
+        assert_eq!(TcpState::from_bits(a), TcpState::TimeWait);
+        let b = next_aux(t, initial_aux(t, TCP_SYN), Dir::Reply, TCP_RST | TCP_ACK);
+        assert_eq!(TcpState::from_bits(b), TcpState::Close);
+        let to = Timeouts::default();
+        assert_eq!(to.of(t, b), 10 * SECOND);
+        assert_eq!(to.of(PROTO_UDP, 0), 30 * SECOND);
+        assert_eq!(
+            to.of(PROTO_UDP, next_aux(PROTO_UDP, 0, Dir::Reply, 0)),
+            120 * SECOND
+        );
+    }
+
+    #[test]
+    fn udp_expires_and_replies_refresh() {
+        let ct = Conntrack::new(64);
+        let to = Timeouts::default();
+        let t = udp(40000);
+        let Insert::New { hit, .. } = ct.insert(&t, 0, &to, 0, |_| to_ep(t, ip(40))) else {
+            panic!()
+        };
+        assert!(ct.find_orig(&t, 30 * SECOND, &to, false).is_some());
+        assert!(ct.find_orig(&t, 31 * SECOND, &to, false).is_none(), "30 s");
+        ct.touch(&hit, Dir::Reply, 0, 20 * SECOND);
+        assert!(
+            ct.find_orig(&t, 139 * SECOND, &to, false).is_some(),
+            "stream"
+        );
+        assert!(ct
+            .find_reply(&hit.flow.reply(), 139 * SECOND, &to)
+            .is_some());
+        assert_eq!(ct.count(139 * SECOND, &to), 1);
+        assert_eq!(ct.count(141 * SECOND, &to), 0);
+    }
+
+    #[test]
+    fn full_bucket_evicts_unassured_then_refuses() {
+        // One bucket: every flow lands in it.
+        let ct = Conntrack::new(BUCKET);
+        let to = Timeouts::default();
+        for p in 0..BUCKET as u16 {
+            let t = udp(1000 + p);
+            assert!(matches!(
+                ct.insert(&t, p as u64, &to, 0, |_| to_ep(t, ip(40))),
+                Insert::New { evicted: false, .. }
+            ));
+        }
+        // Unanswered: the oldest goes.
+        let t = udp(2000);
+        assert!(matches!(
+            ct.insert(&t, 100, &to, 0, |_| to_ep(t, ip(40))),
+            Insert::New { evicted: true, .. }
+        ));
+        assert!(ct.find_orig(&udp(1000), 100, &to, false).is_none());
+        // Answer everything: nothing may go.
+        for f in ct.table.live().collect::<Vec<_>>() {
+            ct.touch(&ct.hit(f, Dir::Reply), Dir::Reply, 0, 100);
+        }
+        let t = udp(3000);
+        assert!(matches!(
+            ct.insert(&t, 100, &to, 0, |_| to_ep(t, ip(40))),
+            Insert::Full
+        ));
+        // Expired ones make room again.
+        assert!(matches!(
+            ct.insert(&t, 1000 * SECOND, &to, 0, |_| to_ep(t, ip(40))),
+            Insert::New { evicted: false, .. }
+        ));
+    }
+
+    #[test]
+    fn snat_replies_are_found_by_port() {
+        let ct = Conntrack::new(1024);
+        let to = Timeouts::default();
+        let t = Tuple::new(PROTO_TCP, Ipv4Addr::new(172, 16, 9, 9), 5555, ip(1), 30080);
+        let Insert::New { hit, .. } = ct.insert(&t, 0, &to, TCP_SYN, |port| {
+            Flow::new(
+                t,
+                Tuple::new(PROTO_TCP, ip(1), port, ip(34), 8080),
+                Client::Routed,
+            )
+        }) else {
+            panic!()
+        };
+        assert_eq!(hit.flow.xlat.sport, Conntrack::snat_port(hit.slot()));
+        let r = ct.find_reply(&hit.flow.reply(), 0, &to).unwrap();
+        assert_eq!(r.flow, hit.flow);
+        assert_eq!(r.dir, Dir::Reply);
+    }
+
+    /// Two inserts of one key caught between publishing and confirming (both PENDING):
+    /// the one with the lower order number wins, the other sees it and loses; a live
+    /// entry of the key beats any pending insert; an entry of another key is no rival.
+    #[test]
+    fn earlier_insert_of_the_same_key_wins() {
+        let ct = Conntrack::new(BUCKET);
+        let t = udp(7);
+        let w = to_ep(t, ip(40)).encode();
+        let key = |x: &[u64; 5]| Flow::orig_is(x, &t);
+        let victim = |_: usize, _: &[u64; 5]| Victim::Keep;
+        let table = &ct.table;
+        let put = |idx: usize, phase: u64, words: [u64; 5], order: u64| {
+            for (a, v) in table.slots[idx].words.iter().zip(words) {
+                a.store(v, Ordering::Relaxed);
+            }
+            table.slots[idx].order.store(order, Ordering::Relaxed);
+            let s = State::new(phase, t.tag(), 0, 1);
+            table.states[idx].store(s.0, Ordering::SeqCst);
+        };
+        put(3, PENDING, w, 5);
+        put(9, PENDING, w, 6);
+        assert!(table.first_of_key(0, 3, t.tag(), 5, &key, &victim));
+        assert!(!table.first_of_key(0, 9, t.tag(), 6, &key, &victim));
+        // Another key with the same tag does not count.
+        put(3, PENDING, to_ep(udp(8), ip(40)).encode(), 5);
+        assert!(table.first_of_key(0, 9, t.tag(), 6, &key, &victim));
+        // A live entry of the key wins over a pending insert with any number.
+        put(3, LIVE, w, 99);
+        assert!(!table.first_of_key(0, 9, t.tag(), 6, &key, &victim));
+        // ... unless it expired.
+        let expired = |_: usize, _: &[u64; 5]| Victim::Expired;
+        assert!(table.first_of_key(0, 9, t.tag(), 6, &key, &expired));
+    }
+
+    /// Many threads insert, look up and remove flows at once. Every thread's own flows
+    /// are all found, with the translation it made (nothing lost, nothing mixed up); the
+    /// flows all threads insert together (each round released by a barrier, so that the
+    /// inserts really race) exist exactly once, with one translation that every thread got
+    /// back (nothing duplicated).
+    #[test]
+    fn many_threads_lose_and_duplicate_nothing() {
+        const THREADS: usize = 8;
+        const OWN: u16 = 400;
+        const SHARED: u16 = 200;
+        let ct = Arc::new(Conntrack::new(1 << 14));
+        let to = Timeouts::default();
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|w| {
+                let ct = Arc::clone(&ct);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    let mut shared = HashMap::new();
+                    for i in 0..SHARED {
+                        // Every thread: the same tuple, each proposing its own endpoint.
+                        let t = udp(10_000 + i);
+                        barrier.wait();
+                        let r = ct.insert(&t, 0, &to, 0, |_| to_ep(t, ip(100 + w as u8)));
+                        let flow = match r {
+                            Insert::New { hit, .. } | Insert::Existing(hit) => hit.flow,
+                            Insert::Full => panic!("full"),
+                        };
+                        shared.insert(i, flow.xlat.dst);
+                    }
+                    let own = |i: u16| Tuple::new(PROTO_TCP, ip(w as u8), 20_000 + i, vip(), 80);
+                    let make = |t: Tuple| {
+                        move |port| {
+                            Flow::new(
+                                t,
+                                Tuple::new(PROTO_TCP, ip(1), port, ip(200), 8080),
+                                Client::Routed,
+                            )
+                        }
+                    };
+                    for i in 0..OWN {
+                        let t = own(i);
+                        let r = ct.insert(&t, 0, &to, TCP_SYN, make(t));
+                        assert!(matches!(r, Insert::New { evicted: false, .. }));
+                        // Remove every fourth again, re-insert it.
+                        if i % 4 == 0 {
+                            let hit = ct.find_orig(&t, 0, &to, false).unwrap();
+                            assert!(ct.remove(&hit));
+                            let r = ct.insert(&t, 0, &to, TCP_SYN, make(t));
+                            assert!(matches!(r, Insert::New { .. }));
+                        }
+                    }
+                    shared
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for i in 0..SHARED {
+            let t = udp(10_000 + i);
+            let hit = ct.find_orig(&t, 0, &to, false).unwrap();
+            for r in &results {
+                assert_eq!(r[&i], hit.flow.xlat.dst, "flow {i}: one endpoint for all");
+            }
+        }
+        let live: Vec<Flow> = ct.table.live().map(|f| Flow::decode(&f.words)).collect();
+        assert_eq!(live.len(), THREADS * OWN as usize + SHARED as usize);
+        let mut origs: Vec<Tuple> = live.iter().map(|f| f.orig).collect();
+        origs.sort();
+        origs.dedup();
+        assert_eq!(origs.len(), live.len(), "no flow twice");
+        let mut ports: Vec<u16> = live
+            .iter()
+            .filter(|f| f.orig.proto == PROTO_TCP)
+            .map(|f| f.xlat.sport)
+            .collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), THREADS * OWN as usize, "SNAT ports unique");
+        for w in 0..THREADS {
+            for i in 0..OWN {
+                let t = Tuple::new(PROTO_TCP, ip(w as u8), 20_000 + i, vip(), 80);
+                let hit = ct.find_orig(&t, 0, &to, false).expect("not lost");
+                assert_eq!(hit.flow.orig, t);
+                let r = ct.find_reply(&hit.flow.reply(), 0, &to).unwrap();
+                assert_eq!(r.flow, hit.flow);
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Address and port translation in place, with checksums fixed incrementally (RFC 1624),
+//! and the packets a service without endpoints answers with (TCP RST).
+//!
+//! A rewrite changes the IPv4 addresses and the TCP/UDP ports of a packet and updates
+//! the IPv4 header checksum and the transport checksum (whose pseudo-header covers the
+//! addresses) by the difference only; a UDP checksum of 0 means "none" and stays 0. An
+//! ICMP error about a translated packet gets its quoted header translated the same way
+//! (its transport checksum too, when the quote reaches it) and its ICMP checksum
+//! recomputed, since the quote is part of what it covers.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::buffer::{PacketBuf, Pool};
+use crate::checksum;
+use crate::conntrack::{Tuple, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::wire::{self, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+const TCP_LEN: usize = 20;
+
+/// The transport header of a TCP or UDP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L4 {
+    pub tuple: Tuple,
+    /// TCP flags (0 for UDP).
+    pub flags: u8,
+}
+
+/// Reads the transport header of a TCP or UDP packet that carries all of it: not a later
+/// fragment, a TCP header of at least 20 bytes (data offset included), a UDP header of 8.
+pub fn parse_l4(pkt: &[u8], ip: &Ipv4Header) -> Option<L4> {
+    if ip.is_later_fragment() {
+        return None;
+    }
+    let l4 = pkt.get(ip.header_len..ip.total_len)?;
+    let flags = match ip.protocol {
+        PROTO_TCP => {
+            let doff = (*l4.get(12)? >> 4) as usize * 4;
+            if l4.len() < TCP_LEN || doff < TCP_LEN || doff > l4.len() {
+                return None;
+            }
+            l4[13]
+        }
+        PROTO_UDP if l4.len() >= wire::UDP_LEN => 0,
+        _ => return None,
+    };
+    Some(L4 {
+        tuple: Tuple::new(
+            ip.protocol,
+            ip.src,
+            u16::from_be_bytes([l4[0], l4[1]]),
+            ip.dst,
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        flags,
+    })
+}
+
+fn get16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Offset of the checksum in a transport header.
+fn l4_checksum_at(proto: u8) -> Option<usize> {
+    match proto {
+        PROTO_TCP => Some(16),
+        PROTO_UDP => Some(6),
+        _ => None,
+    }
+}
+
+/// Rewrites the IPv4 packet whose header starts at `b[0]` (header length `hl`, protocol
+/// `proto`) so its addresses and ports are `to`'s. Only the bytes present in `b` are
+/// touched: a quoted packet in an ICMP error may end inside its transport header.
+fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
+    let old_src: [u8; 4] = b[12..16].try_into().expect("4 bytes");
+    let old_dst: [u8; 4] = b[16..20].try_into().expect("4 bytes");
+    let (new_src, new_dst) = (to.src.octets(), to.dst.octets());
+    let mut ipc = get16(b, 10);
+    ipc = checksum::update32(ipc, old_src, new_src);
+    ipc = checksum::update32(ipc, old_dst, new_dst);
+    b[12..16].copy_from_slice(&new_src);
+    b[16..20].copy_from_slice(&new_dst);
+    put16(b, 10, ipc);
+    let l4 = &mut b[hl..];
+    if l4.len() < 4 {
+        return;
+    }
+    let (old_sport, old_dport) = (get16(l4, 0), get16(l4, 2));
+    put16(l4, 0, to.sport);
+    put16(l4, 2, to.dport);
+    let Some(at) = l4_checksum_at(proto) else {
+        return;
+    };
+    if l4.len() < at + 2 {
+        return;
+    }
+    let mut c = get16(l4, at);
+    if proto == PROTO_UDP && c == 0 {
+        // No checksum: stays none.
+        return;
+    }
+    c = checksum::update32(c, old_src, new_src);
+    c = checksum::update32(c, old_dst, new_dst);
+    c = checksum::update16(c, old_sport, to.sport);
+    c = checksum::update16(c, old_dport, to.dport);
+    if proto == PROTO_UDP && c == 0 {
+        c = 0xffff;
+    }
+    put16(l4, at, c);
+}
+
+/// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`.
+pub fn rewrite(pkt: &mut [u8], ip: &Ipv4Header, to: &Tuple) {
+    let end = ip.total_len;
+    rewrite_at(&mut pkt[..end], ip.header_len, ip.protocol, to);
+}
+
+/// An ICMP error that quotes a TCP or UDP packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpError {
+    /// The quoted packet's tuple.
+    pub quoted: Tuple,
+    /// Offset of the quoted IPv4 header in the packet.
+    inner_at: usize,
+    inner_hl: usize,
+}
+
+/// Reads an ICMP destination-unreachable, time-exceeded or parameter-problem message
+/// that quotes at least the ports of a TCP or UDP packet.
+pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
+    if ip.protocol != PROTO_ICMP || ip.is_later_fragment() {
+        return None;
+    }
+    let icmp = pkt.get(ip.header_len..ip.total_len)?;
+    if !matches!(icmp.first()?, 3 | 11 | 12) || icmp.len() < 8 + IPV4_LEN + 4 {
+        return None;
+    }
+    let inner = &icmp[8..];
+    let hl = (inner[0] & 0x0f) as usize * 4;
+    if inner[0] >> 4 != 4 || hl < IPV4_LEN || inner.len() < hl + 4 {
+        return None;
+    }
+    let proto = inner[9];
+    if !matches!(proto, PROTO_TCP | PROTO_UDP) {
+        return None;
+    }
+    let addr = |at: usize| Ipv4Addr::new(inner[at], inner[at + 1], inner[at + 2], inner[at + 3]);
+    Some(IcmpError {
+        quoted: Tuple::new(
+            proto,
+            addr(12),
+            get16(inner, hl),
+            addr(16),
+            get16(inner, hl + 2),
+        ),
+        inner_at: ip.header_len + 8,
+        inner_hl: hl,
+    })
+}
+
+/// Translates an ICMP error: the quoted packet to `quoted`, the outer source and
+/// destination to `src` and `dst`; fixes every checksum involved.
+pub fn rewrite_icmp_error(
+    pkt: &mut [u8],
+    ip: &Ipv4Header,
+    e: &IcmpError,
+    quoted: &Tuple,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) {
+    let end = ip.total_len;
+    rewrite_at(
+        &mut pkt[e.inner_at..end],
+        e.inner_hl,
+        e.quoted.proto,
+        quoted,
+    );
+    let icmp = &mut pkt[ip.header_len..end];
+    put16(icmp, 2, 0);
+    let c = checksum::of(icmp);
+    put16(icmp, 2, c);
+    // The outer header: addresses only (ICMP has no pseudo-header).
+    let outer = &mut pkt[..ip.header_len];
+    let mut ipc = get16(outer, 10);
+    ipc = checksum::update32(ipc, outer[12..16].try_into().expect("4"), src.octets());
+    ipc = checksum::update32(ipc, outer[16..20].try_into().expect("4"), dst.octets());
+    outer[12..16].copy_from_slice(&src.octets());
+    outer[16..20].copy_from_slice(&dst.octets());
+    put16(outer, 10, ipc);
+}
+
+/// The RST that refuses the TCP segment `pkt` (header `ip`), from its destination, as
+/// Linux's `REJECT --reject-with tcp-reset` builds it: to a segment with ACK the reset
+/// carries that acknowledgment as its sequence number; to one without, sequence 0 and an
+/// ACK of everything the segment occupied. `None` for a RST (never answered) or an
+/// empty pool.
+pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<PacketBuf> {
+    let l4 = parse_l4(pkt, ip)?;
+    if ip.protocol != PROTO_TCP || l4.flags & TCP_RST != 0 {
+        return None;
+    }
+    let tcp = &pkt[ip.header_len..ip.total_len];
+    let doff = (tcp[12] >> 4) as usize * 4;
+    let payload = (tcp.len() - doff) as u32;
+    let seq = u32::from_be_bytes(tcp[4..8].try_into().expect("4"));
+    let ack = u32::from_be_bytes(tcp[8..12].try_into().expect("4"));
+    let (rseq, rack, rflags) = if l4.flags & TCP_ACK != 0 {
+        (ack, 0, TCP_RST)
+    } else {
+        let used = payload + (l4.flags & TCP_SYN != 0) as u32 + (l4.flags & TCP_FIN != 0) as u32;
+        (0, seq.wrapping_add(used), TCP_RST | TCP_ACK)
+    };
+    let mut buf = pool.alloc()?;
+    let out = buf.append(IPV4_LEN + TCP_LEN)?;
+    wire::write_ipv4(
+        out,
+        &Ipv4Fields {
+            src: ip.dst,
+            dst: ip.src,
+            protocol: PROTO_TCP,
+            ttl: 64,
+            tos: 0,
+            dont_fragment: true,
+            id: 0,
+        },
+        IPV4_LEN + TCP_LEN,
+    );
+    let t = &mut out[IPV4_LEN..];
+    put16(t, 0, l4.tuple.dport);
+    put16(t, 2, l4.tuple.sport);
+    t[4..8].copy_from_slice(&rseq.to_be_bytes());
+    t[8..12].copy_from_slice(&rack.to_be_bytes());
+    t[12] = (TCP_LEN as u8 / 4) << 4;
+    t[13] = rflags;
+    t[14..20].fill(0);
+    let sum = checksum::pseudo_header(ip.dst.octets(), ip.src.octets(), PROTO_TCP, TCP_LEN as u16);
+    let c = checksum::finish(checksum::add(sum, t));
+    put16(t, 16, c);
+    Some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Builds an IPv4 packet with a TCP or UDP header and payload, checksums computed in
+    /// full.
+    fn packet(proto: u8, t: &Tuple, payload: &[u8], udp_checksum: bool) -> Vec<u8> {
+        let l4_len = if proto == PROTO_TCP { TCP_LEN } else { 8 } + payload.len();
+        let mut p = vec![0u8; IPV4_LEN + l4_len];
+        wire::write_ipv4(
+            &mut p,
+            &Ipv4Fields {
+                src: t.src,
+                dst: t.dst,
+                protocol: proto,
+                ttl: 64,
+                tos: 0,
+                dont_fragment: true,
+                id: 7,
+            },
+            IPV4_LEN + l4_len,
+        );
+        let l4 = &mut p[IPV4_LEN..];
+        put16(l4, 0, t.sport);
+        put16(l4, 2, t.dport);
+        if proto == PROTO_TCP {
+            l4[12] = 5 << 4;
+            l4[13] = TCP_SYN;
+        } else {
+            put16(l4, 4, l4_len as u16);
+        }
+        let at = l4.len() - payload.len();
+        l4[at..].copy_from_slice(payload);
+        if proto == PROTO_TCP || udp_checksum {
+            let sum = checksum::pseudo_header(t.src.octets(), t.dst.octets(), proto, l4_len as u16);
+            let mut c = checksum::finish(checksum::add(sum, l4));
+            if proto == PROTO_UDP && c == 0 {
+                c = 0xffff;
+            }
+            put16(l4, l4_checksum_at(proto).unwrap(), c);
+        }
+        p
+    }
+
+    fn tuple() -> impl Strategy<Value = Tuple> {
+        (any::<u32>(), any::<u16>(), any::<u32>(), any::<u16>())
+            .prop_map(|(s, sp, d, dp)| Tuple::new(0, Ipv4Addr::from(s), sp, Ipv4Addr::from(d), dp))
+    }
+
+    /// One's-complement: 0x0000 and 0xffff are the same number.
+    fn same(a: u16, b: u16) -> bool {
+        a == b || (a | b == 0xffff && (a == 0 || b == 0))
+    }
+
+    proptest! {
+        /// The incremental update gives what a full recomputation gives, for TCP and UDP,
+        /// and a UDP checksum of 0 stays 0.
+        #[test]
+        fn incremental_checksums_match_full(
+            from in tuple(), to in tuple(), tcp in any::<bool>(), udp_sum in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+            let from = Tuple { proto, ..from };
+            let to = Tuple { proto, ..to };
+            let mut p = packet(proto, &from, &payload, udp_sum);
+            let ip = wire::parse_ipv4(&p).unwrap();
+            rewrite(&mut p, &ip, &to);
+            let want = packet(proto, &to, &payload, udp_sum);
+            let at = IPV4_LEN + l4_checksum_at(proto).unwrap();
+            prop_assert_eq!(&p[..at], &want[..at]);
+            prop_assert_eq!(&p[at + 2..], &want[at + 2..]);
+            let (got, exp) = (get16(&p, at), get16(&want, at));
+            if proto == PROTO_UDP && !udp_sum {
+                prop_assert_eq!(got, 0);
+            } else if proto == PROTO_UDP {
+                prop_assert!(got != 0 && same(got, exp));
+            } else {
+                prop_assert!(same(got, exp));
+            }
+            let ip = wire::parse_ipv4(&p).unwrap();
+            prop_assert_eq!(parse_l4(&p, &ip).unwrap().tuple, to);
+        }
+    }
+
+    #[test]
+    fn reset_answers_syn_with_ack_of_it() {
+        let t = Tuple::new(
+            PROTO_TCP,
+            Ipv4Addr::new(10, 0, 1, 33),
+            40000,
+            Ipv4Addr::new(10, 3, 0, 50),
+            80,
+        );
+        let mut p = packet(PROTO_TCP, &t, b"", false);
+        p[IPV4_LEN + 4..IPV4_LEN + 8].copy_from_slice(&1000u32.to_be_bytes());
+        let ip = wire::parse_ipv4(&p).unwrap();
+        let pool = Pool::new(1, 256);
+        let r = tcp_reset(&pool, &p, &ip).unwrap();
+        let r = r.data();
+        let rip = wire::parse_ipv4(r).unwrap();
+        assert_eq!((rip.src, rip.dst), (t.dst, t.src));
+        let l4 = parse_l4(r, &rip).unwrap();
+        assert_eq!(l4.tuple, t.reversed());
+        assert_eq!(l4.flags, TCP_RST | TCP_ACK);
+        assert_eq!(&r[IPV4_LEN + 8..IPV4_LEN + 12], &1001u32.to_be_bytes());
+        let sum = checksum::pseudo_header(t.dst.octets(), t.src.octets(), PROTO_TCP, 20);
+        assert_eq!(checksum::finish(checksum::add(sum, &r[IPV4_LEN..])), 0);
+    }
+}

@@ -1,0 +1,853 @@
+//! Services: kube-proxy's load balancing in the switch core.
+//!
+//! The control plane sets the services (VIP, ports, endpoints, session affinity,
+//! external traffic policy) in the control snapshot ([`crate::control::Control::set_services`],
+//! [`crate::control::Control::set_endpoints`]); [`ServiceTable`] is the snapshot's
+//! derived form, with lookup maps by VIP and by node port. The stage itself,
+//! [`Balancer`], sits in the router before the route lookup and in the bridge:
+//!
+//! ```text
+//! router:  [services] -> local address? -> TTL -> route (or back out the host port / underlay)
+//!          existing flow, original direction  -> translate as the flow did (DNAT, maybe SNAT)
+//!          existing flow, reply direction     -> reverse-translate; leave toward the client
+//!          ICMP error about a tracked flow    -> translate the quote and the outer header
+//!          new flow to VIP:port / node:nodeport -> choose an endpoint, track, translate
+//!          a service with no endpoint         -> TCP RST / ICMP port unreachable (from the VIP)
+//! bridge:  replies bridged between local pods -> reverse-translate (as br_netfilter does)
+//! ```
+//!
+//! Semantics are kube-proxy's: the endpoint is chosen uniformly at random (an RNG the
+//! caller seeds, [`crate::Switch::set_seed`]) or by ClientIP affinity; the client IP is
+//! preserved for pod clients; clients from outside the pod network, hairpin flows and
+//! NodePort flows with `externalTrafficPolicy: Cluster` are masqueraded (see
+//! [`masquerade_address`]); `Local` node ports use only this node's endpoints, keep the
+//! client IP and drop when there are none. Encapsulated packets never reach the stage:
+//! the router sees inner packets only, and outer headers are written after translation.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::conntrack::{
+    self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple,
+    Victim, TCP_ACK, TCP_RST, TCP_SYN,
+};
+use crate::control::{Backend, NodeConfig, Snapshot, SECOND};
+use crate::counters::{DropReason, Tally};
+use crate::mac::Mac;
+use crate::nat::{self, L4};
+use crate::wire::{Ipv4Header, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+// ---- the model ------------------------------------------------------------------------------
+
+/// A service port's transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+}
+
+/// `sessionAffinity` of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionAffinity {
+    /// Every new flow picks an endpoint at random.
+    #[default]
+    None,
+    /// All flows of one client IP go to one endpoint until the affinity timeout passes
+    /// without traffic from that client.
+    ClientIP,
+}
+
+/// `externalTrafficPolicy` of a service: how node ports choose endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrafficPolicy {
+    /// Any endpoint; the client is masqueraded to the node.
+    #[default]
+    Cluster,
+    /// Only this node's endpoints; the client IP is kept; dropped when there are none.
+    Local,
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    #[serde(default)]
+    pub name: String,
+    /// The port on the VIP.
+    pub port: u16,
+    /// The port on the endpoints.
+    pub target_port: u16,
+    pub protocol: Protocol,
+    /// The port on every node's addresses, if any.
+    #[serde(default)]
+    pub node_port: Option<u16>,
+}
+
+impl ServicePort {
+    pub fn new(protocol: Protocol, port: u16, target_port: u16) -> ServicePort {
+        ServicePort {
+            name: String::new(),
+            port,
+            target_port,
+            protocol,
+            node_port: None,
+        }
+    }
+
+    /// The same port with a node port.
+    pub fn with_node_port(mut self, node_port: u16) -> ServicePort {
+        self.node_port = Some(node_port);
+        self
+    }
+}
+
+/// A ready endpoint of a service: a pod IP and the node the pod runs on. Whether it is
+/// local is decided by the IP (this node's pod subnet), which is where the switch
+/// delivers it; the node name is for reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    #[serde(default)]
+    pub node: String,
+}
+
+impl Endpoint {
+    pub fn new(ip: Ipv4Addr, node: &str) -> Endpoint {
+        Endpoint {
+            ip,
+            node: node.to_string(),
+        }
+    }
+}
+
+/// kube-proxy's default ClientIP affinity timeout: three hours.
+pub const DEFAULT_AFFINITY_TIMEOUT: u64 = 10_800 * SECOND;
+
+fn default_affinity_timeout() -> u64 {
+    DEFAULT_AFFINITY_TIMEOUT
+}
+
+/// A service as the control plane describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub cluster_ip: Ipv4Addr,
+    pub ports: Vec<ServicePort>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+    /// ClientIP affinity lasts this long without traffic (ns).
+    #[serde(default = "default_affinity_timeout")]
+    pub affinity_timeout_ns: u64,
+    #[serde(default)]
+    pub external_traffic_policy: TrafficPolicy,
+}
+
+impl Service {
+    /// A service with no ports and no endpoints, kube-proxy's defaults otherwise.
+    pub fn new(name: &str, cluster_ip: Ipv4Addr) -> Service {
+        Service {
+            name: name.to_string(),
+            cluster_ip,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            session_affinity: SessionAffinity::None,
+            affinity_timeout_ns: DEFAULT_AFFINITY_TIMEOUT,
+            external_traffic_policy: TrafficPolicy::Cluster,
+        }
+    }
+
+    pub fn with_port(mut self, port: ServicePort) -> Service {
+        self.ports.push(port);
+        self
+    }
+
+    pub fn with_endpoint(mut self, ip: Ipv4Addr, node: &str) -> Service {
+        self.endpoints.push(Endpoint::new(ip, node));
+        self
+    }
+}
+
+// ---- the derived table ----------------------------------------------------------------------
+
+/// One (service, port) as the datapath looks it up.
+#[derive(Debug, Clone)]
+pub(crate) struct PortEntry {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: u8,
+    pub target_port: u16,
+    /// Every endpoint, in the order given, without duplicates.
+    pub endpoints: Vec<Ipv4Addr>,
+    /// Those in this node's subnet.
+    pub local: Vec<Ipv4Addr>,
+    pub affinity_ns: Option<u64>,
+    pub local_policy: bool,
+}
+
+impl PortEntry {
+    /// The endpoints a flow may use: external flows of a `Local` service only local ones.
+    fn candidates(&self, external: bool) -> &[Ipv4Addr] {
+        if external && self.local_policy {
+            &self.local
+        } else {
+            &self.endpoints
+        }
+    }
+}
+
+/// The services of a snapshot and their lookup maps, built once per publish.
+#[derive(Debug, Default)]
+pub struct ServiceTable {
+    list: Vec<Service>,
+    /// Bumped on every change: the datapath flushes stale UDP flows when it moves.
+    generation: u64,
+    ports: Vec<PortEntry>,
+    by_vip: HashMap<(Ipv4Addr, u16, u8), usize>,
+    by_node_port: HashMap<(u16, u8), usize>,
+    vips: HashSet<Ipv4Addr>,
+}
+
+impl ServiceTable {
+    /// Checks what the lookup maps rely on: unique names, VIP ports and node ports.
+    pub fn validate(list: &[Service]) -> Result<(), String> {
+        let mut names = HashSet::new();
+        let mut vip_ports = HashSet::new();
+        let mut node_ports = HashSet::new();
+        for s in list {
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("service {} is defined twice", s.name));
+            }
+            for p in &s.ports {
+                if p.port == 0 || p.target_port == 0 || p.node_port == Some(0) {
+                    return Err(format!("service {}: port 0", s.name));
+                }
+                if !vip_ports.insert((s.cluster_ip, p.port, p.protocol)) {
+                    return Err(format!(
+                        "service {}: {}:{}/{:?} is used twice",
+                        s.name, s.cluster_ip, p.port, p.protocol
+                    ));
+                }
+                if let Some(np) = p.node_port {
+                    if !node_ports.insert((np, p.protocol)) {
+                        return Err(format!(
+                            "service {}: node port {np}/{:?} is used twice",
+                            s.name, p.protocol
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table for `list` on the node `config` describes (`list` must be valid).
+    pub fn new(list: Vec<Service>, config: &NodeConfig, generation: u64) -> ServiceTable {
+        let mut t = ServiceTable {
+            generation,
+            ..ServiceTable::default()
+        };
+        for s in &list {
+            t.vips.insert(s.cluster_ip);
+            let mut endpoints: Vec<Ipv4Addr> = Vec::new();
+            for e in &s.endpoints {
+                if !endpoints.contains(&e.ip) {
+                    endpoints.push(e.ip);
+                }
+            }
+            let local: Vec<Ipv4Addr> = endpoints
+                .iter()
+                .copied()
+                .filter(|ip| config.subnet.contains(*ip))
+                .collect();
+            for p in &s.ports {
+                let i = t.ports.len();
+                t.ports.push(PortEntry {
+                    vip: s.cluster_ip,
+                    port: p.port,
+                    proto: p.protocol.number(),
+                    target_port: p.target_port,
+                    endpoints: endpoints.clone(),
+                    local: local.clone(),
+                    affinity_ns: (s.session_affinity == SessionAffinity::ClientIP)
+                        .then_some(s.affinity_timeout_ns),
+                    local_policy: s.external_traffic_policy == TrafficPolicy::Local,
+                });
+                t.by_vip
+                    .insert((s.cluster_ip, p.port, p.protocol.number()), i);
+                if let Some(np) = p.node_port {
+                    t.by_node_port.insert((np, p.protocol.number()), i);
+                }
+            }
+        }
+        t.list = list;
+        t
+    }
+
+    /// The services as set.
+    pub fn list(&self) -> &[Service] {
+        &self.list
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// True when `ip` is a service's cluster IP.
+    pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
+        self.vips.contains(&ip)
+    }
+
+    /// True when `port` is a node port for IP protocol `proto`.
+    pub fn is_node_port(&self, proto: u8, port: u16) -> bool {
+        self.by_node_port.contains_key(&(port, proto))
+    }
+
+    pub(crate) fn by_vip(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<&PortEntry> {
+        self.by_vip
+            .get(&(vip, port, proto))
+            .map(|&i| &self.ports[i])
+    }
+
+    pub(crate) fn by_node_port(&self, port: u16, proto: u8) -> Option<&PortEntry> {
+        self.by_node_port
+            .get(&(port, proto))
+            .map(|&i| &self.ports[i])
+    }
+}
+
+/// True when `ip` is one of this node's own addresses: underlay, gateway (cni0), VTEP
+/// (flannel.1). Node ports answer on all of them, as kube-proxy's `--dst-type LOCAL`.
+pub fn is_node_address(config: &NodeConfig, ip: Ipv4Addr) -> bool {
+    ip == config.underlay_ip || ip == config.gateway_ip() || ip == config.vtep_ip()
+}
+
+/// The node address a masqueraded flow gets as its source: the address of this node's
+/// interface toward the endpoint, as `MASQUERADE` picks it on a flannel node.
+///
+/// - Endpoint on this node: the gateway, `<subnet>.1` (the cni0 bridge's address).
+/// - Endpoint on another node, vxlan or udp backend: the VTEP address `<subnet>.0`
+///   (flannel.1's or flannel0's address). It lies in this node's pod subnet, so the
+///   endpoint's node routes the reply back over the overlay like any pod traffic.
+/// - Endpoint on another node, host-gw: the gateway `<subnet>.1` too. The kernel would
+///   pick the underlay address, but the peer's switch routes only the pod CIDR, so the
+///   reply would have no route there; the gateway address is routed back by host-gw.
+///
+/// Either way the reply arrives at one of this node's own addresses, where the router
+/// gives conntrack the first look.
+pub fn masquerade_address(config: &NodeConfig, endpoint: Ipv4Addr) -> Ipv4Addr {
+    if config.subnet.contains(endpoint) {
+        return config.gateway_ip();
+    }
+    match config.backend {
+        Backend::HostGw => config.gateway_ip(),
+        Backend::Vxlan { .. } | Backend::Udp { .. } => config.vtep_ip(),
+    }
+}
+
+// ---- the random choice --------------------------------------------------------------------
+
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64 over an atomic counter: lock-free, seeded by the caller, and for one
+/// thread (the simulator) the same sequence on every run.
+pub(crate) struct Rng {
+    state: AtomicU64,
+}
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng {
+            state: AtomicU64::new(seed),
+        }
+    }
+
+    fn seed(&self, seed: u64) {
+        self.state.store(seed, Ordering::Relaxed);
+    }
+
+    fn next(&self) -> u64 {
+        conntrack::mix(
+            self.state
+                .fetch_add(GAMMA, Ordering::Relaxed)
+                .wrapping_add(GAMMA),
+        )
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2^-50 for any n a
+    /// service has).
+    fn below(&self, n: usize) -> usize {
+        ((self.next() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+// ---- session affinity -----------------------------------------------------------------------
+
+/// Default number of ClientIP affinity entries.
+pub const DEFAULT_AFFINITY_SIZE: usize = 4096;
+
+/// ClientIP affinity: (client, service port) -> endpoint, in a lock-free table with the
+/// conntrack table's rule. An entry lives while the client sends within the timeout;
+/// when the table has no room the oldest entry of the bucket is dropped (that client
+/// then gets a fresh choice).
+struct Affinity {
+    /// words: client << 32 | vip, port << 16 | proto << 8 | 1, endpoint, timeout (ns).
+    table: SlotTable<4>,
+}
+
+impl Affinity {
+    fn key(client: Ipv4Addr, p: &PortEntry) -> (u64, u64) {
+        (
+            (u32::from(client) as u64) << 32 | u32::from(p.vip) as u64,
+            (p.port as u64) << 16 | (p.proto as u64) << 8 | 1,
+        )
+    }
+
+    fn expired(&self, idx: usize, w: &[u64; 4], now: u64) -> bool {
+        now.saturating_sub(self.table.slot(idx).seen.load(Ordering::Relaxed)) > w[3]
+    }
+
+    /// The endpoint for `client`'s new flow to `p`, and the affinity slot.
+    fn pick(
+        &self,
+        client: Ipv4Addr,
+        p: &PortEntry,
+        candidates: &[Ipv4Addr],
+        timeout: u64,
+        now: u64,
+        rng: &Rng,
+    ) -> (Ipv4Addr, Option<u32>) {
+        let (k0, k1) = Affinity::key(client, p);
+        let h = conntrack::mix(k0 ^ conntrack::mix(k1));
+        let bucket = self.table.bucket(h);
+        let tag = (h >> 8) as u16;
+        let key = |w: &[u64; 4]| w[0] == k0 && w[1] == k1;
+        let endpoint = |w: &[u64; 4]| Ipv4Addr::from(w[2] as u32);
+        for _ in 0..4 {
+            if let Some(f) = self.table.find(bucket, TagOf::Orig, tag, key, true) {
+                if !self.expired(f.idx, &f.words, now) {
+                    if candidates.contains(&endpoint(&f.words)) {
+                        self.table
+                            .slot(f.idx)
+                            .seen
+                            .fetch_max(now, Ordering::Relaxed);
+                        return (endpoint(&f.words), Some(f.idx as u32));
+                    }
+                    // Its endpoint left the service (or is not local): choose again.
+                    self.table.remove(&f);
+                }
+            }
+            let choice = candidates[rng.below(candidates.len())];
+            let victim = |idx: usize, w: &[u64; 4]| {
+                if self.expired(idx, w, now) {
+                    Victim::Expired
+                } else {
+                    Victim::Evictable(self.table.slot(idx).seen.load(Ordering::Relaxed))
+                }
+            };
+            let r = self.table.insert(
+                bucket,
+                tag,
+                key,
+                victim,
+                |_| ([k0, k1, u32::from(choice) as u64, timeout], 0),
+                |slot| slot.seen.store(now, Ordering::Relaxed),
+            );
+            match r {
+                Inserted::New { found, .. } => return (choice, Some(found.idx as u32)),
+                Inserted::Existing(f) if candidates.contains(&endpoint(&f.words)) => {
+                    return (endpoint(&f.words), Some(f.idx as u32))
+                }
+                Inserted::Existing(f) => {
+                    self.table.remove(&f);
+                }
+                Inserted::Full => return (choice, None),
+            }
+        }
+        (candidates[rng.below(candidates.len())], None)
+    }
+
+    /// A packet of an affine flow from `client`: the affinity lives on.
+    fn touch(&self, idx: u32, client: Ipv4Addr, now: u64) {
+        if let Some(f) = self.table.read(idx as usize) {
+            if f.words[0] >> 32 == u32::from(client) as u64 {
+                let seen = &self.table.slot(f.idx).seen;
+                if seen.load(Ordering::Relaxed) < now {
+                    seen.fetch_max(now, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+// ---- the stage ------------------------------------------------------------------------------
+
+/// Where a routed packet came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A pod of this node, through the gateway.
+    Pod,
+    /// Another node, decapsulated (or routed to us by host-gw).
+    Peer,
+    /// The node's own stack, through the host port.
+    Host,
+    /// A host on the underlay (a NodePort or VIP client), whose frame came from this MAC.
+    Underlay(Mac),
+}
+
+/// Where a translated packet goes next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Egress {
+    /// The route lookup (a pod here or on another node).
+    Route,
+    /// Out the host port.
+    Host,
+    /// Out the underlay port to this MAC.
+    Underlay(Mac),
+}
+
+/// The stage's verdict on a routed packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Not a service packet: untouched.
+    Pass,
+    /// Translated (or belongs to a tracked flow): send it on.
+    Forward(Egress),
+    /// A service with no endpoint: refuse (TCP RST, ICMP port unreachable) and drop.
+    Reject,
+    Drop(DropReason),
+}
+
+fn egress(client: Client) -> Egress {
+    match client {
+        Client::Routed => Egress::Route,
+        Client::Host => Egress::Host,
+        Client::Underlay(mac) => Egress::Underlay(mac),
+    }
+}
+
+/// The service load-balancing stage: conntrack, session affinity and the RNG.
+pub struct Balancer {
+    ct: Conntrack,
+    affinity: Affinity,
+    rng: Rng,
+    /// The service-table generation whose stale UDP flows were last flushed.
+    swept: AtomicU64,
+}
+
+impl Balancer {
+    /// A stage with `conntrack` flow slots and `affinity` ClientIP slots.
+    pub fn new(conntrack: usize, affinity: usize) -> Balancer {
+        Balancer {
+            ct: Conntrack::new(conntrack),
+            affinity: Affinity {
+                table: SlotTable::new(affinity),
+            },
+            rng: Rng::new(0),
+            swept: AtomicU64::new(0),
+        }
+    }
+
+    /// Restarts the endpoint choice's random sequence from `seed`.
+    pub fn set_seed(&self, seed: u64) {
+        self.rng.seed(seed);
+    }
+
+    pub fn conntrack(&self) -> &Conntrack {
+        &self.ct
+    }
+
+    /// Forgets every flow and affinity, as a restart does.
+    pub fn clear(&self) {
+        self.ct.clear();
+        self.affinity.table.clear();
+    }
+
+    /// False while there is nothing to do: no service, and no flow ever tracked.
+    pub(crate) fn active(&self, snap: &Snapshot) -> bool {
+        !snap.services.is_empty() || self.ct.is_used()
+    }
+
+    /// The service and whether it is reached from outside (by a node port) for a flow to
+    /// `dst:dport`.
+    fn service_of(
+        snap: &Snapshot,
+        dst: Ipv4Addr,
+        dport: u16,
+        proto: u8,
+    ) -> Option<(&PortEntry, bool)> {
+        if let Some(p) = snap.services.by_vip(dst, dport, proto) {
+            return Some((p, false));
+        }
+        if is_node_address(&snap.config, dst) {
+            return snap.services.by_node_port(dport, proto).map(|p| (p, true));
+        }
+        None
+    }
+
+    /// False for a UDP flow whose endpoint is no longer one of its service's: such flows
+    /// are flushed, so the client's next datagram picks a live endpoint. TCP flows stay
+    /// (kube-proxy leaves established connections alone).
+    fn valid(snap: &Snapshot, flow: &Flow) -> bool {
+        if flow.orig.proto != PROTO_UDP {
+            return true;
+        }
+        match Balancer::service_of(snap, flow.orig.dst, flow.orig.dport, flow.orig.proto) {
+            Some((p, external)) => {
+                p.target_port == flow.xlat.dport && p.candidates(external).contains(&flow.xlat.dst)
+            }
+            None => false,
+        }
+    }
+
+    /// When the services changed since the last look, flushes the UDP flows whose
+    /// endpoint left. (Lookups check too, so a flow created from an older snapshot while
+    /// this runs is caught by its next packet.)
+    fn sweep(&self, snap: &Snapshot) {
+        let generation = snap.services.generation();
+        let seen = self.swept.load(Ordering::Relaxed);
+        if seen >= generation {
+            return;
+        }
+        if self
+            .swept
+            .compare_exchange(seen, generation, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+            && self.ct.is_used()
+        {
+            self.ct.flush(|f| !Balancer::valid(snap, f));
+        }
+    }
+
+    /// The stage for a routed IPv4 packet (`pkt` starts at its valid header `ip`).
+    /// Rewrites `pkt` in place; counts `dnat`, `snat` and `conntrack_evicted` in `tally`.
+    pub(crate) fn routed(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &Ipv4Header,
+        from: Origin,
+        tally: &mut Tally,
+    ) -> Decision {
+        self.sweep(snap);
+        if ip.protocol == PROTO_ICMP {
+            return self
+                .related(snap, now, pkt, ip)
+                .map_or(Decision::Pass, Decision::Forward);
+        }
+        let Some(l4) = nat::parse_l4(pkt, ip) else {
+            return Decision::Pass;
+        };
+        let to = &snap.conntrack_timeouts;
+        let t = l4.tuple;
+        if self.ct.is_used() {
+            if let Some(hit) = self.ct.find_orig(&t, now, to, true) {
+                let reopen = l4.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                    && matches!(
+                        self.ct.tcp_state(&hit),
+                        Some(TcpState::TimeWait | TcpState::Close)
+                    );
+                if !reopen && Balancer::valid(snap, &hit.flow) {
+                    return self.forward(now, pkt, ip, &hit, l4.flags);
+                }
+                // A new connection on a closed one's tuple, or a flushed UDP flow: it
+                // starts over with the current endpoints.
+                self.ct.remove(&hit);
+            } else if let Some(hit) = self.ct.find_reply(&t, now, to) {
+                if !Balancer::valid(snap, &hit.flow) {
+                    self.ct.remove(&hit);
+                    return Decision::Pass;
+                }
+                self.ct.touch(&hit, Dir::Reply, l4.flags, now);
+                nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
+                return Decision::Forward(egress(hit.flow.client));
+            }
+        }
+        self.new_flow(snap, now, pkt, ip, &l4, from, tally)
+    }
+
+    /// An original-direction packet of a tracked flow.
+    fn forward(
+        &self,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &Ipv4Header,
+        hit: &conntrack::Hit,
+        flags: u8,
+    ) -> Decision {
+        self.ct.touch(hit, Dir::Orig, flags, now);
+        if let Some(a) = hit.flow.affinity {
+            self.affinity.touch(a, hit.flow.orig.src, now);
+        }
+        nat::rewrite(pkt, ip, &hit.flow.xlat);
+        Decision::Forward(Egress::Route)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_flow(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &Ipv4Header,
+        l4: &L4,
+        from: Origin,
+        tally: &mut Tally,
+    ) -> Decision {
+        let t = l4.tuple;
+        let config = &snap.config;
+        let Some((port, external)) = Balancer::service_of(snap, t.dst, t.dport, t.proto) else {
+            return Decision::Pass;
+        };
+        if t.proto == PROTO_TCP && l4.flags & TCP_RST != 0 {
+            // A reset of no connection this node knows: nothing to send it to.
+            return Decision::Drop(DropReason::NoEndpoints);
+        }
+        let candidates = port.candidates(external);
+        if candidates.is_empty() {
+            return if external && port.local_policy {
+                Decision::Drop(DropReason::NoEndpoints)
+            } else {
+                Decision::Reject
+            };
+        }
+        let (endpoint, affinity) = match port.affinity_ns {
+            Some(timeout) => self
+                .affinity
+                .pick(t.src, port, candidates, timeout, now, &self.rng),
+            None => (candidates[self.rng.below(candidates.len())], None),
+        };
+        let masquerade = if endpoint == t.src {
+            // Hairpin: the pod reached itself; from the gateway, the reply comes back here.
+            Some(config.gateway_ip())
+        } else if (external && !port.local_policy)
+            || (!external && !config.pod_cidr.contains(t.src))
+        {
+            Some(masquerade_address(config, endpoint))
+        } else {
+            None
+        };
+        let to = &snap.conntrack_timeouts;
+        let target = Tuple {
+            dst: endpoint,
+            dport: port.target_port,
+            ..t
+        };
+        // Two flows may not share a reply tuple (one client socket reaching one endpoint
+        // through two services): the second one gets a new source port, as Linux's NAT
+        // makes tuples unique.
+        let clash =
+            masquerade.is_none() && self.ct.find_reply(&target.reversed(), now, to).is_some();
+        let client = match from {
+            Origin::Host => Client::Host,
+            Origin::Underlay(mac) => Client::Underlay(mac),
+            Origin::Pod | Origin::Peer => Client::Routed,
+        };
+        let r = self.ct.insert(&t, now, to, l4.flags, |snat_port| Flow {
+            orig: t,
+            xlat: Tuple {
+                src: masquerade.unwrap_or(t.src),
+                sport: if masquerade.is_some() || clash {
+                    snat_port
+                } else {
+                    t.sport
+                },
+                ..target
+            },
+            client,
+            affinity,
+        });
+        match r {
+            // Another worker tracked this very flow at the same instant: go its way.
+            Insert::Existing(hit) => self.forward(now, pkt, ip, &hit, l4.flags),
+            Insert::New { hit, evicted } => {
+                tally.conntrack_evicted += evicted as u64;
+                tally.dnat += hit.flow.is_dnat() as u64;
+                tally.snat += hit.flow.is_snat() as u64;
+                nat::rewrite(pkt, ip, &hit.flow.xlat);
+                Decision::Forward(Egress::Route)
+            }
+            Insert::Full => Decision::Drop(DropReason::TableFull),
+        }
+    }
+
+    /// Translates an ICMP error about a tracked flow (its quote and its outer header) and
+    /// says where it goes; `None` when it is about no tracked flow. Errors that travel
+    /// toward the client come from the VIP (and to the client's own address), as Linux's
+    /// `nf_nat_icmp_reply_translation` makes them.
+    pub(crate) fn related(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &Ipv4Header,
+    ) -> Option<Egress> {
+        if !self.ct.is_used() {
+            return None;
+        }
+        let e = nat::parse_icmp_error(pkt, ip)?;
+        let to = &snap.conntrack_timeouts;
+        let back = e.quoted.reversed();
+        if let Some(hit) = self.ct.find_reply(&back, now, to) {
+            // The quote is the client's packet as it left translated.
+            let f = hit.flow;
+            let src = if f.is_dnat() { f.orig.dst } else { ip.src };
+            let dst = if f.is_snat() { f.orig.src } else { ip.dst };
+            nat::rewrite_icmp_error(pkt, ip, &e, &f.orig, src, dst);
+            return Some(egress(f.client));
+        }
+        if let Some(hit) = self.ct.find_orig(&back, now, to, false) {
+            // The quote is a reply as the client got it; the error goes to the endpoint.
+            let f = hit.flow;
+            let dst = if f.is_dnat() { f.xlat.dst } else { ip.dst };
+            let src = if f.is_snat() { f.xlat.src } else { ip.src };
+            nat::rewrite_icmp_error(pkt, ip, &e, &f.reply(), src, dst);
+            return Some(Egress::Route);
+        }
+        None
+    }
+
+    /// The stage for an IPv4 packet bridged from one local pod to another: replies of
+    /// tracked flows (an endpoint answering a client on the same node over L2) and ICMP
+    /// errors about them are reverse-translated in place. Nothing else changes.
+    pub(crate) fn bridged(&self, snap: &Snapshot, now: u64, pkt: &mut [u8], ip: &Ipv4Header) {
+        if !self.ct.is_used() {
+            return;
+        }
+        if ip.protocol == PROTO_ICMP {
+            self.related(snap, now, pkt, ip);
+            return;
+        }
+        let Some(l4) = nat::parse_l4(pkt, ip) else {
+            return;
+        };
+        let to = &snap.conntrack_timeouts;
+        if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
+            if Balancer::valid(snap, &hit.flow) {
+                self.ct.touch(&hit, Dir::Reply, l4.flags, now);
+                nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
+            } else {
+                self.ct.remove(&hit);
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Every scenario in scenarios/ runs with its expectations holding; runs are
+//! deterministic; `podnet sim` keeps SCENARIO.md's exit statuses and error format; pcaps
+//! hold what crossed the wire.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use podnet_sim::run::{run, RunOptions};
+use podnet_sim::scenario;
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn podnet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_podnet"))
+}
+
+#[test]
+fn every_scenario_holds_its_expectations() {
+    let files = scenario_files();
+    assert!(files.len() >= 6, "scenarios/ has {} files", files.len());
+    let mut failed = Vec::new();
+    for path in &files {
+        let sc = scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !sc.expect.is_empty(),
+            "{} has no expectations",
+            path.display()
+        );
+        let report = run(sc, &RunOptions::default()).expect("the run itself works");
+        if !report.passed {
+            failed.push(format!(
+                "{}:\n{}",
+                path.display(),
+                podnet_sim::render::render(&report)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+fn trace_hash(path: &str, seed: Option<u64>) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let sc = scenario::load(&path).unwrap();
+    let opts = RunOptions {
+        seed,
+        ..RunOptions::default()
+    };
+    run(sc, &opts).unwrap().trace_hash
+}
+
+#[test]
+fn same_seed_same_trace_other_seed_other_trace() {
+    for file in ["scenarios/quickstart.yaml", "scenarios/vxlan.yaml"] {
+        let a = trace_hash(file, None);
+        assert_eq!(a, trace_hash(file, None), "{file} twice");
+        assert_ne!(a, trace_hash(file, Some(1234)), "{file} with another seed");
+    }
+}
+
+#[test]
+fn json_report_has_the_contract_fields() {
+    let out = podnet().args(["sim", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for field in [
+        "scenario",
+        "seed",
+        "passed",
+        "sim_time_ns",
+        "events",
+        "trace_hash",
+        "traffic",
+        "nodes",
+        "expectations",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(v["scenario"], "quickstart");
+    assert_eq!(v["seed"], 42);
+    assert_eq!(v["trace_hash"].as_str().unwrap().len(), 16);
+    let t = &v["traffic"][0];
+    for field in [
+        "name",
+        "kind",
+        "sent",
+        "delivered",
+        "failed",
+        "rtt_us",
+        "by_endpoint",
+        "source_seen",
+        "failures",
+    ] {
+        assert!(t.get(field).is_some(), "traffic misses {field}");
+    }
+    let n = &v["nodes"][0];
+    for field in [
+        "rx_packets",
+        "tx_packets",
+        "encap",
+        "decap",
+        "dnat",
+        "snat",
+        "drops",
+    ] {
+        assert!(n["counters"].get(field).is_some(), "counters miss {field}");
+    }
+    let code = out.status.code().unwrap();
+    assert_eq!(code, if v["passed"] == true { 0 } else { 1 });
+}
+
+#[test]
+fn failed_expectation_exits_1() {
+    let dir = tempdir("fail");
+    let path = dir.join("f.yaml");
+    std::fs::write(
+        &path,
+        "name: f\nduration: 1s\nnodes:\n  - name: n\npods:\n  - name: a\n  - name: b\n\
+         traffic:\n  - {name: p, from: a, to: b, kind: ping}\n\
+         expect:\n  - {traffic: p, delivered: 0%}\n",
+    )
+    .unwrap();
+    let out = podnet().arg("sim").arg(&path).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
+}
+
+/// Each invalid input of SCENARIO.md exits 2 with FILE:LINE:COL and what is wrong.
+#[test]
+fn invalid_scenarios_exit_2_naming_the_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("yaml", "name: x\npods: [\n", ":2:7:"),
+        ("unknown field", "name: x\nnodez: []\n", ":2:1: unknown field"),
+        ("bad cidr", "name: x\ncluster:\n  pod_cidr: 10.2.0.0/33\n", ":3:13:"),
+        (
+            "missing node",
+            "name: x\nnodes:\n  - name: n\npods:\n  - name: p\n    node: m\n",
+            ":6:11:",
+        ),
+        (
+            "ip outside subnet",
+            "name: x\nnodes:\n  - name: n\npods:\n  - name: p\n    node: n\n    ip: 10.9.9.9\n",
+            ":7:9:",
+        ),
+        (
+            "duplicate name",
+            "name: x\nnodes:\n  - name: n\npods:\n  - name: p\n  - name: p\n",
+            ":6:11:",
+        ),
+        (
+            "missing traffic target",
+            "name: x\nnodes:\n  - name: n\npods:\n  - name: p\ntraffic:\n  - {name: t, from: p, to: q}\n",
+            ":7:",
+        ),
+    ];
+    let dir = tempdir("invalid");
+    for (what, text, want) in cases {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = podnet().arg("sim").arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(&format!("bad.yaml{want}")), "{what}: {err}");
+    }
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("podnet-test-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The quickstart's pcaps: node-a's file holds VXLAN to UDP 8472 with VNI 1, and the
+/// inner IP packets of pod-a's pings to pod-b are the ones in pod-a's own file.
+#[test]
+fn pcaps_hold_vxlan_whose_inner_frames_match_the_pod_capture() {
+    let dir = tempdir("pcap");
+    let out = podnet().args(["sim", "--pcap"]).arg(&dir).output().unwrap();
+    assert!(out.status.code().is_some());
+    let read = |name: &str| -> Vec<Vec<u8>> {
+        let f = std::fs::File::open(dir.join(format!("{name}.pcap"))).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+        let mut frames = Vec::new();
+        while let Some(p) = r.next_packet() {
+            frames.push(p.unwrap().data.into_owned());
+        }
+        frames
+    };
+    let node = read("node-a");
+    let pod = read("pod-a");
+    let vxlan: Vec<&Vec<u8>> = node
+        .iter()
+        .filter(|f| f.len() > 50 && f[23] == 17 && u16::from_be_bytes([f[36], f[37]]) == 8472)
+        .collect();
+    assert!(!vxlan.is_empty(), "no VXLAN on node-a's underlay");
+    for f in &vxlan {
+        assert_eq!(f[42], 0x08, "VXLAN I flag");
+        assert_eq!(&f[46..49], &[0, 0, 1], "VNI 1");
+    }
+    // pod-a's echo requests to pod-b (10.0.2.144), as they left the pod ...
+    let pings: Vec<&[u8]> = pod
+        .iter()
+        .filter(|f| f.len() > 34 && f[23] == 1 && f[30..34] == [10, 0, 2, 144] && f[34] == 8)
+        .map(|f| &f[14..])
+        .collect();
+    assert_eq!(pings.len(), 10);
+    // ... are inside the VXLAN frames, byte for byte but for TTL and checksum.
+    for ping in pings {
+        let found = vxlan.iter().any(|f| {
+            let inner = &f[64..];
+            inner.len() == ping.len()
+                && inner
+                    .iter()
+                    .zip(ping)
+                    .enumerate()
+                    .all(|(i, (a, b))| matches!(i, 8 | 10 | 11) || a == b)
+        });
+        assert!(found, "a ping of pod-a is not in node-a's VXLAN capture");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
