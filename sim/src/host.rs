@@ -101,6 +101,9 @@ pub struct Request {
     /// Payload size (ping, tcp, udp) or total size (bulk); at least the marker's 12 bytes
     /// are sent.
     pub bytes: u64,
+    /// A fixed source port for udp (a client that keeps its socket); an ephemeral port
+    /// when `None`.
+    pub local_port: Option<u16>,
 }
 
 /// The simulated stack of one host and its apps.
@@ -214,6 +217,11 @@ impl Ports {
             }
         }
         None
+    }
+
+    /// Takes port `p` itself, unless a server or another request holds it.
+    fn take_exact(&mut self, p: u16) -> Option<u16> {
+        (!self.fixed.contains(&p) && self.used.insert(p)).then_some(p)
     }
 
     fn release(&mut self, p: u16) {
@@ -572,10 +580,16 @@ impl Host {
                         self.name
                     ));
                 }
-                let local = self
-                    .ports
-                    .take()
-                    .ok_or_else(|| format!("{}: no free port", self.name))?;
+                let local = match req.local_port {
+                    Some(p) => self
+                        .ports
+                        .take_exact(p)
+                        .ok_or_else(|| format!("{}: source port {p} is in use", self.name))?,
+                    None => self
+                        .ports
+                        .take()
+                        .ok_or_else(|| format!("{}: no free port", self.name))?,
+                };
                 let payload = req.id.payload(len as usize);
                 let remote = IpEndpoint::new(dst, port);
                 let mut s = udp::Socket::new(

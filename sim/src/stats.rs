@@ -128,6 +128,7 @@ mod tests {
             start_ns: 0,
             interval_ns: 10_000_000,
             timeout_ns: 1_000_000_000,
+            source_port: None,
         }
     }
 

@@ -985,6 +985,7 @@ impl World {
             dst,
             port,
             bytes: tr.bytes,
+            local_port: tr.source_port,
         };
         if let Err(e) = self.hosts[h].host.start(req, self.now) {
             self.note(|| format!("{}: cannot start request: {e}", tr.name));

@@ -169,6 +169,7 @@ impl Pair {
 
 fn tcp(index: u32, port: u16, bytes: u64) -> Request {
     Request {
+        local_port: None,
         id: id(index),
         kind: TrafficKind::Tcp,
         dst: B_IP,
@@ -198,6 +199,7 @@ fn ping_completes_with_marker() {
         dst: B_IP,
         port: None,
         bytes: 64,
+        local_port: None,
     });
     assert_eq!(p.a().local_port(id(7)), Some(EPHEMERAL_FIRST));
     p.run_events(1, SEC);
@@ -267,6 +269,7 @@ fn bulk_of_ten_megabytes_completes_at_line_rate() {
     p.b().listen(5001, Protocol::Tcp);
     let bytes = 10_000_000;
     p.start(Request {
+        local_port: None,
         id: id(0),
         kind: TrafficKind::Bulk,
         dst: B_IP,
@@ -296,6 +299,7 @@ fn udp_echo_completes() {
         dst: B_IP,
         port: Some(53),
         bytes: 100,
+        local_port: None,
     });
     let port = p.a().local_port(id(3)).unwrap();
     assert!((EPHEMERAL_FIRST..=EPHEMERAL_LAST).contains(&port));
@@ -314,6 +318,7 @@ fn udp_to_a_closed_port_is_refused() {
         dst: B_IP,
         port: Some(9999),
         bytes: 64,
+        local_port: None,
     });
     p.run_events(1, SEC);
     assert!(p.refused(id(0)));
@@ -357,6 +362,7 @@ fn many_sequential_requests_keep_memory_flat() {
                 dst: B_IP,
                 port: Some(53),
                 bytes: 200,
+                local_port: None,
             },
             _ => Request {
                 id: id(i),
@@ -364,6 +370,7 @@ fn many_sequential_requests_keep_memory_flat() {
                 dst: B_IP,
                 port: None,
                 bytes: 200,
+                local_port: None,
             },
         };
         p.start(req);
@@ -413,6 +420,7 @@ fn nobody_home_never_completes_and_cancel_frees() {
             dst: nobody,
             port,
             bytes: 100,
+            local_port: None,
         });
     }
     p.run_until(5 * SEC, |_| false);
@@ -457,6 +465,7 @@ fn second_neighbour_is_resolved_without_waiting() {
         dst: Ipv4Addr::new(10, 2, 1, 99),
         port: None,
         bytes: 64,
+        local_port: None,
     });
     p.run_until(100_000, |_| false);
     p.start(tcp(1, 8080, 100));
@@ -477,6 +486,7 @@ fn cancel_of_an_established_connection_resets_it() {
         dst: B_IP,
         port: Some(8080),
         bytes: 100_000_000,
+        local_port: None,
     });
     p.run_until(5 * MS, |_| false);
     p.a().cancel(id(0));
@@ -508,6 +518,7 @@ fn start_rejects_bad_requests() {
         dst: B_IP,
         port: None,
         bytes: 1473,
+        local_port: None,
     };
     assert!(a.start(big_ping, now).is_err());
     let ping = Request {
@@ -521,6 +532,7 @@ fn start_rejects_bad_requests() {
         dst: B_IP,
         port: Some(53),
         bytes: 1473,
+        local_port: None,
     };
     assert!(a.start(big_udp, now).is_err());
     assert_eq!(a.outstanding(), 2);
@@ -566,6 +578,7 @@ fn exchange(seed: u64) -> (u64, Vec<(usize, HostEvent)>) {
             500
         };
         p.start(Request {
+            local_port: None,
             id: id(i),
             kind,
             dst: B_IP,
@@ -604,6 +617,7 @@ fn talking_to_itself_loops_back() {
     ];
     for (i, (kind, port)) in reqs.into_iter().enumerate() {
         p.start(Request {
+            local_port: None,
             id: id(i as u32),
             kind,
             dst: A_IP,

@@ -432,6 +432,9 @@ pub struct Traffic {
     /// How long a request may take before it fails with `timeout`, in nanoseconds;
     /// default 1 s.
     pub timeout_ns: u64,
+    /// Every request leaves from this port (tcp, udp): one client socket kept for the
+    /// whole traffic, as a long-lived UDP client does; default a new ephemeral port each.
+    pub source_port: Option<u16>,
 }
 
 /// Who sends traffic.

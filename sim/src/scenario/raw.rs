@@ -224,6 +224,8 @@ pub(crate) struct RawTraffic {
     pub interval: Option<Spanned<Nanos>>,
     #[serde(default)]
     pub timeout: Option<Spanned<Nanos>>,
+    #[serde(default)]
+    pub source_port: Option<Spanned<u16>>,
 }
 
 /// One entry of `faults:`. One flat struct for every kind (rather than a tagged enum,

@@ -78,7 +78,18 @@ pub(crate) fn traffic(
                 Some(written) => written.value.0,
                 None => DEFAULT_TIMEOUT_NS,
             };
+            let source_port = match &raw.source_port {
+                Some(written) if kind != TrafficKind::Udp => {
+                    return Err(Invalid::at(written, "source_port is for udp traffic only"))
+                }
+                Some(written) if written.value == 0 => {
+                    return Err(Invalid::at(written, "source_port must be 1 to 65535"))
+                }
+                Some(written) => Some(written.value),
+                None => None,
+            };
             Ok(Traffic {
+                source_port,
                 name: raw.name.value.clone(),
                 from: source(&raw.from, inventory)?,
                 to: target(&raw.to, kind, inventory)?,
