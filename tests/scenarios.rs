@@ -231,3 +231,53 @@ fn pcaps_hold_vxlan_whose_inner_frames_match_the_pod_capture() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// tshark reads every pcap of a run without complaint and decodes the underlay's VXLAN
+/// with VNI 1 (skipped where tshark is not installed; .ci/run installs it).
+#[test]
+fn tshark_reads_the_pcaps() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("skipped: tshark is not installed");
+        return;
+    }
+    let dir = tempdir("tshark");
+    let out = podnet().args(["sim", "--pcap"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+    for f in &files {
+        let out = Command::new("tshark").arg("-r").arg(f).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {err}", f.display());
+        assert!(
+            !err.contains("damaged") && !err.contains("corrupt"),
+            "{}: {err}",
+            f.display()
+        );
+        assert!(!out.stdout.is_empty(), "{} is empty", f.display());
+    }
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(dir.join("node-a.pcap"))
+        // Wireshark's registered VXLAN port is 4789; flannel's 8472 is decoded as VXLAN.
+        .args([
+            "-d",
+            "udp.port==8472,vxlan",
+            "-Y",
+            "vxlan",
+            "-T",
+            "fields",
+            "-e",
+            "vxlan.vni",
+        ])
+        .output()
+        .unwrap();
+    let vnis = String::from_utf8_lossy(&out.stdout);
+    assert!(vnis.lines().count() > 10, "{vnis}");
+    assert!(vnis.lines().all(|l| l == "1"), "{vnis}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -682,7 +682,7 @@ impl World {
         let tally = self.nodes[node]
             .switch
             .process(port, &mut rx, self.now, &mut tx);
-        self.switch_drops(&frame, &tally);
+        self.switch_drops(node, &frame, &tally);
         self.switch_tx(node, &mut tx);
         self.scratch_rx = rx;
         self.scratch_tx = tx;
@@ -700,9 +700,13 @@ impl World {
     }
 
     /// Attributes the drops of one switch call to the request whose frame it was.
-    fn switch_drops(&mut self, frame: &[u8], tally: &Tally) {
+    fn switch_drops(&mut self, node: usize, frame: &[u8], tally: &Tally) {
         for &r in podnet_switch::DropReason::ALL {
             if tally.drops[r as usize] > 0 {
+                if self.log.is_some() {
+                    let name = self.nodes[node].spec.name.clone();
+                    self.note(|| format!("{name}: switch dropped a packet ({})", r.name()));
+                }
                 self.dropped(frame, reason_of(r));
             }
         }
@@ -1024,8 +1028,18 @@ impl World {
         if let Some(k) = f.key {
             self.clients.remove(&k);
         }
-        if let Some(rec) = self.record_mut(id) {
-            rec.outcome = outcome(rec);
+        let Some(rec) = self.record_mut(id) else {
+            return;
+        };
+        rec.outcome = outcome(rec);
+        let result = match rec.outcome {
+            Outcome::Delivered { rtt_ns } => format!("delivered in {} µs", rtt_ns / 1000),
+            Outcome::Failed(r) => format!("failed: {}", r.as_str()),
+            Outcome::Pending => return,
+        };
+        if self.log.is_some() {
+            let name = self.sc.traffic[id.traffic as usize].name.clone();
+            self.note(|| format!("{name} #{}: {result}", id.index));
         }
     }
 
