@@ -1,8 +1,11 @@
 //! The hot path allocates nothing: after a warm-up batch, forwarding batches through the
-//! bridge, the router and VXLAN encap/decap makes no heap allocation. Checked with a
-//! global allocator that counts calls on the test's own thread.
+//! bridge, the router and VXLAN encap/decap makes no heap allocation, and neither does
+//! the service stage (new flows: conntrack insert, endpoint choice, affinity; their
+//! translated packets and the reverse-translated replies). Checked with a global
+//! allocator that counts calls on the test's own thread.
 
 mod rig;
+mod services_common;
 #[path = "frames_gen.rs"]
 #[rustfmt::skip]
 mod frames;
@@ -13,6 +16,7 @@ use std::cell::Cell;
 use frames::*;
 use podnet_switch::Backend;
 use rig::node;
+use services_common::*;
 
 thread_local!(static ALLOCS: Cell<u64> = const { Cell::new(0) });
 
@@ -66,4 +70,63 @@ fn forwarding_allocates_nothing_per_packet() {
     assert_eq!(allocs() - before, 1);
     drop(v);
     assert_eq!(b.counters().decap, 64 * 101);
+}
+
+#[test]
+fn translating_allocates_nothing_per_packet() {
+    let a = node_a(
+        Backend::VXLAN,
+        2,
+        vec![
+            sticky(
+                web(&[pod_ip(E1), E2]),
+                10_800 * podnet_switch::control::SECOND,
+            ),
+            dns(&[E2]),
+        ],
+    );
+    let (p, e1, ul) = (a.pod(P), a.pod(E1), a.underlay);
+    // Frames made up front: the test's own Vecs are not the switch's.
+    let rounds = 200u16;
+    let queries: Vec<Vec<u8>> = (0..rounds)
+        .map(|i| from_pod(P, &udp(pod_ip(P), 10_000 + i, DNS, 53), 0))
+        .collect();
+    let answers: Vec<Vec<u8>> = (0..rounds)
+        .map(|i| {
+            let mut ip = ip_packet(&udp(E2, 5353, pod_ip(P), 10_000 + i), 64, 0, 0, 0, b"a");
+            podnet_switch::wire::decrement_ttl(&mut ip);
+            vxlan_from_b(&ip)
+        })
+        .collect();
+    let syns: Vec<Vec<u8>> = (0..rounds)
+        .map(|i| from_pod(P, &tcp(pod_ip(P), 20_000 + i, WEB, 80), SYN))
+        .collect();
+    let mut rx = Vec::with_capacity(64);
+    let mut tx = Vec::with_capacity(64);
+    let mut round = |i: usize| {
+        rx.push(a.sw.pool().alloc_from(&queries[i]).unwrap());
+        a.sw.process(p, &mut rx, a.now, &mut tx);
+        assert_eq!(tx.len(), 1);
+        tx.clear();
+        rx.push(a.sw.pool().alloc_from(&answers[i]).unwrap());
+        a.sw.process(ul, &mut rx, a.now, &mut tx);
+        assert_eq!(tx.len(), 1);
+        assert_eq!(tx[0].0, p);
+        tx.clear();
+        rx.push(a.sw.pool().alloc_from(&syns[i]).unwrap());
+        a.sw.process(p, &mut rx, a.now, &mut tx);
+        assert_eq!(tx.len(), 1);
+        assert!(tx[0].0 == e1 || tx[0].0 == ul);
+        tx.clear();
+    };
+    round(0);
+    let before = allocs();
+    for i in 1..rounds as usize {
+        round(i);
+    }
+    assert_eq!(allocs() - before, 0, "allocations on the service path");
+    let v = std::hint::black_box(Vec::<u8>::with_capacity(100));
+    assert_eq!(allocs() - before, 1, "the counter sees allocations");
+    drop(v);
+    assert_eq!(a.counters().dnat, 2 * rounds as u64);
 }
