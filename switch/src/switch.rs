@@ -651,17 +651,9 @@ impl Switch {
     /// A packet for one of the node's own addresses: the host stack answers when a host
     /// port is attached; otherwise the gateway answers pings itself.
     fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, ip: &Ipv4Header) -> Verdict {
-        if let Some(port) = b.snap.host {
-            let dst = Mac::from_u64(self.host_mac.load(Ordering::Relaxed));
-            let dst = if dst == Mac::ZERO {
-                Mac::BROADCAST
-            } else {
-                dst
-            };
-            let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
-            wire::write_eth(eth, dst, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
-            b.send(port, buf);
-            return Ok(Outcome::Forwarded);
+        if b.snap.host.is_some() {
+            // Delivered, not forwarded: the TTL stays.
+            return self.host_out(b, buf, Hop::Originate);
         }
         if icmp::echo_reply_in_place(buf.data_mut(), ip).is_none() {
             return Err(DropReason::NotForUs);
