@@ -179,6 +179,7 @@ pub struct World {
     pcap_out: Option<Vec<(String, u64, Vec<u8>)>>,
     scratch_rx: Vec<podnet_switch::PacketBuf>,
     scratch_tx: Vec<(PortId, podnet_switch::PacketBuf)>,
+    scratch_frames: Vec<Vec<u8>>,
 }
 
 /// splitmix64: a small, well-mixed, seedable generator.
@@ -286,6 +287,7 @@ impl World {
             pcap_out: None,
             scratch_rx: Vec::with_capacity(1),
             scratch_tx: Vec::with_capacity(64),
+            scratch_frames: Vec::new(),
             sc,
         };
         for i in 0..w.sc.nodes.len() {
@@ -522,16 +524,26 @@ impl World {
         }
     }
 
-    fn trace_delivery(&mut self, place: &str, frame: &[u8]) {
+    /// Adds a delivery to the trace hash. `place` identifies where: a switch port
+    /// (`1 << 32 | node << 16 | port`) or a host (`2 << 32 | host`).
+    fn trace_delivery(&mut self, place: u64, frame: &[u8]) {
         let mut h = fnv(self.trace, &self.now.to_be_bytes());
-        h = fnv(h, place.as_bytes());
+        h = fnv(h, &place.to_be_bytes());
         h = fnv(h, &(frame.len() as u64).to_be_bytes());
         self.trace = fnv(h, frame);
     }
 
-    fn capture(&mut self, name: &str, frame: &[u8]) {
+    /// Records `frame` for the pcap file of node `node`'s underlay.
+    fn capture_node(&mut self, node: usize, frame: &[u8]) {
         if let Some(out) = &mut self.pcap_out {
-            out.push((name.to_string(), self.now, frame.to_vec()));
+            out.push((self.nodes[node].spec.name.clone(), self.now, frame.to_vec()));
+        }
+    }
+
+    /// Records `frame` for the pcap file of pod host `h`.
+    fn capture_host(&mut self, h: usize, frame: &[u8]) {
+        if let Some(out) = &mut self.pcap_out {
+            out.push((self.hosts[h].name.clone(), self.now, frame.to_vec()));
         }
     }
 
@@ -662,11 +674,9 @@ impl World {
     // ---- switches ----------------------------------------------------------------------
 
     fn switch_rx(&mut self, node: usize, port: PortId, frame: Vec<u8>) {
-        let place = format!("{}/{}", self.nodes[node].spec.name, port.0);
-        self.trace_delivery(&place, &frame);
+        self.trace_delivery(1 << 32 | (node as u64) << 16 | port.0 as u64, &frame);
         if port == self.nodes[node].underlay {
-            let name = self.nodes[node].spec.name.clone();
-            self.capture(&name, &frame);
+            self.capture_node(node, &frame);
         }
         if !self.nodes[node].up {
             self.dropped(&frame, DropReason::NodeDown);
@@ -719,8 +729,7 @@ impl World {
             let frame = buf.data().to_vec();
             drop(buf);
             if port == underlay {
-                let name = self.nodes[node].spec.name.clone();
-                self.capture(&name, &frame);
+                self.capture_node(node, &frame);
                 self.underlay_send(member, frame);
             } else if port == host_port {
                 self.schedule(self.now + VETH_NS, Event::ToHost { host: stack, frame });
@@ -824,10 +833,9 @@ impl World {
         if !self.hosts[h].alive {
             return;
         }
-        let place = self.hosts[h].name.clone();
-        self.trace_delivery(&place, &frame);
+        self.trace_delivery(2 << 32 | h as u64, &frame);
         if matches!(self.hosts[h].attach, Attach::Pod { .. }) {
-            self.capture(&place, &frame);
+            self.capture_host(h, &frame);
         }
         if let Some(i) = inspect::inspect(&frame, &self.encap) {
             self.observe(h, &i);
@@ -886,14 +894,13 @@ impl World {
     }
 
     fn poll_host(&mut self, h: usize) {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.scratch_frames);
         self.hosts[h].host.poll(self.now, &mut out);
         let attach = self.hosts[h].attach;
-        let name = self.hosts[h].name.clone();
-        for frame in out {
+        for frame in out.drain(..) {
             match attach {
                 Attach::Pod { node, port } => {
-                    self.capture(&name, &frame);
+                    self.capture_host(h, &frame);
                     self.schedule(self.now + VETH_NS, Event::ToSwitch { node, port, frame });
                 }
                 Attach::NodeStack { node } => {
@@ -903,6 +910,7 @@ impl World {
                 Attach::External { member } => self.underlay_send(member, frame),
             }
         }
+        self.scratch_frames = out;
         for ev in self.hosts[h].host.take_events() {
             match ev {
                 HostEvent::Completed { id, at_ns } => self.finish(id, |rec| Outcome::Delivered {
