@@ -6,7 +6,7 @@
 
 mod rig;
 mod services_common;
-#[path = "frames_gen.rs"]
+#[path = "frames/core.rs"]
 #[rustfmt::skip]
 mod frames;
 

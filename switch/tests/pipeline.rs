@@ -2,7 +2,7 @@
 //! drop reason the core produces.
 
 mod rig;
-#[path = "frames_gen.rs"]
+#[path = "frames/core.rs"]
 #[rustfmt::skip]
 mod frames;
 

@@ -2,7 +2,7 @@
 //! promises: no allocation per packet, and workers sharing one switch lose nothing.
 
 mod rig;
-#[path = "frames_gen.rs"]
+#[path = "frames/core.rs"]
 #[rustfmt::skip]
 mod frames;
 

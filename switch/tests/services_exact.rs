@@ -3,7 +3,7 @@
 //! (tests/frames/gen_services.py), so they share no code with the switch.
 
 mod rig;
-#[path = "services_frames_gen.rs"]
+#[path = "frames/services.rs"]
 #[rustfmt::skip]
 mod frames;
 mod services_common;

@@ -2,7 +2,7 @@
 //! by scapy (tests/frames/gen.py), so they do not share code with the switch.
 
 mod rig;
-#[path = "frames_gen.rs"]
+#[path = "frames/core.rs"]
 #[rustfmt::skip]
 mod frames;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the expected frames of ../wire_exact.rs with scapy, independently of podnet.
 
-Run: python3 gen.py > ../frames_gen.rs  (needs scapy). The output is committed, so the
+Run: python3 gen.py > core.rs  (needs scapy). The output is committed, so the
 tests need no Python; this script documents where each byte comes from.
 """
 from scapy.all import ARP, Ether, ICMP, IP, UDP, raw

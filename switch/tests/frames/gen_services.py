@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the expected frames of ../services_exact.rs with scapy, independently of podnet.
 
-Run: python3 gen_services.py > ../services_frames_gen.rs  (needs scapy). The output is
+Run: python3 gen_services.py > services.rs  (needs scapy). The output is
 committed, so the tests need no Python; this script documents where each byte comes from.
 
 The node is the guide's node A (10.0.1.0/24 on 172.16.0.1, vxlan) with node B
