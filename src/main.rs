@@ -20,6 +20,45 @@ struct Cli {
 enum Command {
     /// Run a scenario in the simulator and print its report.
     Sim(SimArgs),
+    /// Run one node on this host: TAP devices for pods, a UDP socket for the underlay.
+    Tap(TapArgs),
+    /// Ask a running `podnet tap` node through its control socket.
+    Ctl(CtlArgs),
+}
+
+#[derive(Args)]
+struct TapArgs {
+    /// The node file (SCENARIO.md, "TAP mode node file").
+    #[arg(long, value_name = "NODE.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The node's control socket (the node file's `control`).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    #[command(subcommand)]
+    request: CtlRequest,
+}
+
+#[derive(Subcommand)]
+enum CtlRequest {
+    /// Counters of the node and of each port, as JSON.
+    Stats,
+    /// The services and their endpoints.
+    Services,
+    /// Replaces a service's endpoints (none: the service rejects).
+    SetEndpoints {
+        service: String,
+        ips: Vec<std::net::Ipv4Addr>,
+    },
+    /// The learned MAC table.
+    Macs,
+    /// The resolved neighbours (pod IP to MAC).
+    Neighbours,
+    /// The tracked service flows.
+    Conntrack,
 }
 
 #[derive(Args, Default)]
@@ -94,10 +133,51 @@ fn sim(args: SimArgs) -> ExitCode {
     }
 }
 
+fn tap(args: TapArgs) -> ExitCode {
+    match podnet_switch::tap::run(&args.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podnet: {e}");
+            ExitCode::from(if e.invalid { INVALID } else { RUN_FAILED })
+        }
+    }
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    use podnet_switch::tap::ctl::{request, CtlError};
+    let words: Vec<String> = match args.request {
+        CtlRequest::Stats => vec!["stats".into()],
+        CtlRequest::Services => vec!["services".into()],
+        CtlRequest::SetEndpoints { service, ips } => ["set-endpoints".to_string(), service]
+            .into_iter()
+            .chain(ips.iter().map(|ip| ip.to_string()))
+            .collect(),
+        CtlRequest::Macs => vec!["macs".into()],
+        CtlRequest::Neighbours => vec!["neighbours".into()],
+        CtlRequest::Conntrack => vec!["conntrack".into()],
+    };
+    match request(&args.socket, &words) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e @ CtlError::Refused(_)) => {
+            eprintln!("podnet: ctl: {e}");
+            ExitCode::from(INVALID)
+        }
+        Err(e) => {
+            eprintln!("podnet: ctl: {e}");
+            ExitCode::from(RUN_FAILED)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Sim(args)) => sim(args),
+        Some(Command::Tap(args)) => tap(args),
+        Some(Command::Ctl(args)) => ctl(args),
         None => sim(SimArgs::default()),
     }
 }

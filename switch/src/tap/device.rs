@@ -20,6 +20,8 @@ pub struct Tap {
     pub dev: SyncDevice,
     /// True when podnet created it (false: it existed and podnet attached to it).
     pub created: bool,
+    /// Frames cross with a `virtio_net_hdr` in front ([`super::offload`]).
+    pub vnet: bool,
 }
 
 /// True when an interface of this name exists in the current network namespace.
@@ -31,8 +33,9 @@ pub fn exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
-/// Opens the TAP device `name`, creating it when it does not exist.
-pub fn open(name: &str) -> Result<Tap, SetupError> {
+/// Opens the TAP device `name`, creating it when it does not exist; with `offload`,
+/// with `IFF_VNET_HDR` and the offloads [`super::offload`] handles.
+pub fn open(name: &str, offload: bool) -> Result<Tap, SetupError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(SetupError::invalid(
             "/dev/net/tun is missing: TAP mode needs the tun driver (modprobe tun, or --device /dev/net/tun in a container)",
@@ -42,12 +45,13 @@ pub fn open(name: &str) -> Result<Tap, SetupError> {
     let dev = DeviceBuilder::new()
         .name(name)
         .layer(Layer::L2)
+        .offload(offload)
         .build_sync()
         .map_err(|e| {
             let why = match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => format!(
-                    "no privileges to open TAP device {name} (needs root or CAP_NET_ADMIN)"
-                ),
+                Some(libc::EPERM) | Some(libc::EACCES) => {
+                    format!("no privileges to open TAP device {name} (needs root or CAP_NET_ADMIN)")
+                }
                 Some(libc::EBUSY) => {
                     format!("device name {name} is taken: a TAP device in use by another process")
                 }
@@ -63,18 +67,25 @@ pub fn open(name: &str) -> Result<Tap, SetupError> {
         })?;
     dev.set_nonblocking(true)
         .map_err(|e| SetupError::failed(format!("TAP device {name}: {e}")))?;
+    if offload {
+        use std::os::fd::AsRawFd;
+        super::offload::set_offloads(dev.as_raw_fd())
+            .map_err(|e| SetupError::failed(format!("TAP device {name}: offloads: {e}")))?;
+    }
     Ok(Tap {
         name: name.to_string(),
         dev,
         created: !existed,
+        vnet: offload,
     })
 }
 
 /// Runs `ip ARGS...`; the error names the command and what `ip` said.
 pub fn ip(args: &[&str]) -> Result<(), SetupError> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        SetupError::invalid(format!("cannot run `ip` (iproute2 is needed): {e}"))
-    })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| SetupError::invalid(format!("cannot run `ip` (iproute2 is needed): {e}")))?;
     if out.status.success() {
         return Ok(());
     }
@@ -82,7 +93,7 @@ pub fn ip(args: &[&str]) -> Result<(), SetupError> {
     Err(SetupError::invalid(format!(
         "`ip {}` failed: {}",
         args.join(" "),
-        err.trim()
+        err.trim().replace('\n', "; ")
     )))
 }
 

@@ -46,6 +46,9 @@ struct RawNode {
     control: Option<PathBuf>,
     #[serde(default)]
     workers: Option<usize>,
+    /// IFF_VNET_HDR with checksum and TCP segmentation offload on pod TAP devices.
+    #[serde(default)]
+    offload: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
@@ -156,6 +159,8 @@ pub struct NodeSpec {
     pub services: Vec<Service>,
     pub control: PathBuf,
     pub workers: usize,
+    /// Pod TAP devices take TSO super-segments and partial checksums (`IFF_VNET_HDR`).
+    pub offload: bool,
 }
 
 impl NodeSpec {
@@ -197,7 +202,7 @@ fn cidr(what: &str, s: &str) -> Result<Ipv4Network, String> {
 
 /// Parses node file text.
 pub fn parse(text: &str) -> Result<NodeSpec, String> {
-    let raw: RawNode = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let raw: RawNode = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
     let subnet = cidr("subnet", &raw.subnet)?;
     let pod_cidr = match &raw.pod_cidr {
         Some(s) => cidr("pod_cidr", s)?,
@@ -257,7 +262,10 @@ pub fn parse(text: &str) -> Result<NodeSpec, String> {
             ));
         }
         if p.ip == subnet.broadcast() {
-            return Err(format!("pods: {}: ip {} is the broadcast address", p.name, p.ip));
+            return Err(format!(
+                "pods: {}: ip {} is the broadcast address",
+                p.name, p.ip
+            ));
         }
         check_ifname(&format!("pods: {}: tap", p.name), &p.tap)?;
         if let Some(q) = pods
@@ -326,7 +334,26 @@ pub fn parse(text: &str) -> Result<NodeSpec, String> {
         services,
         control,
         workers,
+        offload: raw.offload,
     })
+}
+
+/// A YAML error on one line: `line L column C: message` (the same form as scenario files).
+fn yaml_error(error: &serde_saphyr::Error) -> String {
+    use serde_saphyr::{DefaultMessageFormatter, Error, MessageFormatter};
+    let mut inner = error;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {
+        inner = error;
+    }
+    let message: String = DefaultMessageFormatter
+        .format_message(inner)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match error.location().filter(|l| l.line() > 0) {
+        Some(l) => format!("line {} column {}: {message}", l.line(), l.column().max(1)),
+        None => message,
+    }
 }
 
 /// Linux interface names: 1 to 15 bytes, no `/`, whitespace or `:`.
@@ -389,8 +416,8 @@ workers: 2
 
     #[test]
     fn udp_backend_defaults() {
-        let n = parse("node: b\nbackend: udp\nsubnet: 10.0.2.0/24\nunderlay_ip: 172.16.0.2\n")
-            .unwrap();
+        let n =
+            parse("node: b\nbackend: udp\nsubnet: 10.0.2.0/24\nunderlay_ip: 172.16.0.2\n").unwrap();
         assert_eq!(n.config.backend, Backend::UDP);
         assert_eq!(n.control, PathBuf::from("/run/podnet/b.sock"));
         assert_eq!(n.config.pod_mtu(), 1472);
@@ -404,6 +431,7 @@ workers: 2
         };
         let base = "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n";
         bad("node: a\n", "subnet");
+        bad("node: [\n", "line 1 column 7");
         bad(&format!("{base}colour: red\n"), "colour");
         bad(&format!("{base}backend: host-gw\n"), "host-gw");
         bad(

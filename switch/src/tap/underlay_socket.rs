@@ -12,7 +12,8 @@
 //! by source port is lost.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 
 use crate::buffer::PacketBuf;
 use crate::control::NodeConfig;
@@ -30,6 +31,13 @@ pub struct UnderlaySocket {
 impl UnderlaySocket {
     /// Binds `ip:port`. The errors a misconfigured host gives are named.
     pub fn bind(ip: Ipv4Addr, port: u16) -> Result<UnderlaySocket, SetupError> {
+        // Checked first: in a namespace whose loopback is down, the kernel lets a socket
+        // bind any address.
+        if !ip.is_loopback() && !is_local_address(ip) {
+            return Err(SetupError::invalid(format!(
+                "underlay_ip {ip} is not an address of this host"
+            )));
+        }
         let local = SocketAddrV4::new(ip, port);
         let sock = UdpSocket::bind(local).map_err(|e| {
             SetupError::invalid(match e.kind() {
@@ -47,42 +55,189 @@ impl UnderlaySocket {
         })?;
         sock.set_nonblocking(true)
             .map_err(|e| SetupError::failed(format!("underlay socket: {e}")))?;
+        // The port the kernel chose, when bound to port 0.
+        let local = match sock.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => a,
+            _ => local,
+        };
         Ok(UnderlaySocket { sock, local })
     }
+}
 
-    /// Receives one datagram into `buf` as a whole underlay frame addressed to this
-    /// node. `Ok(false)` when nothing is waiting.
-    pub fn recv(&self, buf: &mut PacketBuf, config: &NodeConfig) -> io::Result<bool> {
-        let room = buf.spare_mut();
-        let n = match self.sock.recv_from(room) {
-            Ok((n, SocketAddr::V4(from))) => (n, from),
-            Ok((_, SocketAddr::V6(_))) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let (len, from) = n;
-        if buf.set_len(len).is_none() {
-            return Ok(false);
+/// True when an interface of this network namespace has the IPv4 address `ip`.
+pub fn is_local_address(ip: Ipv4Addr) -> bool {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            // Cannot tell: let bind decide.
+            return true;
         }
-        let hdr = buf
-            .prepend(OUTER_UDP_LEN)
-            .expect("the headroom holds the outer headers");
-        frame_header(hdr, config, *from.ip(), from.port(), self.local.port(), len);
-        Ok(true)
+        let mut found = false;
+        let mut cur = list;
+        while !cur.is_null() {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() && (*a).sa_family == libc::AF_INET as libc::sa_family_t {
+                let sin = &*(a as *const libc::sockaddr_in);
+                if Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == ip {
+                    found = true;
+                    break;
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
+}
+
+/// At most this many datagrams per `recvmmsg`/`sendmmsg` call.
+const MMSG: usize = 64;
+
+/// What [`UnderlaySocket::send_batch`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub sent: u64,
+    /// Frames that were not IPv4/UDP.
+    pub unsendable: u64,
+    /// Datagrams the kernel refused (a full socket buffer, no route).
+    pub errors: u64,
+}
+
+impl UnderlaySocket {
+    /// Receives up to `max` datagrams with one `recvmmsg`, each into a buffer from `pool`
+    /// as a whole underlay frame, appended to `rx`. Returns how many arrived (0: none
+    /// waiting).
+    pub fn recv_batch(
+        &self,
+        pool: &std::sync::Arc<crate::buffer::Pool>,
+        config: &NodeConfig,
+        rx: &mut Vec<PacketBuf>,
+        max: usize,
+    ) -> io::Result<usize> {
+        let first = rx.len();
+        let want = max.min(MMSG);
+        while rx.len() - first < want {
+            match pool.alloc() {
+                Some(b) => rx.push(b),
+                None => break,
+            }
+        }
+        let k = rx.len() - first;
+        if k == 0 {
+            return Ok(0);
+        }
+        // SAFETY: plain C structs, all-zero is a valid value for each.
+        let mut iovs: [libc::iovec; MMSG] = unsafe { std::mem::zeroed() };
+        let mut names: [libc::sockaddr_in; MMSG] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
+        for i in 0..k {
+            let room = rx[first + i].spare_mut();
+            iovs[i].iov_base = room.as_mut_ptr().cast();
+            iovs[i].iov_len = room.len();
+            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `hdrs[..k]` point at live iovecs over buffers owned by `rx`, and at
+        // `names`; all outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                k as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            rx.truncate(first);
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        // Unused buffers go back to the pool.
+        rx.truncate(first + n);
+        let mut kept = first;
+        for i in 0..n {
+            let len = hdrs[i].msg_len as usize;
+            let from = Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr));
+            let sport = u16::from_be(names[i].sin_port);
+            let ok = names[i].sin_family == libc::AF_INET as libc::sa_family_t
+                && hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC == 0
+                && rx[first + i].set_len(len).is_some();
+            if !ok {
+                continue;
+            }
+            let buf = &mut rx[first + i];
+            let hdr = buf
+                .prepend(OUTER_UDP_LEN)
+                .expect("the headroom holds the outer headers");
+            frame_header(hdr, config, from, sport, self.local.port(), len);
+            rx.swap(kept, first + i);
+            kept += 1;
+        }
+        rx.truncate(kept);
+        Ok(kept - first)
     }
 
-    /// Sends an underlay frame the core emitted: its UDP payload to the outer destination.
-    /// `Ok(false)` for a frame that is not UDP (the core addressing a host on the
-    /// underlay directly, which a socket cannot do).
-    pub fn send(&self, frame: &[u8]) -> io::Result<bool> {
-        let Some((dst, payload)) = udp_payload(frame) else {
-            return Ok(false);
-        };
-        match self.sock.send_to(payload, dst) {
-            Ok(_) => Ok(true),
-            Err(e) => Err(e),
+    /// Sends the UDP payloads of underlay frames the core emitted, `sendmmsg` at a time.
+    pub fn send_batch(&self, frames: &[PacketBuf]) -> Sent {
+        let mut out = Sent::default();
+        for chunk in frames.chunks(MMSG) {
+            // SAFETY: plain C structs, all-zero is a valid value for each.
+            let mut iovs: [libc::iovec; MMSG] = unsafe { std::mem::zeroed() };
+            let mut names: [libc::sockaddr_in; MMSG] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
+            let mut k = 0;
+            for f in chunk {
+                let Some((dst, payload)) = udp_payload(f.data()) else {
+                    out.unsendable += 1;
+                    continue;
+                };
+                names[k].sin_family = libc::AF_INET as libc::sa_family_t;
+                names[k].sin_port = dst.port().to_be();
+                names[k].sin_addr.s_addr = u32::from(*dst.ip()).to_be();
+                iovs[k].iov_base = payload.as_ptr() as *mut libc::c_void;
+                iovs[k].iov_len = payload.len();
+                k += 1;
+            }
+            for i in 0..k {
+                hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
+                hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let mut done = 0;
+            while done < k {
+                // SAFETY: `hdrs[done..k]` point at live iovecs over `frames` and at
+                // `names`; all outlive the call.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        hdrs[done..].as_mut_ptr(),
+                        (k - done) as u32,
+                        0,
+                    )
+                };
+                if r < 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Skip the datagram the kernel refused and go on with the rest.
+                    out.errors += 1;
+                    done += 1;
+                    continue;
+                }
+                out.sent += r as u64;
+                done += r as usize;
+            }
         }
+        out
     }
 }
 
@@ -174,5 +329,59 @@ mod tests {
         let (dst, p) = udp_payload(buf.data()).unwrap();
         assert_eq!(dst, SocketAddrV4::new(config.underlay_ip, 8472));
         assert_eq!(p, &payload);
+    }
+
+    /// sendmmsg from one socket, recvmmsg on another, over loopback only.
+    #[test]
+    fn batches_cross_a_loopback_socket_pair() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let a = UnderlaySocket::bind(lo, 0).unwrap();
+        let b = UnderlaySocket::bind(lo, 0).unwrap();
+        let a_port = a.sock.local_addr().unwrap().port();
+        let b_port = b.sock.local_addr().unwrap().port();
+        let mut config = NodeConfig::example();
+        config.underlay_ip = lo;
+        let mut peer = config.peers[0].clone();
+        peer.underlay_ip = lo;
+        let pool = Pool::new(64, 2048);
+        let frames: Vec<PacketBuf> = (0..10u8)
+            .map(|i| {
+                let mut buf = pool.alloc_from(&[i; 100]).unwrap();
+                let hdr = buf.prepend(OUTER_UDP_LEN).unwrap();
+                underlay::write_outer_udp(hdr, &config, &peer, 1, b_port, 100, false);
+                buf
+            })
+            .collect();
+        let sent = a.send_batch(&frames);
+        assert_eq!(
+            sent,
+            Sent {
+                sent: 10,
+                unsendable: 0,
+                errors: 0
+            }
+        );
+        let mut rx = Vec::new();
+        b.sock.set_nonblocking(false).unwrap();
+        b.sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        // The first datagram is waited for (blocking peek); then the batch takes all ten.
+        b.sock.peek_from(&mut [0u8; 1]).unwrap();
+        let mut got = 0;
+        while got < 10 {
+            let n = b.recv_batch(&pool, &config, &mut rx, 64).unwrap();
+            if n == 0 {
+                b.sock.peek_from(&mut [0u8; 1]).unwrap();
+            }
+            got += n;
+        }
+        assert_eq!(rx.len(), 10);
+        for (i, f) in rx.iter().enumerate() {
+            let outer = underlay::parse(f.data(), &config).unwrap();
+            let udp = outer.udp.unwrap();
+            assert_eq!((udp.src_port, udp.dst_port), (a_port, b_port));
+            assert_eq!(&f.data()[udp.payload_at..udp.payload_end], &[i as u8; 100]);
+        }
     }
 }

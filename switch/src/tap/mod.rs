@@ -1,0 +1,556 @@
+//! The host runtime: `podnet tap --config NODE.yaml` runs one node of the pod network on
+//! a real Linux host.
+//!
+//! ```text
+//!  pod TAPs ----+                                   +---> pod TAPs (write)
+//!  host TAP ----+-- workers: poll, read a batch --> Switch::process --> host TAP
+//!  UDP socket --+   (outer headers synthesised)     +---> UDP socket (outer headers skipped)
+//!  control socket: podnet ctl (stats, services, set-endpoints, macs, neighbours, conntrack)
+//!  node ports: a userspace proxy on underlay_ip:node_port connecting through the host port
+//! ```
+//!
+//! Each port's descriptor is read by one worker (ports are dealt out round-robin); every
+//! worker writes to any port (a TAP write is one frame, atomic; the underlay's datagrams
+//! of a batch leave in one `sendmmsg` and arrive a batch per `recvmmsg`). With
+//! `offload: true` pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment crosses in one
+//! `read` and is segmented in software ([`offload`]) before the switch, which forwards
+//! MTU-sized frames only.
+//! The workers share the one [`Switch`] by reference: it is `Sync` and takes no lock on the
+//! packet path ([`crate::control`]). Time is the monotonic clock since start.
+//!
+//! Shutdown: SIGINT or SIGTERM sets a flag every loop checks at least every 100 ms; the
+//! devices podnet created are not persistent, so they disappear when their descriptors
+//! close, with their addresses and routes, wherever they were moved.
+
+pub mod ctl;
+pub mod device;
+pub mod nodefile;
+pub mod nodeport;
+pub mod offload;
+pub mod underlay_socket;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+
+use crate::buffer::{PacketBuf, Pool};
+use crate::control::{PortId, PortKind};
+use crate::switch::{Switch, BATCH};
+
+use device::Tap;
+use nodefile::NodeSpec;
+use underlay_socket::UnderlaySocket;
+
+/// Why the runtime could not start or stopped: `Invalid` (exit 2: the node file or the
+/// host is not as it must be) or `Failed` (exit 3).
+#[derive(Debug)]
+pub struct SetupError {
+    pub invalid: bool,
+    pub message: String,
+}
+
+impl SetupError {
+    pub fn invalid(message: impl Into<String>) -> SetupError {
+        SetupError {
+            invalid: true,
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> SetupError {
+        SetupError {
+            invalid: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+/// True once SIGINT or SIGTERM arrived.
+pub fn shutting_down() -> bool {
+    SHUTDOWN.load(Ordering::Relaxed)
+}
+
+/// The runtime's monotonic clock, in nanoseconds since start (never 0).
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64 + 1
+    }
+}
+
+/// What the runtime counts at the edges, beside the switch's counters.
+#[derive(Default, Debug)]
+pub struct EdgeCounters {
+    pub tap_rx_errors: AtomicU64,
+    pub tap_tx_errors: AtomicU64,
+    pub underlay_rx_errors: AtomicU64,
+    pub underlay_tx_errors: AtomicU64,
+    /// Frames the core addressed to a host on the underlay without UDP, which a socket
+    /// cannot send.
+    pub underlay_unsendable: AtomicU64,
+    pub no_buffer: AtomicU64,
+    /// Frames from an offloading TAP that could not be segmented (malformed, an
+    /// unsupported GSO type, no buffer).
+    pub offload_drops: AtomicU64,
+    /// TCP super-segments (TSO) read from offloading TAPs and split in software.
+    pub tso_reads: AtomicU64,
+    /// Ports whose device went away (a pod namespace deleted).
+    pub ports_lost: AtomicU64,
+}
+
+#[derive(Serialize)]
+pub struct EdgeSnapshot {
+    pub tap_rx_errors: u64,
+    pub tap_tx_errors: u64,
+    pub underlay_rx_errors: u64,
+    pub underlay_tx_errors: u64,
+    pub underlay_unsendable: u64,
+    pub no_buffer: u64,
+    pub offload_drops: u64,
+    pub tso_reads: u64,
+    pub ports_lost: u64,
+}
+
+impl EdgeCounters {
+    pub fn snapshot(&self) -> EdgeSnapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        EdgeSnapshot {
+            tap_rx_errors: g(&self.tap_rx_errors),
+            tap_tx_errors: g(&self.tap_tx_errors),
+            underlay_rx_errors: g(&self.underlay_rx_errors),
+            underlay_tx_errors: g(&self.underlay_tx_errors),
+            underlay_unsendable: g(&self.underlay_unsendable),
+            no_buffer: g(&self.no_buffer),
+            offload_drops: g(&self.offload_drops),
+            tso_reads: g(&self.tso_reads),
+            ports_lost: g(&self.ports_lost),
+        }
+    }
+}
+
+/// A port's device.
+pub enum Io {
+    Tap(Tap),
+    Underlay(UnderlaySocket),
+}
+
+pub struct PortIo {
+    pub id: PortId,
+    pub name: String,
+    pub io: Io,
+    /// Set when the device failed for good; its worker stops reading it.
+    pub lost: AtomicBool,
+}
+
+impl PortIo {
+    fn fd(&self) -> RawFd {
+        match &self.io {
+            Io::Tap(t) => t.dev.as_raw_fd(),
+            Io::Underlay(u) => u.sock.as_raw_fd(),
+        }
+    }
+}
+
+/// Everything the workers and the control server share.
+pub struct Runtime {
+    pub spec: NodeSpec,
+    pub switch: Switch,
+    pub clock: Clock,
+    pub edges: EdgeCounters,
+    /// Indexed by `PortId.0`.
+    pub ports: Vec<Option<PortIo>>,
+    /// 64 KiB buffers that offloading TAPs read super-segments into.
+    pub big: Arc<Pool>,
+}
+
+impl Runtime {
+    fn port(&self, id: PortId) -> Option<&PortIo> {
+        self.ports.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Writes what the switch emitted to the ports: one write per frame to a TAP device,
+    /// one `sendmmsg` for the underlay's share. `under` is scratch space.
+    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, under: &mut Vec<PacketBuf>) {
+        let mut socket = None;
+        for (id, buf) in tx.drain(..) {
+            let Some(port) = self.port(id) else { continue };
+            match &port.io {
+                Io::Tap(t) => {
+                    let mut buf = buf;
+                    if t.vnet {
+                        // A zero header: one frame, checksums complete.
+                        match buf.prepend(offload::VNET_HDR_LEN) {
+                            Some(h) => h.fill(0),
+                            None => {
+                                self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    }
+                    if t.dev.send(buf.data()).is_err() {
+                        self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Io::Underlay(u) => {
+                    socket = Some(u);
+                    under.push(buf);
+                }
+            }
+        }
+        if let Some(u) = socket {
+            let sent = u.send_batch(under);
+            under.clear();
+            let e = &self.edges;
+            e.underlay_unsendable
+                .fetch_add(sent.unsendable, Ordering::Relaxed);
+            e.underlay_tx_errors
+                .fetch_add(sent.errors, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads up to a batch from `port` into `rx`: TAP frames one `read` each, underlay
+    /// datagrams one `recvmmsg` for all. `Err` when the device is gone.
+    fn read_batch(&self, port: &PortIo, rx: &mut Vec<PacketBuf>) -> Result<(), ()> {
+        match &port.io {
+            Io::Underlay(u) => {
+                let snap = self.switch.control().load();
+                let room = BATCH - rx.len();
+                if u.recv_batch(self.switch.pool(), &snap.config, rx, room)
+                    .is_err()
+                {
+                    self.edges
+                        .underlay_rx_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Io::Tap(t) if t.vnet => {
+                while rx.len() < BATCH {
+                    let Some(mut big) = self.big.alloc() else {
+                        self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    };
+                    match t.dev.recv(big.spare_mut()) {
+                        Ok(n) => {
+                            if big.set_len(n).is_none() {
+                                continue;
+                            }
+                            match offload::split(big.data(), self.switch.pool(), rx) {
+                                Ok(true) => {
+                                    self.edges.tso_reads.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(false) => {}
+                                Err(_) => {
+                                    self.edges.offload_drops.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
+                        Err(_) => {
+                            self.edges.tap_rx_errors.fetch_add(1, Ordering::Relaxed);
+                            return Err(());
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Io::Tap(t) => {
+                while rx.len() < BATCH {
+                    let Some(mut buf) = self.switch.pool().alloc() else {
+                        self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    };
+                    match t.dev.recv(buf.spare_mut()) {
+                        Ok(n) => {
+                            if buf.set_len(n).is_some() {
+                                rx.push(buf);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => break,
+                        Err(_) => {
+                            self.edges.tap_rx_errors.fetch_add(1, Ordering::Relaxed);
+                            return Err(());
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// One worker: polls the ports it owns, runs batches through the switch, writes the
+    /// results. The worker with `timers` also drives [`Switch::poll`].
+    fn worker(&self, mine: &[PortId], timers: bool) {
+        let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH);
+        let mut tx: Vec<(PortId, PacketBuf)> = Vec::with_capacity(BATCH * 2);
+        let mut under: Vec<PacketBuf> = Vec::with_capacity(BATCH * 2);
+        let mut pfds: Vec<libc::pollfd> = mine
+            .iter()
+            .map(|&id| libc::pollfd {
+                fd: self.port(id).map_or(-1, PortIo::fd),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut last_timer = 0u64;
+        while !shutting_down() {
+            // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
+            if r > 0 {
+                for (k, pfd) in pfds.iter_mut().enumerate() {
+                    if pfd.revents == 0 {
+                        continue;
+                    }
+                    pfd.revents = 0;
+                    let Some(port) = self.port(mine[k]) else {
+                        continue;
+                    };
+                    // A few batches per wakeup, then give the other ports a turn.
+                    for _ in 0..4 {
+                        let res = self.read_batch(port, &mut rx);
+                        let got = rx.len();
+                        if got > 0 {
+                            let now = self.clock.now();
+                            self.switch.process(port.id, &mut rx, now, &mut tx);
+                            self.flush(&mut tx, &mut under);
+                        }
+                        if res.is_err() {
+                            // The device is gone (its namespace deleted): stop reading it,
+                            // keep serving the others.
+                            pfd.fd = -1;
+                            port.lost.store(true, Ordering::Relaxed);
+                            self.switch.remove_port(port.id);
+                            self.edges.ports_lost.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("podnet: port {} lost; serving the others", port.name);
+                            break;
+                        }
+                        if got < BATCH {
+                            break;
+                        }
+                    }
+                }
+            }
+            if timers {
+                let now = self.clock.now();
+                if now - last_timer >= 100_000_000 {
+                    last_timer = now;
+                    self.switch.poll(now, &mut tx);
+                    self.flush(&mut tx, &mut under);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the node the file at `path` describes until SIGINT or SIGTERM.
+pub fn run(path: &Path) -> Result<(), SetupError> {
+    let spec = nodefile::load(path).map_err(SetupError::invalid)?;
+    check_host()?;
+    install_signal_handlers();
+    let config = spec.config.clone();
+    let room = (config.underlay_mtu as usize + 64).max(2048);
+    let pool = Pool::new(4096 + spec.workers * BATCH * 4, room);
+    let switch = Switch::new(config.clone(), pool).map_err(SetupError::invalid)?;
+    // Every node picks its endpoints with its own sequence.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    switch.set_seed(wall ^ (std::process::id() as u64) << 32);
+    switch
+        .control()
+        .set_services(spec.services.clone())
+        .map_err(|e| SetupError::invalid(format!("services: {e}")))?;
+
+    let listener = ctl::bind(&spec.control)?;
+    let _socket_file = RemoveOnDrop(spec.control.clone());
+    let udp_port = match config.backend {
+        crate::control::Backend::Vxlan { port, .. } | crate::control::Backend::Udp { port } => port,
+        crate::control::Backend::HostGw => unreachable!("the node file has no host-gw"),
+    };
+    let underlay = UnderlaySocket::bind(config.underlay_ip, udp_port)?;
+
+    let mut ports: Vec<Option<PortIo>> = Vec::new();
+    let add = |ports: &mut Vec<Option<PortIo>>, name: &str, kind: PortKind, io: Io| {
+        let id = switch.add_port(name, kind);
+        let i = id.0 as usize;
+        if ports.len() <= i {
+            ports.resize_with(i + 1, || None);
+        }
+        ports[i] = Some(PortIo {
+            id,
+            name: name.to_string(),
+            io,
+            lost: AtomicBool::new(false),
+        });
+    };
+    add(
+        &mut ports,
+        "underlay",
+        PortKind::Underlay,
+        Io::Underlay(underlay),
+    );
+    for pod in &spec.pods {
+        let tap = device::open(&pod.tap, spec.offload)?;
+        device::setup_pod(
+            &tap,
+            pod.netns.as_deref(),
+            pod.ip,
+            config.subnet,
+            config.gateway_ip(),
+            config.pod_mtu(),
+            pod.mac,
+        )?;
+        add(&mut ports, &pod.name, PortKind::Pod, Io::Tap(tap));
+    }
+    if let Some(name) = &spec.host_port {
+        let tap = device::open(name, false)?;
+        let mut routes: Vec<Ipv4Network> = vec![config.pod_cidr, spec.service_cidr];
+        for s in &spec.services {
+            if !spec.service_cidr.contains(s.cluster_ip) {
+                routes.push(Ipv4Network::new(s.cluster_ip, 32).expect("a /32"));
+            }
+        }
+        device::setup_host(&tap, config.gateway_ip(), config.pod_mtu(), &routes)?;
+        add(&mut ports, "host", PortKind::Host, Io::Tap(tap));
+    }
+
+    let workers_hint = spec.workers;
+    let offloading = spec.offload;
+    let rt = Runtime {
+        switch,
+        clock: Clock(Instant::now()),
+        edges: EdgeCounters::default(),
+        ports,
+        big: Pool::new(
+            if offloading { workers_hint * 2 + 2 } else { 0 },
+            65536 + offload::VNET_HDR_LEN,
+        ),
+        spec,
+    };
+    let proxies = if rt.spec.host_port.is_some() {
+        nodeport::bind_all(&rt.spec)?
+    } else {
+        Vec::new()
+    };
+
+    let ids: Vec<PortId> = rt.ports.iter().flatten().map(|p| p.id).collect();
+    let workers = rt.spec.workers.min(ids.len()).max(1);
+    eprintln!(
+        "podnet: node {} up: {} pods, {} underlay on {}, {} workers, control {}",
+        config.name,
+        rt.spec.pods.len(),
+        config.backend.name(),
+        SocketAddrDisplay(config.underlay_ip, udp_port),
+        workers,
+        rt.spec.control.display()
+    );
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            let mine: Vec<PortId> = ids.iter().copied().skip(w).step_by(workers).collect();
+            let rt = &rt;
+            std::thread::Builder::new()
+                .name(format!("podnet-worker-{w}"))
+                .spawn_scoped(s, move || rt.worker(&mine, w == 0))
+                .expect("spawn a worker");
+        }
+        let rt = &rt;
+        s.spawn(move || ctl::serve(&listener, rt));
+        for p in proxies {
+            s.spawn(move || nodeport::serve(p));
+        }
+    });
+    // Dropping `rt` closes the devices; the ones podnet created go away with them.
+    let created: Vec<String> = rt
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| match &p.io {
+            Io::Tap(t) if t.created => Some(t.name.clone()),
+            _ => None,
+        })
+        .collect();
+    drop(rt);
+    eprintln!(
+        "podnet: node {} stopped; removed {}",
+        config.name,
+        if created.is_empty() {
+            "no devices".to_string()
+        } else {
+            created.join(", ")
+        }
+    );
+    Ok(())
+}
+
+/// What TAP mode needs of the host, checked before anything is changed.
+fn check_host() -> Result<(), SetupError> {
+    if !Path::new("/dev/net/tun").exists() {
+        return Err(SetupError::invalid(
+            "/dev/net/tun is missing: TAP mode needs the tun driver (modprobe tun, or --device /dev/net/tun in a container)",
+        ));
+    }
+    // CAP_NET_ADMIN is bit 12 of the effective capability set.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    if cap_eff.is_some_and(|c| c & (1 << 12) == 0) {
+        return Err(SetupError::invalid(
+            "no privileges: podnet tap needs root or CAP_NET_ADMIN to create TAP devices",
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the control socket file however `run` ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+struct SocketAddrDisplay(std::net::Ipv4Addr, u16);
+
+impl std::fmt::Display for SocketAddrDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0, self.1)
+    }
+}
+
+/// Sleeps in short steps until `deadline` or shutdown; for the helper threads' loops.
+pub(crate) fn idle(d: Duration) {
+    std::thread::sleep(d.min(Duration::from_millis(100)));
+}

@@ -1,0 +1,1085 @@
+//! TAP mode for real: `podnet tap` nodes in network namespaces this test creates.
+//!
+//! Network safety: every packet stays between namespaces made here, named
+//! `pn<pid><test>-...`, with addresses assigned inside them and no route out; a [`Lab`]
+//! deletes its namespaces and stops its nodes when dropped, also when a test fails. Each
+//! podnet node runs inside its own namespace (`ip netns exec NS podnet tap ...`); traffic
+//! comes from threads of this test that enter a pod's namespace with setns(2). Without
+//! root, /dev/net/tun or iproute2 the tests that need them say so and pass as skipped.
+//! Waits are polls with a bounded deadline.
+//!
+//! Needs (Debian): iproute2, iputils-ping, ethtool (the kernel-flannel interop test).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PODNET: &str = env!("CARGO_BIN_EXE_podnet");
+
+fn skip_reason() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces and TAP devices)");
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("needs /dev/net/tun");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("needs iproute2 (`ip`)");
+    }
+    if Command::new("ping").arg("-V").output().is_err() {
+        return Some("needs ping (iputils-ping)");
+    }
+    None
+}
+
+/// Runs a command; panics with its output when it fails.
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `ip` inside namespace `ns`.
+fn ipn(ns: &str, args: &[&str]) {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    run("ip", &all);
+}
+
+/// Namespaces and podnet nodes of one test, removed when dropped.
+struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    nodes: Vec<(String, Child)>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// A lab, or `None` (the test is skipped, and says why) without privileges.
+    fn new(tag: &str) -> Option<Lab> {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let prefix = format!("pn{}{tag}-", std::process::id());
+        let dir = std::env::temp_dir().join(format!("podnet-{prefix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Some(Lab {
+            prefix,
+            namespaces: Vec::new(),
+            nodes: Vec::new(),
+            dir,
+        })
+    }
+
+    fn netns(&mut self, name: &str) -> String {
+        let ns = format!("{}{name}", self.prefix);
+        run("ip", &["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        ipn(&ns, &["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A veth pair between two namespaces, each end addressed (`a.b.c.d/len`) and up.
+    fn veth(&self, a: (&str, &str, &str), b: (&str, &str, &str)) {
+        run(
+            "ip",
+            &[
+                "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
+            ],
+        );
+        for (ns, dev, addr) in [a, b] {
+            ipn(ns, &["addr", "add", addr, "dev", dev]);
+            ipn(ns, &["link", "set", dev, "up"]);
+        }
+    }
+
+    fn socket(&self, ns: &str) -> PathBuf {
+        self.dir.join(format!("{ns}.sock"))
+    }
+
+    /// Starts `podnet tap` in `ns` with this node file (its `control` is added) and waits
+    /// until its control socket answers.
+    fn node(&mut self, ns: &str, yaml: &str) -> PathBuf {
+        let sock = self.socket(ns);
+        let path = self.dir.join(format!("{ns}.yaml"));
+        std::fs::write(&path, format!("{yaml}control: {}\n", sock.display())).unwrap();
+        let log = File::create(self.dir.join(format!("{ns}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, PODNET, "tap", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes.push((ns.to_string(), child));
+        let i = self.nodes.len() - 1;
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.nodes[i].1.try_wait().unwrap() {
+                panic!("podnet in {ns} exited with {status}: {}", self.log(ns));
+            }
+            if ctl(&sock, &["stats"]).is_ok() {
+                return sock;
+            }
+            assert!(
+                Instant::now() < end,
+                "podnet in {ns} did not answer: {}",
+                self.log(ns)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self, ns: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{ns}.log"))).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM to the node in `ns` and waits (bounded) for it to exit.
+    fn stop(&mut self, ns: &str) -> std::process::ExitStatus {
+        let i = self.nodes.iter().position(|(n, _)| n == ns).unwrap();
+        let (_, mut child) = self.nodes.remove(i);
+        terminate(&mut child)
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: sending a signal to our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().unwrap()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            terminate(child);
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `podnet ctl --socket SOCK ARGS...`: the JSON it printed, or its stderr.
+fn ctl(sock: &Path, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(PODNET)
+        .args(["ctl", "--socket"])
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Runs `f` on a thread inside network namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: a valid namespace fd; only this thread changes namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", io::Error::last_os_error());
+        f()
+    })
+}
+
+fn ping_once(ns: &str, dst: &str, size: Option<usize>) -> bool {
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        ns.into(),
+        "ping".into(),
+        "-c1".into(),
+        "-W1".into(),
+    ];
+    if let Some(s) = size {
+        args.extend(["-s".into(), s.to_string(), "-M".into(), "do".into()]);
+    }
+    args.push(dst.into());
+    Command::new("ip")
+        .args(&args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Pings until one answer comes, at most 15 tries.
+fn ping(ns: &str, dst: &str, size: Option<usize>) {
+    for _ in 0..15 {
+        if ping_once(ns, dst, size) {
+            return;
+        }
+    }
+    panic!("{ns}: no answer from {dst} (size {size:?})");
+}
+
+/// Accepts one connection within `deadline`.
+fn accept_within(l: &TcpListener, deadline: Duration) -> Option<TcpStream> {
+    l.set_nonblocking(true).unwrap();
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return Some(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut pfd = libc::pollfd {
+                    fd: l.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    None
+}
+
+/// FNV-1a over a stream of bytes.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn update(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 = (self.0 ^ x as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// Sends `len` pseudo-random bytes over TCP from `client_ns` to `server:5001` in
+/// `server_ns`; the server answers with the count and hash of what it got.
+fn tcp_transfer(client_ns: &str, server_ns: &str, server: Ipv4Addr, len: usize) {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let srv = in_ns(server_ns, move || {
+        let l = TcpListener::bind((server, 5001)).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut c = accept_within(&l, Duration::from_secs(20)).expect("a connection");
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut h = Fnv::new();
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let k = c.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        c.write_all(&n.to_be_bytes()).unwrap();
+        c.write_all(&h.0.to_be_bytes()).unwrap();
+        (n, h.0)
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let cli = in_ns(client_ns, move || {
+        let mut c = TcpStream::connect_timeout(
+            &SocketAddr::V4(SocketAddrV4::new(server, 5001)),
+            Duration::from_secs(10),
+        )
+        .expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut h = Fnv::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < len {
+            let k = chunk.len().min(len - sent);
+            for b in chunk[..k].chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+            }
+            c.write_all(&chunk[..k]).expect("write");
+            h.update(&chunk[..k]);
+            sent += k;
+        }
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut reply = [0u8; 16];
+        c.read_exact(&mut reply)
+            .expect("the server's count and hash");
+        let n = u64::from_be_bytes(reply[..8].try_into().unwrap());
+        let got = u64::from_be_bytes(reply[8..].try_into().unwrap());
+        (sent as u64, h.0, n, got)
+    });
+    let (sent, hash, n, got) = cli.join().expect("client");
+    let (sn, sh) = srv.join().expect("server");
+    assert_eq!((n, got), (sn, sh));
+    assert_eq!(n, sent, "{client_ns} -> {server_ns}: bytes received");
+    assert_eq!(got, hash, "{client_ns} -> {server_ns}: bytes differ");
+}
+
+/// A UDP datagram of `size` bytes from `client_ns` to `server:5002`, echoed back.
+fn udp_echo(client_ns: &str, server_ns: &str, server: Ipv4Addr, size: usize) {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let srv = in_ns(server_ns, move || {
+        let s = UdpSocket::bind((server, 5002)).unwrap();
+        ready_tx.send(()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < end {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                if &buf[..n] == b"stop" {
+                    return;
+                }
+                s.send_to(&buf[..n], from).unwrap();
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let cli = in_ns(client_ns, move || {
+        let s = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let payload: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+        let mut ok = false;
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..10 {
+            s.send_to(&payload, (server, 5002)).unwrap();
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(server, 5002)));
+                ok = buf[..n] == payload[..];
+                if ok {
+                    break;
+                }
+            }
+        }
+        s.send_to(b"stop", (server, 5002)).unwrap();
+        ok
+    });
+    assert!(cli.join().unwrap(), "{client_ns} -> {server}: no UDP echo");
+    srv.join().unwrap();
+}
+
+/// A TCP server on `ip:port` answering each connection with "NAME CLIENT-IP\n" and then
+/// echoing what it reads until the client closes; until `stop` is set (at most 120 s).
+fn identity_server(
+    ns: &str,
+    name: &'static str,
+    ip: Ipv4Addr,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let l = TcpListener::bind((ip, port)).unwrap();
+        ready_tx.send(()).unwrap();
+        let end = Instant::now() + Duration::from_secs(120);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            if let Some(mut c) = accept_within(&l, Duration::from_millis(200)) {
+                std::thread::spawn(move || {
+                    let peer = c.peer_addr().unwrap().ip();
+                    let _ = writeln!(c, "{name} {peer}");
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 || c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    h
+}
+
+/// One request to an identity server: (name, the client IP it saw).
+fn ask(ns: &str, to: SocketAddrV4) -> Result<(String, String), String> {
+    in_ns(ns, move || {
+        let mut c = TcpStream::connect_timeout(&SocketAddr::V4(to), Duration::from_secs(3))
+            .map_err(|e| format!("connect {to}: {e}"))?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        let mut s = String::new();
+        c.read_to_string(&mut s)
+            .map_err(|e| format!("read {to}: {e}"))?;
+        let mut w = s.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
+            _ => Err(format!("a bad answer {s:?}")),
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+const NODE_A: &str = "node: node-a
+subnet: 10.0.1.0/24
+underlay_ip: 172.16.0.1
+vtep_mac: \"0e:00:00:00:01:00\"
+workers: 2
+peers:
+  - {name: node-b, underlay_ip: 172.16.0.2, subnet: 10.0.2.0/24, vtep_mac: \"0e:00:00:00:02:00\"}
+";
+
+const NODE_B: &str = "node: node-b
+subnet: 10.0.2.0/24
+underlay_ip: 172.16.0.2
+vtep_mac: \"0e:00:00:00:02:00\"
+workers: 2
+peers:
+  - {name: node-a, underlay_ip: 172.16.0.1, subnet: 10.0.1.0/24, vtep_mac: \"0e:00:00:00:01:00\"}
+";
+
+/// Two node namespaces joined by a veth underlay (172.16.0.1 and .2).
+fn underlay(lab: &mut Lab) -> (String, String) {
+    let n1 = lab.netns("n1");
+    let n2 = lab.netns("n2");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&n2, "ul2", "172.16.0.2/24"));
+    (n1, n2)
+}
+
+fn two_podnet_nodes(tag: &str, backend: &str, pod_mtu: usize, offload: bool) {
+    let Some(mut lab) = Lab::new(tag) else { return };
+    let (n1, n2) = underlay(&mut lab);
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    let sock1 = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}backend: {backend}\noffload: {offload}\npods:\n  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}\n"
+        ),
+    );
+    let sock2 = lab.node(
+        &n2,
+        &format!(
+            "{NODE_B}backend: {backend}\noffload: {offload}\npods:\n  - {{name: b1, tap: pb1, ip: 10.0.2.10, netns: {p2}}}\n"
+        ),
+    );
+    let a = Ipv4Addr::new(10, 0, 1, 10);
+    let b = Ipv4Addr::new(10, 0, 2, 10);
+    ping(&p1, "10.0.2.10", None);
+    ping(&p2, "10.0.1.10", None);
+    // The largest packet the pod MTU allows, DF set.
+    ping(&p1, "10.0.2.10", Some(pod_mtu - 28));
+    assert!(
+        !ping_once(&p1, "10.0.2.10", Some(pod_mtu - 28 + 1)),
+        "a packet over the pod MTU must not leave"
+    );
+    tcp_transfer(&p1, &p2, b, 10 << 20);
+    udp_echo(&p1, &p2, b, pod_mtu - 28);
+    udp_echo(&p2, &p1, a, 100);
+    let stats = ctl(&sock2, &["stats"]).unwrap();
+    assert!(
+        stats["counters"]["decap"].as_u64().unwrap() > 7000,
+        "{stats}"
+    );
+    assert_eq!(stats["backend"], backend);
+    let edges = &ctl(&sock1, &["stats"]).unwrap()["edges"];
+    assert_eq!(edges["offload_drops"], 0, "{edges}");
+    if offload {
+        // The sender's kernel handed over super-segments, split here.
+        assert!(edges["tso_reads"].as_u64().unwrap() > 0, "{edges}");
+    }
+}
+
+#[test]
+fn two_podnet_nodes_vxlan() {
+    two_podnet_nodes("vx", "vxlan", 1450, false);
+}
+
+/// The same with IFF_VNET_HDR: TSO super-segments from the pods split in software.
+#[test]
+fn two_podnet_nodes_vxlan_offload() {
+    two_podnet_nodes("vo", "vxlan", 1450, true);
+}
+
+#[test]
+fn two_podnet_nodes_udp_backend() {
+    two_podnet_nodes("ud", "udp", 1472, false);
+}
+
+#[test]
+fn interop_with_a_kernel_flannel_node() {
+    if Command::new("ethtool").arg("--version").output().is_err() {
+        eprintln!("skipped: needs ethtool");
+        return;
+    }
+    let Some(mut lab) = Lab::new("fl") else {
+        return;
+    };
+    let (n1, n2) = underlay(&mut lab);
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}offload: true
+pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+services:
+  - name: web
+    cluster_ip: 10.3.0.50
+    ports: [{{port: 80, target_port: 8080, protocol: tcp}}]
+    endpoints: [10.0.2.10]
+"
+        ),
+    );
+    // node-b: the kernel, set up as flannel's vxlan backend and the CNI bridge plugin do.
+    for args in [
+        "link add flannel.1 type vxlan id 1 local 172.16.0.2 dstport 8472 nolearning",
+        "link set flannel.1 address 0e:00:00:00:02:00 mtu 1450 up",
+        "addr add 10.0.2.0/32 dev flannel.1",
+        "link add cni0 type bridge",
+        "addr add 10.0.2.1/24 dev cni0",
+        "link set cni0 up",
+        "neigh replace 10.0.1.0 lladdr 0e:00:00:00:01:00 dev flannel.1 nud permanent",
+        "route add 10.0.1.0/24 via 10.0.1.0 dev flannel.1 onlink",
+    ] {
+        ipn(&n2, &args.split(' ').collect::<Vec<_>>());
+    }
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &n2,
+            "bridge",
+            "fdb",
+            "append",
+            "0e:00:00:00:01:00",
+            "dev",
+            "flannel.1",
+            "dst",
+            "172.16.0.1",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &n2,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    );
+    run(
+        "ip",
+        &[
+            "link", "add", "vb1", "netns", &n2, "type", "veth", "peer", "name", "eth0", "netns",
+            &p2,
+        ],
+    );
+    ipn(
+        &n2,
+        &["link", "set", "vb1", "master", "cni0", "mtu", "1450", "up"],
+    );
+    ipn(&p2, &["addr", "add", "10.0.2.10/24", "dev", "eth0"]);
+    ipn(&p2, &["link", "set", "eth0", "mtu", "1450", "up"]);
+    ipn(&p2, &["route", "add", "default", "via", "10.0.2.1"]);
+    // A real NIC fills in the checksums the kernel leaves to offload; a veth hands them on
+    // unfilled, and a UDP socket (podnet's underlay) would get inner TCP packets with
+    // partial checksums. Checksumming in software on the kernel node's underlay is what
+    // a NIC does.
+    run(
+        "ip",
+        &["netns", "exec", &n2, "ethtool", "-K", "ul2", "tx", "off"],
+    );
+    let a = Ipv4Addr::new(10, 0, 1, 10);
+    let b = Ipv4Addr::new(10, 0, 2, 10);
+    ping(&p1, "10.0.2.10", None);
+    ping(&p2, "10.0.1.10", None);
+    // 1450-byte packets, DF set, both ways.
+    ping(&p1, "10.0.2.10", Some(1422));
+    ping(&p2, "10.0.1.10", Some(1422));
+    tcp_transfer(&p1, &p2, b, 10 << 20);
+    tcp_transfer(&p2, &p1, a, 10 << 20);
+    udp_echo(&p1, &p2, b, 1422);
+    udp_echo(&p2, &p1, a, 1422);
+    // A service of the podnet node whose endpoint is a pod on the kernel node.
+    let stop = Arc::new(AtomicBool::new(false));
+    let srv = identity_server(&p2, "b1", b, 8080, stop.clone());
+    let vip = SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 50), 80);
+    for _ in 0..10 {
+        assert_eq!(ask(&p1, vip).unwrap(), ("b1".into(), "10.0.1.10".into()));
+    }
+    assert!(
+        ctl(&sock, &["stats"]).unwrap()["counters"]["dnat"]
+            .as_u64()
+            .unwrap()
+            >= 10
+    );
+    stop.store(true, Ordering::Relaxed);
+    srv.join().unwrap();
+}
+
+#[test]
+fn a_pod_namespace_that_disappears_does_not_stop_the_others() {
+    let Some(mut lab) = Lab::new("lo") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let ul = lab.netns("ul");
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p2}}}
+"
+        ),
+    );
+    ping(&p1, "10.0.1.11", None);
+    run("ip", &["netns", "del", &p1]);
+    lab.namespaces.retain(|n| n != &p1);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = ctl(&sock, &["stats"]).unwrap();
+        if stats["edges"]["ports_lost"] == 1 {
+            assert_eq!(stats["ports"]["a1"]["lost"], true, "{stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the lost port is not noticed: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ping(&p2, "10.0.1.1", None);
+    assert!(!ping_once(&p2, "10.0.1.10", None));
+}
+
+#[test]
+fn service_vip_spreads_and_follows_set_endpoints() {
+    let Some(mut lab) = Lab::new("sv") else {
+        return;
+    };
+    let (n1, n2) = underlay(&mut lab);
+    let a1 = lab.netns("a1");
+    let a2 = lab.netns("a2");
+    let b1 = lab.netns("b1");
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {a1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {a2}}}
+services:
+  - name: web
+    cluster_ip: 10.3.0.50
+    ports: [{{port: 80, target_port: 8080, protocol: tcp}}]
+    endpoints: [10.0.1.10, 10.0.2.10]
+"
+        ),
+    );
+    lab.node(
+        &n2,
+        &format!("{NODE_B}pods:\n  - {{name: b1, tap: pb1, ip: 10.0.2.10, netns: {b1}}}\n"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let s1 = identity_server(&a1, "a1", Ipv4Addr::new(10, 0, 1, 10), 8080, stop.clone());
+    let s2 = identity_server(&b1, "b1", Ipv4Addr::new(10, 0, 2, 10), 8080, stop.clone());
+    ping(&a2, "10.0.2.10", None);
+    ping(&a2, "10.0.1.10", None);
+    let vip = SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 50), 80);
+    let mut by = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        let (name, seen) = ask(&a2, vip).unwrap();
+        assert_eq!(seen, "10.0.1.11", "the endpoint sees the client's own IP");
+        *by.entry(name).or_insert(0) += 1;
+    }
+    eprintln!("100 connections to the VIP: {by:?}");
+    assert_eq!(by.values().sum::<i32>(), 100);
+    assert!(by.get("a1").copied().unwrap_or(0) >= 20, "{by:?}");
+    assert!(by.get("b1").copied().unwrap_or(0) >= 20, "{by:?}");
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    assert!(
+        stats["counters"]["dnat"].as_u64().unwrap() >= 100,
+        "{stats}"
+    );
+    let ct = ctl(&sock, &["conntrack"]).unwrap();
+    assert!(!ct.as_array().unwrap().is_empty());
+
+    // A connection to a1 that stays open across the change.
+    let (to_a1_tx, to_a1_rx) = mpsc::channel::<()>();
+    let (got_tx, got_rx) = mpsc::channel();
+    let long = in_ns(&a2, move || {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut c =
+                TcpStream::connect_timeout(&SocketAddr::V4(vip), Duration::from_secs(3)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = [0u8; 3];
+            c.read_exact(&mut line).unwrap();
+            if &line[..2] == b"a1" {
+                got_tx.send(()).unwrap();
+                to_a1_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+                c.write_all(b"still here").unwrap();
+                let mut rest = Vec::new();
+                let mut buf = [0u8; 64];
+                while !rest.ends_with(b"still here") {
+                    let n = c.read(&mut buf).unwrap();
+                    assert!(n > 0, "the established flow was cut");
+                    rest.extend_from_slice(&buf[..n]);
+                }
+                return;
+            }
+            assert!(Instant::now() < end, "never reached a1");
+        }
+    });
+    got_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let svc = ctl(&sock, &["set-endpoints", "web", "10.0.2.10"]).unwrap();
+    to_a1_tx.send(()).unwrap();
+    long.join()
+        .expect("an established flow survives set-endpoints");
+    assert_eq!(svc["endpoints"][0]["node"], "node-b");
+    for _ in 0..20 {
+        assert_eq!(ask(&a2, vip).unwrap().0, "b1");
+    }
+    // No endpoints: refused at once (a TCP RST from the VIP), not a timeout.
+    ctl(&sock, &["set-endpoints", "web"]).unwrap();
+    let err = ask(&a2, vip).unwrap_err();
+    assert!(err.contains("refused"), "{err}");
+    assert!(ctl(&sock, &["set-endpoints", "nope", "10.0.1.10"])
+        .unwrap_err()
+        .contains("no service named nope"));
+    let services = ctl(&sock, &["services"]).unwrap();
+    assert_eq!(services[0]["name"], "web");
+    let macs = ctl(&sock, &["macs"]).unwrap();
+    let on: Vec<&str> = macs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["port"].as_str().unwrap())
+        .collect();
+    assert!(on.contains(&"a1") && on.contains(&"a2"), "{macs}");
+    let neigh = ctl(&sock, &["neighbours"]).unwrap();
+    assert!(neigh.as_array().unwrap().len() >= 2, "{neigh}");
+    stop.store(true, Ordering::Relaxed);
+    s1.join().unwrap();
+    s2.join().unwrap();
+}
+
+#[test]
+fn host_port_and_node_port() {
+    let Some(mut lab) = Lab::new("hp") else {
+        return;
+    };
+    let (n1, n2) = underlay(&mut lab);
+    let a1 = lab.netns("a1");
+    let b1 = lab.netns("b1");
+    let ext = lab.netns("ext");
+    lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {a1}}}
+host_port: {{tap: podnet0}}
+services:
+  - name: web
+    cluster_ip: 10.3.0.50
+    ports: [{{port: 80, target_port: 8080, protocol: tcp, node_port: 30080}}]
+    endpoints: [10.0.1.10, 10.0.2.10]
+  - name: dns
+    cluster_ip: 10.3.0.10
+    ports: [{{port: 53, target_port: 5353, protocol: udp, node_port: 30053}}]
+    endpoints: [10.0.2.10]
+"
+        ),
+    );
+    lab.node(
+        &n2,
+        &format!("{NODE_B}pods:\n  - {{name: b1, tap: pb1, ip: 10.0.2.10, netns: {b1}}}\n"),
+    );
+    // A client outside the cluster, on its own link to node-a.
+    lab.veth((&n1, "x1", "172.17.0.1/24"), (&ext, "x2", "172.17.0.2/24"));
+    ipn(
+        &ext,
+        &["route", "add", "172.16.0.1/32", "via", "172.17.0.1"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let s1 = identity_server(&a1, "a1", Ipv4Addr::new(10, 0, 1, 10), 8080, stop.clone());
+    let s2 = identity_server(&b1, "b1", Ipv4Addr::new(10, 0, 2, 10), 8080, stop.clone());
+    // The host reaches pods on both nodes through the host port, and a pod reaches the
+    // host at the gateway address.
+    ping(&n1, "10.0.1.10", None);
+    ping(&n1, "10.0.2.10", None);
+    ping(&a1, "10.0.1.1", None);
+    // The host's source address on the host port is the gateway address it holds there;
+    // a node port's outside client is proxied, so endpoints see that address too.
+    let vip = SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 50), 80);
+    let node_port = SocketAddrV4::new(Ipv4Addr::new(172, 16, 0, 1), 30080);
+    for (ns, to, what) in [
+        (&n1, vip, "host -> VIP"),
+        (&ext, node_port, "outside -> node port"),
+    ] {
+        let mut by = std::collections::BTreeMap::new();
+        for _ in 0..30 {
+            let (name, ip) = ask(ns, to).unwrap();
+            assert_eq!(ip, "10.0.1.1", "{what}: the source the endpoint sees");
+            *by.entry(name).or_insert(0) += 1;
+        }
+        eprintln!("{what}: {by:?}, all seen from 10.0.1.1");
+        assert_eq!(by.len(), 2, "{what}: both endpoints answer: {by:?}");
+    }
+    // UDP: a server on b1 that tells whom it saw; reached at the VIP from the host and
+    // at the node port from outside.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let stop_udp = stop.clone();
+    let udp = in_ns(&b1, move || {
+        let s = UdpSocket::bind(("10.0.2.10", 5353)).unwrap();
+        ready_tx.send(()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut buf = [0u8; 1500];
+        while !stop_udp.load(Ordering::Relaxed) && Instant::now() < end {
+            if let Ok((_, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(format!("b1 {}", from.ip()).as_bytes(), from);
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let udp_ask = |ns: &str, to: SocketAddrV4| {
+        in_ns(ns, move || {
+            let s = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut buf = [0u8; 100];
+            for _ in 0..10 {
+                s.send_to(b"who", to).unwrap();
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    assert_eq!(
+                        from,
+                        SocketAddr::V4(to),
+                        "the answer comes from where it went"
+                    );
+                    return String::from_utf8_lossy(&buf[..n]).into_owned();
+                }
+            }
+            panic!("no UDP answer from {to}");
+        })
+        .join()
+        .unwrap()
+    };
+    let dns_vip = SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 10), 53);
+    let dns_np = SocketAddrV4::new(Ipv4Addr::new(172, 16, 0, 1), 30053);
+    assert_eq!(udp_ask(&n1, dns_vip), "b1 10.0.1.1");
+    assert_eq!(udp_ask(&ext, dns_np), "b1 10.0.1.1");
+    stop.store(true, Ordering::Relaxed);
+    s1.join().unwrap();
+    s2.join().unwrap();
+    udp.join().unwrap();
+}
+
+#[test]
+fn sigterm_removes_the_devices_it_created() {
+    let Some(mut lab) = Lab::new("sd") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let p1 = lab.netns("p1");
+    let ul = lab.netns("ul");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    // A persistent TAP device made beforehand: attached, and left in place at the end.
+    ipn(&n1, &["tuntap", "add", "mode", "tap", "name", "pa2"]);
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:\n  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}\n  - {{name: a2, tap: pa2, ip: 10.0.1.11}}\nhost_port: {{tap: podnet0}}\n"
+        ),
+    );
+    let has = |ns: &str, dev: &str| {
+        Command::new("ip")
+            .args(["-n", ns, "link", "show", dev])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(has(&p1, "pa1") && has(&n1, "podnet0"));
+    ping(&p1, "10.0.1.1", None);
+    let status = lab.stop(&n1);
+    assert!(status.success(), "{status}: {}", lab.log(&n1));
+    assert!(!has(&p1, "pa1"), "the pod's TAP device is gone");
+    assert!(!has(&n1, "podnet0"), "the host port is gone");
+    assert!(has(&n1, "pa2"), "an attached device stays");
+    assert!(!sock.exists(), "the control socket is removed");
+    assert!(lab.log(&n1).contains("stopped"), "{}", lab.log(&n1));
+}
+
+/// Runs `podnet tap` in `ns` (or here) to completion (bounded): exit code and stderr.
+fn tap_fails(ns: Option<&str>, yaml_path: &Path) -> (Option<i32>, String) {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, PODNET]);
+            c
+        }
+        None => Command::new(PODNET),
+    };
+    let mut child = cmd
+        .args(["tap", "--config"])
+        .arg(yaml_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if Instant::now() > end {
+            terminate(&mut child);
+            panic!("podnet tap did not exit on a bad setup");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn one_line(err: &str) -> &str {
+    assert_eq!(err.lines().count(), 1, "one error line: {err:?}");
+    err.trim()
+}
+
+#[test]
+fn an_invalid_node_file_exits_2_with_one_line() {
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("podnet-badfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _guard = TempDir(dir.clone());
+    let cases = [
+        ("syntax.yaml", "node: [\n", "syntax.yaml"),
+        (
+            "unknown.yaml",
+            "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\ncolour: red\n",
+            "colour",
+        ),
+        (
+            "pod.yaml",
+            "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\npods: [{name: p, tap: t, ip: 10.9.0.2}]\n",
+            "not a pod address",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let (code, err) = tap_fails(None, &path);
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(one_line(&err).contains(want), "{name}: {err}");
+    }
+    let (code, err) = tap_fails(None, &dir.join("missing.yaml"));
+    assert_eq!(code, Some(2));
+    assert!(one_line(&err).contains("cannot read"), "{err}");
+}
+
+#[test]
+fn a_taken_device_or_address_exits_2_with_one_line() {
+    let Some(mut lab) = Lab::new("bd") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let ul = lab.netns("ul");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    let dir = lab.dir.clone();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // A device name taken by something that is not a TAP device.
+    ipn(&n1, &["link", "add", "pa1", "type", "bridge"]);
+    let taken = write(
+        "taken.yaml",
+        format!(
+            "{NODE_A}pods: [{{name: a1, tap: pa1, ip: 10.0.1.10}}]\ncontrol: {}\n",
+            dir.join("t.sock").display()
+        ),
+    );
+    let (code, err) = tap_fails(Some(&n1), &taken);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(one_line(&err).contains("taken"), "{err}");
+    // An underlay address that is not this host's.
+    let foreign = write(
+        "foreign.yaml",
+        format!(
+            "{}control: {}\n",
+            NODE_A.replace("underlay_ip: 172.16.0.1", "underlay_ip: 172.16.0.9"),
+            dir.join("f.sock").display()
+        ),
+    );
+    let (code, err) = tap_fails(Some(&n1), &foreign);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(one_line(&err).contains("not an address"), "{err}");
+    // The underlay port already bound (by another node here).
+    lab.node(
+        &n1,
+        &format!("{NODE_A}pods: [{{name: a2, tap: pa2, ip: 10.0.1.11}}]\n"),
+    );
+    let again = write(
+        "again.yaml",
+        format!("{NODE_A}control: {}\n", dir.join("a.sock").display()),
+    );
+    let (code, err) = tap_fails(Some(&n1), &again);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(one_line(&err).contains("already in use"), "{err}");
+    // A TAP device another podnet has open.
+    let busy = write(
+        "busy.yaml",
+        format!(
+            "{NODE_A}vxlan: {{port: 8473}}\npods: [{{name: a2, tap: pa2, ip: 10.0.1.11}}]\ncontrol: {}\n",
+            dir.join("b.sock").display()
+        ),
+    );
+    let (code, err) = tap_fails(Some(&n1), &busy);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(one_line(&err).contains("pa2 is taken"), "{err}");
+}
