@@ -25,8 +25,7 @@ use crate::inspect::{self, EncapPorts, Inspected};
 use crate::marker::RequestId;
 use crate::report::{Outcome, RequestRecord};
 use crate::scenario::{
-    Backend, DropReason, FaultKind, Pod, Protocol, Scenario, TrafficKind, TrafficSource,
-    TrafficTarget,
+    Backend, DropReason, FaultKind, Pod, Protocol, Scenario, TrafficSource, TrafficTarget,
 };
 use crate::underlay::{Fabric, Member, MemberKind};
 
@@ -1004,10 +1003,10 @@ impl World {
             self.records[t][index as usize].outcome = Outcome::Failed(DropReason::NoRoute);
             return;
         }
-        let proto = match tr.kind {
-            TrafficKind::Ping => 1,
-            TrafficKind::Tcp | TrafficKind::Bulk => 6,
-            TrafficKind::Udp => 17,
+        let proto = match tr.kind.protocol() {
+            None => 1,
+            Some(Protocol::Tcp) => 6,
+            Some(Protocol::Udp) => 17,
         };
         let key = self.hosts[h]
             .host
@@ -1168,10 +1167,5 @@ impl World {
     /// Pods alive now, by name.
     pub fn pods(&self) -> &BTreeMap<String, Pod> {
         &self.pods
-    }
-
-    /// Whether a traffic's client is the given source kind (for reports).
-    pub fn protocol_of(kind: TrafficKind) -> Option<Protocol> {
-        kind.protocol()
     }
 }
