@@ -281,3 +281,38 @@ fn tshark_reads_the_pcaps() {
     assert!(vnis.lines().all(|l| l == "1"), "{vnis}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Same scenario and seed: the same report and the same pcap bytes, file for file.
+#[test]
+fn same_seed_same_report_and_pcap_bytes() {
+    let run_into = |tag: &str| -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+        let dir = tempdir(tag);
+        let out = podnet()
+            .args(["sim", "scenarios/endpoint-churn.yaml", "--json", "--pcap"])
+            .arg(&dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let _ = std::fs::remove_dir_all(&dir);
+        (out.stdout, files)
+    };
+    let (report_a, pcaps_a) = run_into("det-a");
+    let (report_b, pcaps_b) = run_into("det-b");
+    assert_eq!(report_a, report_b);
+    assert_eq!(
+        pcaps_a.len(),
+        7,
+        "two nodes and five pods (two added by faults)"
+    );
+    assert_eq!(pcaps_a, pcaps_b);
+}
