@@ -87,7 +87,11 @@ fn build_ip(b: &[u8]) -> Vec<u8> {
     let src = ADDRS[g(0) as usize % ADDRS.len()];
     let dst = ADDRS[g(1) as usize % ADDRS.len()];
     let proto = [6u8, 17, 1][g(2) as usize % 3];
-    let sport = if g(3) & 0x80 != 0 { 40000 + g(4) as u16 } else { PORTS[g(4) as usize % 8] };
+    let sport = if g(3) & 0x80 != 0 {
+        40000 + g(4) as u16
+    } else {
+        PORTS[g(4) as usize % 8]
+    };
     let dport = PORTS[g(5) as usize % 8];
     let ttl = g(6);
     let flags = g(7);
@@ -160,14 +164,32 @@ fn build_frame(port: u8, b: &[u8]) -> Vec<u8> {
             let kind = b.first().copied().unwrap_or(0) >> 6;
             if kind == 0 {
                 // A host on the underlay, straight to the node.
-                return eth(underlay_mac_for(NODE_A), Mac([2, 0, 172, 16, 9, 9]), 0x0800, &ip);
+                return eth(
+                    underlay_mac_for(NODE_A),
+                    Mac([2, 0, 172, 16, 9, 9]),
+                    0x0800,
+                    &ip,
+                );
             }
             // From node B, encapsulated: vxlan (or a mangled VNI), or udp.
             let mut payload = Vec::new();
             let dport = if kind == 3 { 8285 } else { 8472 };
             if kind != 3 {
-                let vni = if kind == 2 { b.get(1).copied().unwrap_or(2) as u32 } else { 1 };
-                payload.extend_from_slice(&[0x08, 0, 0, 0, (vni >> 16) as u8, (vni >> 8) as u8, vni as u8, 0]);
+                let vni = if kind == 2 {
+                    b.get(1).copied().unwrap_or(2) as u32
+                } else {
+                    1
+                };
+                payload.extend_from_slice(&[
+                    0x08,
+                    0,
+                    0,
+                    0,
+                    (vni >> 16) as u8,
+                    (vni >> 8) as u8,
+                    vni as u8,
+                    0,
+                ]);
                 payload.extend(eth(vtep_mac_for(NODE_A), vtep_mac_for(NODE_B), 0x0800, &[]));
             }
             payload.extend_from_slice(&ip);
@@ -189,7 +211,12 @@ fn build_frame(port: u8, b: &[u8]) -> Vec<u8> {
                 20 + udp.len(),
             );
             outer.extend_from_slice(&udp);
-            eth(underlay_mac_for(NODE_A), underlay_mac_for(NODE_B), 0x0800, &outer)
+            eth(
+                underlay_mac_for(NODE_A),
+                underlay_mac_for(NODE_B),
+                0x0800,
+                &outer,
+            )
         }
         _ => eth(gw_mac, Mac([2, 1, 10, 0, 1, 1]), 0x0800, &ip),
     }
@@ -231,7 +258,9 @@ fuzz_target!(|data: &[u8]| {
     let mut tx = Vec::new();
     while rest.len() >= 3 {
         let op = rest[0];
-        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3).min(1600);
+        let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize)
+            .min(rest.len() - 3)
+            .min(1600);
         let bytes = &rest[3..3 + len];
         rest = &rest[3 + len..];
         if op & 4 != 0 {
