@@ -169,6 +169,17 @@ impl MacTable {
         }
     }
 
+    /// Number of live entries at `now`, without building the list.
+    pub fn count(&self, now: u64) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| {
+                slot.key.load(Ordering::Acquire) != 0
+                    && !self.expired(slot.seen.load(Ordering::Relaxed), now)
+            })
+            .count()
+    }
+
     /// Live entries, sorted by MAC.
     pub fn entries(&self, now: u64) -> Vec<MacEntry> {
         let mut out: Vec<MacEntry> = self
@@ -226,6 +237,7 @@ mod tests {
         assert_eq!(t.learn(mac(100), PortId(1), 2000), Learned::New);
         assert_eq!(t.lookup(mac(100), 2000), Some(PortId(1)));
         assert_eq!(t.entries(2000).len(), 1);
+        assert_eq!(t.count(2000), 1);
     }
 
     #[test]

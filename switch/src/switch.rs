@@ -870,10 +870,7 @@ impl Switch {
     pub fn counters(&self) -> CounterSnapshot {
         let mut s = self.counters.snapshot();
         s.queued = self.pending.len() as u64;
-        s.mac_entries = self
-            .macs
-            .entries(self.last_now.load(Ordering::Relaxed))
-            .len() as u64;
+        s.mac_entries = self.macs.count(self.last_now.load(Ordering::Relaxed)) as u64;
         let ct = self.balancer.conntrack();
         if ct.is_used() {
             let timeouts = self.control.load().conntrack_timeouts;
