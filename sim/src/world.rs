@@ -377,6 +377,8 @@ impl World {
         };
         let mut c = NodeConfig::new(&n.name, n.subnet, sc.cluster.pod_cidr, n.ip, backend);
         c.underlay_mtu = sc.underlay.mtu;
+        let np = sc.cluster.node_port_range;
+        c.snat_ports = podnet_switch::conntrack::SnatPorts::excluding(np.first, np.last);
         c.peers = sc
             .nodes
             .iter()

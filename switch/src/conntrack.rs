@@ -39,23 +39,28 @@
 //! let client = Tuple::new(17, Ipv4Addr::new(10, 0, 1, 33), 40000, Ipv4Addr::new(10, 3, 0, 10), 53);
 //! let ep = Ipv4Addr::new(10, 0, 2, 7);
 //! // A worker that meets a new flow inserts it; one that races it gets the same flow back.
-//! let flow = |_port| Flow::new(client, Tuple { dst: ep, ..client }, Client::Routed);
-//! let Insert::New { hit, .. } = ct.insert(&client, 0, &to, 0, flow) else { panic!() };
-//! let Insert::Existing(again) = ct.insert(&client, 0, &to, 0, flow) else { panic!() };
+//! let flow = Flow::new(client, Tuple { dst: ep, ..client }, Client::Routed);
+//! let ports = SnatPorts::default();
+//! let Insert::New { hit, .. } = ct.insert(flow, ports, 0, &to, 0) else { panic!() };
+//! let Insert::Existing(again) = ct.insert(flow, ports, 0, &to, 0) else { panic!() };
 //! assert_eq!(hit.flow, again.flow);
 //! // Replies are found by their own tuple.
 //! assert!(ct.find_reply(&hit.flow.reply(), 1, &to).is_some());
 //! ```
 //!
-//! Bounded: the table never grows. A new flow takes a free or expired slot of its bucket;
-//! when there is none it evicts the oldest flow of the bucket that is not yet assured (TCP
-//! before the handshake completes or after a close, UDP not yet answered) and the caller
-//! counts `conntrack_evicted`; when every flow in the bucket is assured the new flow's
-//! packet is dropped as `table_full`, as Linux's `early_drop` does.
+//! Bounded: the table never grows. A key has two candidate buckets (its home); a new
+//! flow takes a free or expired slot there; when there is none it evicts the oldest flow
+//! of the home that is not yet assured (TCP before the handshake completes or after a
+//! close, UDP not yet answered) and the caller counts `conntrack_evicted`; when every flow
+//! there is assured the new flow's packet is dropped as `table_full`, as Linux's
+//! `early_drop` does. With two choices a table holds flows up to half its slots without
+//! a home overflowing.
 //!
-//! SNAT source ports come from the slot: a flow in slot `i` that needs a new source port
-//! gets `SNAT_PORT_BASE + i`, so no two live flows ever share one, and the reply to it is
-//! found by indexing, not by search. Time is always the caller's `now`.
+//! Reply tuples are unique: a flow whose reply tuple another flow already has gets a new
+//! source port, drawn per (translated source, destination) tuple as Linux's NAT draws
+//! them, from 1024-65535 without the node-port range ([`SnatPorts`]). Replies of flows
+//! whose source was translated are found through a second table, the reply index. Time
+//! is always the caller's `now`.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
@@ -69,14 +74,13 @@ use crate::wire::{PROTO_TCP, PROTO_UDP};
 /// Slots per bucket: the probe window of a flow.
 pub const BUCKET: usize = 16;
 
-/// The first SNAT source port; slot `i` owns port `SNAT_PORT_BASE + i`.
-pub const SNAT_PORT_BASE: u16 = 32768;
+/// Default number of slots, for about 32,000 flows: a simulated node or a test. Memory
+/// is taken only as slots are used (the tables come zeroed from the allocator).
+pub const DEFAULT_SIZE: usize = 1 << 16;
 
-/// Most slots a table may have: one per port from [`SNAT_PORT_BASE`] to 65535.
-pub const MAX_SIZE: usize = 65536 - SNAT_PORT_BASE as usize;
-
-/// Default number of slots (about 2.3 MiB).
-pub const DEFAULT_SIZE: usize = MAX_SIZE;
+/// Slots for a node on a real host: 2,097,152, for 1,048,576 flows and more (kube-proxy's
+/// default `nf_conntrack_max` is 131,072); about 150 MiB when full.
+pub const HOST_SIZE: usize = 1 << 21;
 
 // TCP flag bits.
 pub const TCP_FIN: u8 = 0x01;
@@ -145,7 +149,7 @@ pub(crate) struct Slot<const W: usize> {
     pub seen: AtomicU64,
     /// Per-entry state that changes while the entry is live (TCP state, replied bit).
     pub aux: AtomicU64,
-    /// The insert's order number within its bucket (see the module documentation).
+    /// The insert's order number within its home (see the module documentation).
     order: AtomicU64,
 }
 
@@ -162,7 +166,7 @@ pub(crate) enum Inserted<const W: usize> {
     Existing(Found<W>),
     /// Inserted; `evicted` when a live, unassured entry made room.
     New { found: Found<W>, evicted: bool },
-    /// The bucket is full of entries that may not be evicted.
+    /// Both buckets of the home are full of entries that may not be evicted.
     Full,
 }
 
@@ -183,12 +187,76 @@ pub(crate) enum TagOf {
     Reply,
 }
 
+/// The two buckets a key may live in ("power of two choices"): with two candidate
+/// buckets of 16 slots a table holds flows up to half its size without a bucket
+/// overflowing, where one bucket per key overflows somewhere long before. Inserts order
+/// themselves by the counter of the first bucket, whichever bucket they land in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Home {
+    first: usize,
+    second: usize,
+}
+
+impl Home {
+    fn buckets(self) -> impl Iterator<Item = usize> {
+        std::iter::once(self.first).chain((self.second != self.first).then_some(self.second))
+    }
+}
+
+/// A boxed slice of `n` values whose all-zero bytes are a valid value, from
+/// `alloc_zeroed`: the allocator hands large zeroed blocks out as untouched pages, so a
+/// table costs memory only for the parts that are used (a simulator node's mostly empty
+/// conntrack, a host node's table sized for a million flows).
+fn zeroed<T: Zeroable>(n: usize) -> Box<[T]> {
+    let layout = std::alloc::Layout::array::<T>(n).expect("table size");
+    if layout.size() == 0 {
+        return (0..n).map(|_| T::zero()).collect();
+    }
+    // SAFETY: `layout` is non-zero in size; the block is checked for null; `T: Zeroable`
+    // promises that all-zero bytes are a valid `T`, so the `n` values are initialised;
+    // the box frees it with the same layout (that of `[T]` of length `n`).
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
+
+/// Types made only of atomic integers, for which all-zero bytes are a valid value.
+///
+/// # Safety
+/// Implement only for such types.
+unsafe trait Zeroable {
+    fn zero() -> Self;
+}
+
+// SAFETY: an AtomicU64 of zero bytes is 0.
+unsafe impl Zeroable for AtomicU64 {
+    fn zero() -> Self {
+        AtomicU64::new(0)
+    }
+}
+
+// SAFETY: a slot is W + 3 AtomicU64s (and padding).
+unsafe impl<const W: usize> Zeroable for Slot<W> {
+    fn zero() -> Self {
+        Slot {
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+            seen: AtomicU64::new(0),
+            aux: AtomicU64::new(0),
+            order: AtomicU64::new(0),
+        }
+    }
+}
+
 /// A fixed array of slots in buckets, with the insert protocol of the module
-/// documentation. Used for conntrack entries and for session affinity.
+/// documentation. Used for conntrack entries, their reply index, and session affinity.
 pub(crate) struct SlotTable<const W: usize> {
     states: Box<[AtomicU64]>,
     slots: Box<[Slot<W>]>,
-    /// Per bucket: the next insert order number.
+    /// Per bucket: the next insert order number of the inserts whose home starts there.
     orders: Box<[AtomicU64]>,
 }
 
@@ -196,17 +264,11 @@ impl<const W: usize> SlotTable<W> {
     /// A table of `size` slots, rounded up to a power of two of at least one bucket.
     pub fn new(size: usize) -> SlotTable<W> {
         let size = size.max(BUCKET).next_power_of_two();
+        const { assert!(FREE == 0) };
         SlotTable {
-            states: (0..size).map(|_| AtomicU64::new(FREE)).collect(),
-            slots: (0..size)
-                .map(|_| Slot {
-                    words: std::array::from_fn(|_| AtomicU64::new(0)),
-                    seen: AtomicU64::new(0),
-                    aux: AtomicU64::new(0),
-                    order: AtomicU64::new(0),
-                })
-                .collect(),
-            orders: (0..size / BUCKET).map(|_| AtomicU64::new(0)).collect(),
+            states: zeroed(size),
+            slots: zeroed(size),
+            orders: zeroed(size / BUCKET),
         }
     }
 
@@ -214,13 +276,21 @@ impl<const W: usize> SlotTable<W> {
         self.slots.len()
     }
 
-    /// The bucket a hash selects.
-    pub fn bucket(&self, hash: u64) -> usize {
-        ((hash >> 32) as usize) & (self.orders.len() - 1)
+    /// The two buckets a hash selects (from its two halves).
+    pub fn home(&self, hash: u64) -> Home {
+        let mask = self.orders.len() - 1;
+        Home {
+            first: ((hash >> 32) as usize) & mask,
+            second: (mix(hash) as usize) & mask,
+        }
     }
 
     fn range(&self, bucket: usize) -> std::ops::Range<usize> {
         bucket * BUCKET..(bucket + 1) * BUCKET
+    }
+
+    fn slots_of(&self, home: Home) -> impl Iterator<Item = usize> + '_ {
+        home.buckets().flat_map(|b| self.range(b))
     }
 
     pub fn slot(&self, idx: usize) -> &Slot<W> {
@@ -252,17 +322,17 @@ impl<const W: usize> SlotTable<W> {
         }
     }
 
-    /// The live entry of `bucket` whose tag matches and whose words satisfy `key`. With
+    /// The live entry of `home` whose tag matches and whose words satisfy `key`. With
     /// `wait`, first waits out inserts in progress that may be of the same key.
     pub fn find(
         &self,
-        bucket: usize,
+        home: Home,
         tag_of: TagOf,
         tag: u16,
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
-        for idx in self.range(bucket) {
+        for idx in self.slots_of(home) {
             loop {
                 let s = State(self.states[idx].load(Ordering::Acquire));
                 let t = match tag_of {
@@ -307,18 +377,18 @@ impl<const W: usize> SlotTable<W> {
             .is_ok()
     }
 
-    /// Inserts the entry `make(slot)` under `key` (whose orig tag is `otag`) into
-    /// `bucket`, unless it is there: see the module documentation. `victim` judges
-    /// occupied slots; `make` is called once per attempt with the slot index and returns
-    /// the words and the reply tag; `init` sets the new slot's `seen` and `aux`.
+    /// Inserts the entry `make()` under `key` (whose orig tag is `otag`) into `home`,
+    /// unless it is there: see the module documentation. `victim` judges occupied
+    /// slots; `make` is called once per attempt and returns the words and the reply
+    /// tag; `init` sets the new slot's `seen` and `aux`.
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
-        bucket: usize,
+        home: Home,
         otag: u16,
         key: impl Fn(&[u64; W]) -> bool,
         victim: impl Fn(usize, &[u64; W]) -> Victim,
-        mut make: impl FnMut(usize) -> ([u64; W], u16),
+        mut make: impl FnMut() -> ([u64; W], u16),
         init: impl Fn(&Slot<W>),
     ) -> Inserted<W> {
         loop {
@@ -326,17 +396,17 @@ impl<const W: usize> SlotTable<W> {
             // expired entry of the same key is the slot to reuse, so that every worker
             // renewing it competes for that one slot.
             let mut target = None;
-            if let Some(f) = self.find(bucket, TagOf::Orig, otag, &key, true) {
+            if let Some(f) = self.find(home, TagOf::Orig, otag, &key, true) {
                 match victim(f.idx, &f.words) {
                     Victim::Expired => target = Some((f.idx, f.state, false)),
                     _ => return Inserted::Existing(f),
                 }
             }
             // 2. A free, expired or evictable slot.
-            let Some((idx, old, evicted)) = target.or_else(|| self.pick(bucket, &victim)) else {
+            let Some((idx, old, evicted)) = target.or_else(|| self.pick(home, &victim)) else {
                 return Inserted::Full;
             };
-            let (words, rtag) = make(idx);
+            let (words, rtag) = make();
             let version = old.version() + 1;
             let busy = State::new(BUSY, otag, rtag, version);
             if self.states[idx]
@@ -351,12 +421,12 @@ impl<const W: usize> SlotTable<W> {
                 w.store(v, Ordering::Relaxed);
             }
             init(slot);
-            let order = self.orders[bucket].fetch_add(1, Ordering::SeqCst);
+            let order = self.orders[home.first].fetch_add(1, Ordering::SeqCst);
             slot.order.store(order, Ordering::Relaxed);
             let pending = busy.with_phase(PENDING);
             self.states[idx].store(pending.0, Ordering::SeqCst);
             // 3. Did an earlier insert of the same key get there first?
-            if self.first_of_key(bucket, idx, otag, order, &key, &victim) {
+            if self.first_of_key(home, idx, otag, order, &key, &victim) {
                 let live = busy.with_phase(LIVE);
                 self.states[idx].store(live.0, Ordering::SeqCst);
                 return Inserted::New {
@@ -372,17 +442,17 @@ impl<const W: usize> SlotTable<W> {
         }
     }
 
-    /// True when no other slot of `bucket` holds the same key from an earlier insert.
+    /// True when no other slot of `home` holds the same key from an earlier insert.
     fn first_of_key(
         &self,
-        bucket: usize,
+        home: Home,
         me: usize,
         otag: u16,
         order: u64,
         key: &impl Fn(&[u64; W]) -> bool,
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> bool {
-        for idx in self.range(bucket).filter(|&i| i != me) {
+        for idx in self.slots_of(home).filter(|&i| i != me) {
             loop {
                 let s = State(self.states[idx].load(Ordering::SeqCst));
                 if s.phase() == FREE || s.otag() != otag {
@@ -414,38 +484,54 @@ impl<const W: usize> SlotTable<W> {
         true
     }
 
-    /// The slot a new entry of `bucket` takes: free first, then expired, then the oldest
-    /// evictable one (flagged `true`).
+    /// The slot a new entry of `home` takes: a free one of the bucket with more free
+    /// slots (the first on a tie), then an expired one, then the oldest evictable one
+    /// (flagged `true`).
     fn pick(
         &self,
-        bucket: usize,
+        home: Home,
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> Option<(usize, State, bool)> {
+        let mut free: [(usize, Option<(usize, State)>); 2] = [(0, None); 2];
+        for (i, bucket) in home.buckets().enumerate() {
+            for idx in self.range(bucket) {
+                let s = State(self.states[idx].load(Ordering::Acquire));
+                if s.phase() == FREE {
+                    free[i].0 += 1;
+                    free[i].1.get_or_insert((idx, s));
+                }
+            }
+        }
+        let best = if free[1].0 > free[0].0 {
+            free[1]
+        } else {
+            free[0]
+        };
+        if let (_, Some((idx, s))) = best {
+            return Some((idx, s, false));
+        }
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
-        for idx in self.range(bucket) {
+        for idx in self.slots_of(home) {
             let s = State(self.states[idx].load(Ordering::Acquire));
-            match s.phase() {
-                FREE => return Some((idx, s, false)),
-                LIVE => {
-                    let Some(words) = self.read_at(idx, s) else {
-                        continue;
-                    };
-                    match victim(idx, &words) {
-                        Victim::Expired => {
-                            if expired.is_none() {
-                                expired = Some((idx, s, false));
-                            }
-                        }
-                        Victim::Evictable(age) => {
-                            if oldest.is_none_or(|(a, _, _)| age < a) {
-                                oldest = Some((age, idx, s));
-                            }
-                        }
-                        Victim::Keep => {}
+            if s.phase() != LIVE {
+                continue;
+            }
+            let Some(words) = self.read_at(idx, s) else {
+                continue;
+            };
+            match victim(idx, &words) {
+                Victim::Expired => {
+                    if expired.is_none() {
+                        expired = Some((idx, s, false));
                     }
                 }
-                _ => {}
+                Victim::Evictable(age) => {
+                    if oldest.is_none_or(|(a, _, _)| age < a) {
+                        oldest = Some((age, idx, s));
+                    }
+                }
+                Victim::Keep => {}
             }
         }
         expired.or(oldest.map(|(_, idx, s)| (idx, s, true)))
@@ -524,6 +610,21 @@ impl Tuple {
 /// original direction, which is also the destination of replies that were not SNATed.
 fn side_hash(proto: u8, ip: Ipv4Addr, port: u16) -> u64 {
     mix((u32::from(ip) as u64) << 24 | (port as u64) << 8 | proto as u64)
+}
+
+/// The two key words of a tuple in the reply index.
+fn reply_key(t: &Tuple) -> (u64, u64) {
+    let ip = |a: Ipv4Addr| u32::from(a) as u64;
+    (
+        ip(t.src) << 32 | ip(t.dst),
+        (t.sport as u64) << 48 | (t.dport as u64) << 32 | (t.proto as u64) << 24 | 1,
+    )
+}
+
+/// The hash of a whole tuple, which picks its home in the reply index.
+fn tuple_hash(t: &Tuple) -> u64 {
+    let (a, b) = reply_key(t);
+    mix(a ^ mix(b))
 }
 
 /// Where the client of a flow is, which decides where its replies go after translation.
@@ -817,7 +918,8 @@ pub enum Insert {
     Existing(Hit),
     /// A new entry; `evicted` when an unassured flow was pushed out to make room.
     New { hit: Hit, evicted: bool },
-    /// No room: the bucket holds only assured flows.
+    /// No room: the flow's buckets hold only assured flows, or no source port is left
+    /// that would make its reply tuple unique.
     Full,
 }
 
@@ -837,18 +939,130 @@ pub struct ConntrackEntry {
     pub expires_in_ns: u64,
 }
 
+/// The source ports a flow may be given when its reply tuple must be made unique:
+/// 1024-65535 without the node-port range, so that no masqueraded flow ever holds a port
+/// a NodePort listens on (kube-proxy's IPVS masquerade once picked one,
+/// kubernetes#139276).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnatPorts {
+    /// The node-port range, first and last.
+    excluded: (u16, u16),
+}
+
+impl SnatPorts {
+    /// The lowest port SNAT gives out: below it are the well-known ports.
+    pub const FIRST: u16 = 1024;
+
+    /// Every port from [`SnatPorts::FIRST`] up but those in `first..=last`.
+    pub fn excluding(first: u16, last: u16) -> SnatPorts {
+        SnatPorts {
+            excluded: (first.max(SnatPorts::FIRST), last.max(first)),
+        }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        port >= SnatPorts::FIRST && !(self.excluded.0..=self.excluded.1).contains(&port)
+    }
+
+    /// How many ports there are.
+    fn count(&self) -> u32 {
+        let (a, b) = self.excluded;
+        65536 - SnatPorts::FIRST as u32 - (b as u32 - a as u32 + 1)
+    }
+
+    /// The `k`-th port, in order, `k < count()`.
+    fn nth(&self, k: u32) -> u16 {
+        let (a, b) = self.excluded;
+        let p = SnatPorts::FIRST as u32 + k;
+        if p < a as u32 {
+            p as u16
+        } else {
+            (p + (b as u32 - a as u32 + 1)) as u16
+        }
+    }
+}
+
+impl Default for SnatPorts {
+    /// Without Kubernetes' default node-port range, 30000-32767.
+    fn default() -> SnatPorts {
+        SnatPorts::excluding(30000, 32767)
+    }
+}
+
+/// The source ports one new flow tries, in a fixed order of its own: a walk over every
+/// port of the range from a start and with a stride (coprime with the range's size, so it
+/// visits each port once) both hashed from the flow. Deterministic, so a simulated run
+/// gives every flow the same port each time; spread, so that a nearly full range still
+/// finds a free port in few steps, where a linear walk would crawl along runs of taken
+/// ones.
+struct PortWalk {
+    ports: SnatPorts,
+    next: u32,
+    stride: u32,
+    left: u32,
+}
+
+impl PortWalk {
+    fn new(flow: &Flow, ports: SnatPorts) -> PortWalk {
+        let n = ports.count();
+        let h = mix(side_hash(flow.orig.proto, flow.orig.src, flow.orig.sport)
+            ^ side_hash(flow.xlat.proto, flow.xlat.dst, flow.xlat.dport).rotate_left(17));
+        let mut stride = 1 + (h >> 32) as u32 % (n - 1).max(1);
+        while gcd(stride, n) != 1 {
+            stride += 1;
+        }
+        PortWalk {
+            ports,
+            next: h as u32 % n,
+            stride,
+            left: n,
+        }
+    }
+}
+
+impl Iterator for PortWalk {
+    type Item = u16;
+    fn next(&mut self) -> Option<u16> {
+        self.left = self.left.checked_sub(1)?;
+        let p = self.ports.nth(self.next);
+        self.next = ((self.next as u64 + self.stride as u64) % self.ports.count() as u64) as u32;
+        Some(p)
+    }
+}
+
+fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// The connection tracking table.
+///
+/// A flow lives in the home of its client side, which is also where its replies look
+/// when they come back to the client's own address and port. A flow whose source was
+/// translated (SNAT: masquerade, hairpin, a port moved to keep its reply unique) has
+/// replies addressed elsewhere; for those, `replies` maps the reply tuple to the flow's
+/// slot, as Linux keeps a second hash entry per connection for its reply direction. An
+/// index entry is valid while the slot it names holds a live flow with that reply tuple;
+/// a stale one counts as expired and is reused.
 pub struct Conntrack {
     table: SlotTable<5>,
+    /// words: reply src << 32 | dst, sport << 48 | dport << 32 | proto << 24 | 1, slot.
+    replies: SlotTable<3>,
     used: AtomicBool,
+    snat_used: AtomicBool,
 }
 
 impl Conntrack {
-    /// A table of `size` slots (a power of two, at most [`MAX_SIZE`]).
+    /// A table of `size` slots (rounded up to a power of two), for up to about half as
+    /// many flows.
     pub fn new(size: usize) -> Conntrack {
         Conntrack {
-            table: SlotTable::new(size.min(MAX_SIZE)),
+            table: SlotTable::new(size),
+            replies: SlotTable::new(size),
             used: AtomicBool::new(false),
+            snat_used: AtomicBool::new(false),
         }
     }
 
@@ -860,11 +1074,6 @@ impl Conntrack {
     /// True once any flow was inserted: until then lookups can be skipped.
     pub fn is_used(&self) -> bool {
         self.used.load(Ordering::Relaxed)
-    }
-
-    /// The SNAT source port of a flow in slot `idx`.
-    pub fn snat_port(idx: usize) -> u16 {
-        SNAT_PORT_BASE + idx as u16
     }
 
     fn expired(&self, idx: usize, proto: u8, now: u64, to: &Timeouts) -> bool {
@@ -884,34 +1093,45 @@ impl Conntrack {
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
     pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
-        let bucket = self.table.bucket(side_hash(t.proto, t.src, t.sport));
+        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
         let f = self
             .table
-            .find(bucket, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
+            .find(home, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
         (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f, Dir::Orig))
     }
 
     /// The live flow whose reply tuple is `t`.
     pub fn find_reply(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
-        let live = |f: Found<5>| {
-            let hit = self.hit(f, Dir::Reply);
-            (hit.flow.reply() == *t && !self.expired(f.idx, t.proto, now, to)).then_some(hit)
-        };
-        // A SNATed flow: the port names the slot.
-        if let Some(idx) = t.dport.checked_sub(SNAT_PORT_BASE) {
-            if let Some(hit) = self.table.read(idx as usize).and_then(live) {
-                return Some(hit);
+        if self.snat_used.load(Ordering::Relaxed) {
+            let (k0, k1) = reply_key(t);
+            let home = self.replies.home(tuple_hash(t));
+            if let Some(f) = self.replies.find(
+                home,
+                TagOf::Orig,
+                t.tag(),
+                |w| w[0] == k0 && w[1] == k1,
+                false,
+            ) {
+                if let Some(hit) = self.indexed(f.words[2] as usize, t, now, to) {
+                    return Some(hit);
+                }
             }
         }
-        let bucket = self.table.bucket(side_hash(t.proto, t.dst, t.dport));
+        let home = self.table.home(side_hash(t.proto, t.dst, t.dport));
         let f = self.table.find(
-            bucket,
+            home,
             TagOf::Reply,
             t.tag(),
             |w| Flow::decode(w).reply() == *t,
             false,
         )?;
-        live(f)
+        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f, Dir::Reply))
+    }
+
+    /// The flow in slot `idx` if it is live and its reply tuple is `t`.
+    fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
+        let hit = self.hit(self.table.read(idx)?, Dir::Reply);
+        (hit.flow.reply() == *t && !self.expired(idx, t.proto, now, to)).then_some(hit)
     }
 
     /// The live flow `t` belongs to, in either direction.
@@ -920,21 +1140,24 @@ impl Conntrack {
             .or_else(|| self.find_reply(t, now, to))
     }
 
-    /// Tracks the flow whose first packet has tuple `orig` and TCP flags `flags`, unless
-    /// it is tracked already. `make` gets the SNAT port of the slot the flow would take
-    /// and returns the flow; it may be called more than once when workers race.
+    /// Tracks `flow`, whose first packet had TCP flags `flags`, unless its original tuple
+    /// is tracked already (then the flow found is returned, maybe one another worker
+    /// inserted at the same instant). Reply tuples are unique, as Linux's NAT makes them:
+    /// when another flow already has this one's reply tuple (two clients masqueraded to
+    /// one address, or one client socket reaching one endpoint through two services), or
+    /// when the flow is masqueraded from a port outside `ports`, its source port moves to
+    /// a free one of `ports`; a masqueraded flow keeps its client's port when it can.
     pub fn insert(
         &self,
-        orig: &Tuple,
+        mut flow: Flow,
+        ports: SnatPorts,
         now: u64,
         to: &Timeouts,
         flags: u8,
-        mut make: impl FnMut(u16) -> Flow,
     ) -> Insert {
         self.used.store(true, Ordering::Relaxed);
-        let bucket = self
-            .table
-            .bucket(side_hash(orig.proto, orig.src, orig.sport));
+        let orig = flow.orig;
+        let home = self.table.home(side_hash(orig.proto, orig.src, orig.sport));
         let victim = |idx: usize, w: &[u64; 5]| {
             let proto = (w[1] >> 24) as u8;
             if self.expired(idx, proto, now, to) {
@@ -948,28 +1171,92 @@ impl Conntrack {
             }
         };
         let aux = initial_aux(orig.proto, flags);
-        let r = self.table.insert(
-            bucket,
-            orig.tag(),
-            |w| Flow::orig_is(w, orig),
-            victim,
-            |idx| {
-                let flow = make(Conntrack::snat_port(idx));
-                (flow.encode(), flow.reply().tag())
-            },
-            |slot| {
-                slot.seen.store(now, Ordering::Relaxed);
-                slot.aux.store(aux, Ordering::Relaxed);
-            },
-        );
-        match r {
-            Inserted::Existing(f) => Insert::Existing(self.hit(f, Dir::Orig)),
-            Inserted::New { found, evicted } => Insert::New {
-                hit: self.hit(found, Dir::Orig),
-                evicted,
-            },
-            Inserted::Full => Insert::Full,
+        let mut walk = PortWalk::new(&flow, ports);
+        if flow.is_snat() && !ports.contains(flow.xlat.sport) {
+            match walk.next() {
+                Some(p) => flow.xlat.sport = p,
+                None => return Insert::Full,
+            }
         }
+        loop {
+            if self.find_reply(&flow.reply(), now, to).is_some() {
+                match walk.next() {
+                    Some(p) => flow.xlat.sport = p,
+                    None => return Insert::Full,
+                }
+                continue;
+            }
+            let r = self.table.insert(
+                home,
+                orig.tag(),
+                |w| Flow::orig_is(w, &orig),
+                victim,
+                || (flow.encode(), flow.reply().tag()),
+                |slot| {
+                    slot.seen.store(now, Ordering::Relaxed);
+                    slot.aux.store(aux, Ordering::Relaxed);
+                },
+            );
+            let (found, evicted) = match r {
+                Inserted::Existing(f) => return Insert::Existing(self.hit(f, Dir::Orig)),
+                Inserted::Full => return Insert::Full,
+                Inserted::New { found, evicted } => (found, evicted),
+            };
+            let hit = self.hit(found, Dir::Orig);
+            if !flow.is_snat() {
+                return Insert::New { hit, evicted };
+            }
+            match self.index(&flow.reply(), found.idx, now, to) {
+                Inserted::New { .. } => return Insert::New { hit, evicted },
+                // An entry left from an earlier flow of this slot with the same reply
+                // tuple: it names this flow now.
+                Inserted::Existing(f) if f.words[2] as usize == found.idx => {
+                    return Insert::New { hit, evicted }
+                }
+                // Another worker's new flow took this reply tuple a moment ago.
+                Inserted::Existing(_) => {
+                    self.table.remove(&found);
+                    match walk.next() {
+                        Some(p) => flow.xlat.sport = p,
+                        None => return Insert::Full,
+                    }
+                }
+                Inserted::Full => {
+                    self.table.remove(&found);
+                    return Insert::Full;
+                }
+            }
+        }
+    }
+
+    /// Enters reply tuple `t` of the flow in slot `idx` into the reply index.
+    fn index(&self, t: &Tuple, idx: usize, now: u64, to: &Timeouts) -> Inserted<3> {
+        self.snat_used.store(true, Ordering::Relaxed);
+        let (k0, k1) = reply_key(t);
+        let valid = |w: &[u64; 3]| {
+            let t = Tuple::new(
+                (w[1] >> 24) as u8,
+                Ipv4Addr::from((w[0] >> 32) as u32),
+                (w[1] >> 48) as u16,
+                Ipv4Addr::from(w[0] as u32),
+                (w[1] >> 32) as u16,
+            );
+            self.indexed(w[2] as usize, &t, now, to).is_some()
+        };
+        self.replies.insert(
+            self.replies.home(tuple_hash(t)),
+            t.tag(),
+            |w| w[0] == k0 && w[1] == k1,
+            |_, w| {
+                if valid(w) {
+                    Victim::Keep
+                } else {
+                    Victim::Expired
+                }
+            },
+            || ([k0, k1, idx as u64], 0),
+            |_| {},
+        )
     }
 
     /// Records a packet of `hit`'s flow going `dir` with TCP flags `flags` at `now`.
@@ -1081,6 +1368,7 @@ impl Conntrack {
     /// Forgets every flow, as a restart does.
     pub fn clear(&self) {
         self.table.clear();
+        self.replies.clear();
     }
 }
 
@@ -1149,7 +1437,8 @@ mod tests {
         let ct = Conntrack::new(64);
         let to = Timeouts::default();
         let t = udp(40000);
-        let Insert::New { hit, .. } = ct.insert(&t, 0, &to, 0, |_| to_ep(t, ip(40))) else {
+        let Insert::New { hit, .. } = ct.insert(to_ep(t, ip(40)), SnatPorts::default(), 0, &to, 0)
+        else {
             panic!()
         };
         assert!(ct.find_orig(&t, 30 * SECOND, &to, false).is_some());
@@ -1174,14 +1463,14 @@ mod tests {
         for p in 0..BUCKET as u16 {
             let t = udp(1000 + p);
             assert!(matches!(
-                ct.insert(&t, p as u64, &to, 0, |_| to_ep(t, ip(40))),
+                ct.insert(to_ep(t, ip(40)), SnatPorts::default(), p as u64, &to, 0),
                 Insert::New { evicted: false, .. }
             ));
         }
         // Unanswered: the oldest goes.
         let t = udp(2000);
         assert!(matches!(
-            ct.insert(&t, 100, &to, 0, |_| to_ep(t, ip(40))),
+            ct.insert(to_ep(t, ip(40)), SnatPorts::default(), 100, &to, 0),
             Insert::New { evicted: true, .. }
         ));
         assert!(ct.find_orig(&udp(1000), 100, &to, false).is_none());
@@ -1191,34 +1480,178 @@ mod tests {
         }
         let t = udp(3000);
         assert!(matches!(
-            ct.insert(&t, 100, &to, 0, |_| to_ep(t, ip(40))),
+            ct.insert(to_ep(t, ip(40)), SnatPorts::default(), 100, &to, 0),
             Insert::Full
         ));
         // Expired ones make room again.
         assert!(matches!(
-            ct.insert(&t, 1000 * SECOND, &to, 0, |_| to_ep(t, ip(40))),
+            ct.insert(
+                to_ep(t, ip(40)),
+                SnatPorts::default(),
+                1000 * SECOND,
+                &to,
+                0
+            ),
             Insert::New { evicted: false, .. }
         ));
     }
 
     #[test]
-    fn snat_replies_are_found_by_port() {
+    fn snat_replies_are_found_through_the_index() {
         let ct = Conntrack::new(1024);
         let to = Timeouts::default();
         let t = Tuple::new(PROTO_TCP, Ipv4Addr::new(172, 16, 9, 9), 5555, ip(1), 30080);
-        let Insert::New { hit, .. } = ct.insert(&t, 0, &to, TCP_SYN, |port| {
+        let masq = |t: Tuple| {
             Flow::new(
                 t,
-                Tuple::new(PROTO_TCP, ip(1), port, ip(34), 8080),
+                Tuple::new(PROTO_TCP, ip(1), t.sport, ip(34), 8080),
                 Client::Routed,
             )
-        }) else {
+        };
+        let Insert::New { hit, .. } = ct.insert(masq(t), SnatPorts::default(), 0, &to, TCP_SYN)
+        else {
             panic!()
         };
-        assert_eq!(hit.flow.xlat.sport, Conntrack::snat_port(hit.slot()));
+        // The client's own port is kept while it is unique.
+        assert_eq!(hit.flow.xlat.sport, 5555);
         let r = ct.find_reply(&hit.flow.reply(), 0, &to).unwrap();
         assert_eq!(r.flow, hit.flow);
         assert_eq!(r.dir, Dir::Reply);
+        // A second client with the same port, masqueraded to the same address and
+        // endpoint, gets another port; both replies find their own flow.
+        let u = Tuple {
+            src: Ipv4Addr::new(172, 16, 9, 10),
+            ..t
+        };
+        let Insert::New { hit: other, .. } =
+            ct.insert(masq(u), SnatPorts::default(), 0, &to, TCP_SYN)
+        else {
+            panic!()
+        };
+        assert_ne!(other.flow.xlat.sport, 5555);
+        assert!(SnatPorts::default().contains(other.flow.xlat.sport));
+        assert_eq!(
+            ct.find_reply(&other.flow.reply(), 0, &to)
+                .unwrap()
+                .flow
+                .orig,
+            u
+        );
+        assert_eq!(
+            ct.find_reply(&hit.flow.reply(), 0, &to).unwrap().flow.orig,
+            t
+        );
+        // Once the first flow is gone its reply tuple is free again: the index entry
+        // that named it is stale and neither found nor in the way.
+        assert!(ct.remove(&hit));
+        assert!(ct.find_reply(&hit.flow.reply(), 0, &to).is_none());
+        let Insert::New { hit: again, .. } =
+            ct.insert(masq(t), SnatPorts::default(), 0, &to, TCP_SYN)
+        else {
+            panic!()
+        };
+        assert_eq!(again.flow.xlat.sport, 5555);
+    }
+
+    #[test]
+    fn snat_ports_skip_the_node_port_range_and_well_known_ports() {
+        let ports = SnatPorts::default();
+        assert_eq!(ports.count(), 65536 - 1024 - 2768);
+        let all: Vec<u16> = (0..ports.count()).map(|k| ports.nth(k)).collect();
+        assert_eq!(all[0], 1024);
+        assert_eq!(*all.last().unwrap(), 65535);
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert!(all
+            .iter()
+            .all(|&p| ports.contains(p) && !(30000..=32767).contains(&p)));
+        // A walk visits every port once.
+        let f = to_ep(udp(9), ip(40));
+        let mut walked: Vec<u16> = PortWalk::new(&f, ports).collect();
+        walked.sort();
+        assert_eq!(walked, all);
+        // A masqueraded client whose own port is a node port leaves from another one.
+        let ct = Conntrack::new(64);
+        let to = Timeouts::default();
+        let t = Tuple::new(PROTO_UDP, ip(33), 30080, vip(), 53);
+        let flow = Flow::new(
+            t,
+            Tuple::new(PROTO_UDP, ip(1), 30080, ip(40), 53),
+            Client::Routed,
+        );
+        let Insert::New { hit, .. } = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        assert!(
+            ports.contains(hit.flow.xlat.sport),
+            "{}",
+            hit.flow.xlat.sport
+        );
+    }
+
+    /// The scale the table is built for: a million flows, every one found again with its
+    /// translation, in both directions; and 60,000 flows masqueraded to one address and
+    /// one endpoint at once, each with its own source port.
+    #[test]
+    fn a_million_flows_and_sixty_thousand_snat_ports() {
+        let ct = Conntrack::new(HOST_SIZE);
+        let to = Timeouts::default();
+        let client = |i: u32| {
+            Tuple::new(
+                PROTO_TCP,
+                Ipv4Addr::from(0x0a00_0000 | (i >> 4)),
+                40000 + (i & 15) as u16,
+                vip(),
+                80,
+            )
+        };
+        let ep = |i: u32| Ipv4Addr::new(10, 1, (i % 7) as u8, 2 + (i % 5) as u8);
+        const FLOWS: u32 = 1_000_000;
+        for i in 0..FLOWS {
+            let t = client(i);
+            let r = ct.insert(to_ep(t, ep(i)), SnatPorts::default(), 0, &to, TCP_SYN);
+            assert!(matches!(r, Insert::New { evicted: false, .. }), "flow {i}");
+        }
+        for i in 0..FLOWS {
+            let t = client(i);
+            let hit = ct.find_orig(&t, 1, &to, false).expect("found");
+            assert_eq!(hit.flow.xlat.dst, ep(i));
+            assert_eq!(
+                ct.find_reply(&hit.flow.reply(), 1, &to).unwrap().slot(),
+                hit.slot()
+            );
+        }
+
+        let ct = Conntrack::new(1 << 18);
+        const SNAT: u32 = 60_000;
+        let mut ports = std::collections::HashSet::new();
+        let from = |i: u32| {
+            Tuple::new(
+                PROTO_TCP,
+                Ipv4Addr::from(0xac10_0000 | i),
+                5555,
+                ip(1),
+                30080,
+            )
+        };
+        for i in 0..SNAT {
+            let t = from(i);
+            let flow = Flow::new(
+                t,
+                Tuple::new(PROTO_TCP, ip(1), t.sport, ip(34), 8080),
+                Client::Routed,
+            );
+            let Insert::New { hit, .. } = ct.insert(flow, SnatPorts::default(), 0, &to, TCP_SYN)
+            else {
+                panic!("flow {i}")
+            };
+            assert!(SnatPorts::default().contains(hit.flow.xlat.sport));
+            assert!(ports.insert(hit.flow.xlat.sport), "port given twice");
+        }
+        for i in 0..SNAT {
+            let hit = ct.find_orig(&from(i), 1, &to, false).unwrap();
+            let back = ct.find_reply(&hit.flow.reply(), 1, &to).unwrap();
+            assert_eq!(back.flow.orig, from(i));
+        }
     }
 
     /// Two inserts of one key caught between publishing and confirming (both PENDING):
@@ -1232,6 +1665,7 @@ mod tests {
         let key = |x: &[u64; 5]| Flow::orig_is(x, &t);
         let victim = |_: usize, _: &[u64; 5]| Victim::Keep;
         let table = &ct.table;
+        let one = table.home(0);
         let put = |idx: usize, phase: u64, words: [u64; 5], order: u64| {
             for (a, v) in table.slots[idx].words.iter().zip(words) {
                 a.store(v, Ordering::Relaxed);
@@ -1242,17 +1676,17 @@ mod tests {
         };
         put(3, PENDING, w, 5);
         put(9, PENDING, w, 6);
-        assert!(table.first_of_key(0, 3, t.tag(), 5, &key, &victim));
-        assert!(!table.first_of_key(0, 9, t.tag(), 6, &key, &victim));
+        assert!(table.first_of_key(one, 3, t.tag(), 5, &key, &victim));
+        assert!(!table.first_of_key(one, 9, t.tag(), 6, &key, &victim));
         // Another key with the same tag does not count.
         put(3, PENDING, to_ep(udp(8), ip(40)).encode(), 5);
-        assert!(table.first_of_key(0, 9, t.tag(), 6, &key, &victim));
+        assert!(table.first_of_key(one, 9, t.tag(), 6, &key, &victim));
         // A live entry of the key wins over a pending insert with any number.
         put(3, LIVE, w, 99);
-        assert!(!table.first_of_key(0, 9, t.tag(), 6, &key, &victim));
+        assert!(!table.first_of_key(one, 9, t.tag(), 6, &key, &victim));
         // ... unless it expired.
         let expired = |_: usize, _: &[u64; 5]| Victim::Expired;
-        assert!(table.first_of_key(0, 9, t.tag(), 6, &key, &expired));
+        assert!(table.first_of_key(one, 9, t.tag(), 6, &key, &expired));
     }
 
     /// Many threads insert, look up and remove flows at once. Every thread's own flows
@@ -1278,7 +1712,8 @@ mod tests {
                         // Every thread: the same tuple, each proposing its own endpoint.
                         let t = udp(10_000 + i);
                         barrier.wait();
-                        let r = ct.insert(&t, 0, &to, 0, |_| to_ep(t, ip(100 + w as u8)));
+                        let r =
+                            ct.insert(to_ep(t, ip(100 + w as u8)), SnatPorts::default(), 0, &to, 0);
                         let flow = match r {
                             Insert::New { hit, .. } | Insert::Existing(hit) => hit.flow,
                             Insert::Full => panic!("full"),
@@ -1287,23 +1722,21 @@ mod tests {
                     }
                     let own = |i: u16| Tuple::new(PROTO_TCP, ip(w as u8), 20_000 + i, vip(), 80);
                     let make = |t: Tuple| {
-                        move |port| {
-                            Flow::new(
-                                t,
-                                Tuple::new(PROTO_TCP, ip(1), port, ip(200), 8080),
-                                Client::Routed,
-                            )
-                        }
+                        Flow::new(
+                            t,
+                            Tuple::new(PROTO_TCP, ip(1), t.sport, ip(200), 8080),
+                            Client::Routed,
+                        )
                     };
                     for i in 0..OWN {
                         let t = own(i);
-                        let r = ct.insert(&t, 0, &to, TCP_SYN, make(t));
+                        let r = ct.insert(make(t), SnatPorts::default(), 0, &to, TCP_SYN);
                         assert!(matches!(r, Insert::New { evicted: false, .. }));
                         // Remove every fourth again, re-insert it.
                         if i % 4 == 0 {
                             let hit = ct.find_orig(&t, 0, &to, false).unwrap();
                             assert!(ct.remove(&hit));
-                            let r = ct.insert(&t, 0, &to, TCP_SYN, make(t));
+                            let r = ct.insert(make(t), SnatPorts::default(), 0, &to, TCP_SYN);
                             assert!(matches!(r, Insert::New { .. }));
                         }
                     }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ipnetwork::Ipv4Network;
 
-use crate::conntrack::Timeouts;
+use crate::conntrack::{SnatPorts, Timeouts};
 use crate::counters::Counters;
 use crate::mac::Mac;
 use crate::routes::{NextHop, RouteTable};
@@ -128,6 +128,8 @@ pub struct NodeConfig {
     pub neighbour_timeout_ns: u64,
     /// A packet waits at most this long for ARP resolution (ns).
     pub arp_wait_ns: u64,
+    /// The source ports SNAT may use: not the cluster's node-port range.
+    pub snat_ports: SnatPorts,
 }
 
 impl NodeConfig {
@@ -152,6 +154,7 @@ impl NodeConfig {
             mac_aging_ns: 300 * SECOND,
             neighbour_timeout_ns: 60 * SECOND,
             arp_wait_ns: SECOND,
+            snat_ports: SnatPorts::default(),
         }
     }
 

@@ -437,12 +437,12 @@ impl Affinity {
     ) -> (Ipv4Addr, Option<u32>) {
         let (k0, k1) = Affinity::key(client, p);
         let h = conntrack::mix(k0 ^ conntrack::mix(k1));
-        let bucket = self.table.bucket(h);
+        let home = self.table.home(h);
         let tag = (h >> 8) as u16;
         let key = |w: &[u64; 4]| w[0] == k0 && w[1] == k1;
         let endpoint = |w: &[u64; 4]| Ipv4Addr::from(w[2] as u32);
         for _ in 0..4 {
-            if let Some(f) = self.table.find(bucket, TagOf::Orig, tag, key, true) {
+            if let Some(f) = self.table.find(home, TagOf::Orig, tag, key, true) {
                 if !self.expired(f.idx, &f.words, now) {
                     if candidates.contains(&endpoint(&f.words)) {
                         self.table
@@ -464,11 +464,11 @@ impl Affinity {
                 }
             };
             let r = self.table.insert(
-                bucket,
+                home,
                 tag,
                 key,
                 victim,
-                |_| ([k0, k1, u32::from(choice) as u64, timeout], 0),
+                || ([k0, k1, u32::from(choice) as u64, timeout], 0),
                 |slot| slot.seen.store(now, Ordering::Relaxed),
             );
             match r {
@@ -752,30 +752,23 @@ impl Balancer {
             dport: port.target_port,
             ..t
         };
-        // Two flows may not share a reply tuple (one client socket reaching one endpoint
-        // through two services): the second one gets a new source port, as Linux's NAT
-        // makes tuples unique.
-        let clash =
-            masquerade.is_none() && self.ct.find_reply(&target.reversed(), now, to).is_some();
         let client = match from {
             Origin::Host => Client::Host,
             Origin::Underlay(mac) => Client::Underlay(mac),
             Origin::Pod | Origin::Peer => Client::Routed,
         };
-        let r = self.ct.insert(&t, now, to, l4.flags, |snat_port| Flow {
+        let flow = Flow {
             orig: t,
             xlat: Tuple {
                 src: masquerade.unwrap_or(t.src),
-                sport: if masquerade.is_some() || clash {
-                    snat_port
-                } else {
-                    t.sport
-                },
                 ..target
             },
             client,
             affinity,
-        });
+        };
+        // Conntrack keeps reply tuples unique: a masqueraded flow, or one client socket
+        // reaching one endpoint through two services, may leave with another source port.
+        let r = self.ct.insert(flow, config.snat_ports, now, to, l4.flags);
         match r {
             // Another worker tracked this very flow at the same instant: go its way.
             Insert::Existing(hit) => self.forward(now, pkt, ip, &hit, l4.flags),

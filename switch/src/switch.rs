@@ -55,7 +55,7 @@ const ARP_RETRY_NS: u64 = 200_000_000;
 pub struct Limits {
     pub mac_table: usize,
     pub arp_queue: usize,
-    /// Conntrack slots (a power of two, at most [`crate::conntrack::MAX_SIZE`]).
+    /// Conntrack slots (rounded up to a power of two; about half as many flows fit).
     pub conntrack: usize,
     /// ClientIP session-affinity slots.
     pub affinity: usize,

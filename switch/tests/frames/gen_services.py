@@ -21,11 +21,12 @@ NODE_A = "172.16.0.1"
 WEB, DNS = "10.3.0.50", "10.3.0.10"
 QUERY = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01"
 
-# Values podnet derives, as gen.py's FLOW_SPORT: a SNAT source port is 32768 plus the
-# flow's conntrack slot (the first free slot of the bucket its client side hashes to);
-# the VXLAN source port is the hash of the translated inner flow (flow.rs).
-SNAT_PORT_NODEPORT = 34256
-SNAT_PORT_HAIRPIN = 37008
+# Values podnet derives, as gen.py's FLOW_SPORT: a masqueraded flow keeps its client's
+# source port while its reply tuple stays unique and the port is outside the node-port
+# range, as Linux's NAT does (conntrack.rs, SnatPorts); the VXLAN source port is the
+# hash of the translated inner flow (flow.rs).
+SNAT_PORT_NODEPORT = 5555
+SNAT_PORT_HAIRPIN = 40000
 VXLAN_SPORT_TO_E2 = 51132
 
 
