@@ -21,6 +21,7 @@ use super::model::{Cluster, External, Listen, Node, Pod, Protocol, Role, Underla
 use super::names::{self, Names};
 use super::pool::Pool;
 use super::raw::{RawExternal, RawNode, RawPod};
+use crate::check::Kind;
 
 /// Nodes and externals, with their addresses.
 #[derive(Debug)]
@@ -147,7 +148,8 @@ fn node_subnet(written: &Spanned<String>, cluster: &Cluster) -> Result<Ipv4Netwo
         return Err(Invalid::at(
             written,
             format!("subnet {subnet} is outside pod_cidr {}", cluster.pod_cidr),
-        ));
+        )
+        .plan(Kind::NodeSubnet));
     }
     if subnet.prefix() > 30 {
         return Err(Invalid::at(
@@ -199,7 +201,8 @@ fn node_subnets(nodes: &[HostEntry<'_>], cluster: &Cluster) -> Result<Vec<Ipv4Ne
                     "subnet {subnet} of node {} overlaps subnet {other} of node {}{place}",
                     node.name, owner.name
                 ),
-            ));
+            )
+            .plan(Kind::NodeSubnet));
         }
         explicit.push((subnet, node, written));
     }
@@ -219,14 +222,17 @@ fn node_subnets(nodes: &[HostEntry<'_>], cluster: &Cluster) -> Result<Vec<Ipv4Ne
                 return Err(Invalid::at(
                     node.name_written,
                     format!(
-                        "more nodes than pod_cidr {} has /{len} subnets ({} after the first, \
-                         which is not used): none left for node {}; use a larger pod_cidr \
-                         or a longer node_subnet_len",
-                        cluster.pod_cidr,
+                        "pod_cidr {pod_cidr} holds {available} /{len} subnets, {} nodes: more \
+                         nodes than pod_cidr {pod_cidr} has /{len} subnets ({} after the \
+                         first, which is not used), none left for node {}; use a larger \
+                         pod_cidr or a longer node_subnet_len",
+                        nodes.len(),
                         available - 1,
-                        node.name
+                        node.name,
+                        pod_cidr = cluster.pod_cidr,
                     ),
-                ));
+                )
+                .plan(Kind::NodeSubnets));
             }
             // `index < available <= 2^(32 - prefix)`, so the offset stays inside pod_cidr.
             let offset = u32::try_from(index << host_bits).unwrap_or(u32::MAX);
@@ -468,7 +474,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     "ip {ip} of pod {} is outside the subnet {} of its node {}",
                     entry.name, node.subnet, node.name
                 ),
-            ));
+            )
+            .plan(Kind::PodIp));
         }
         if ip == node.vtep_ip() || ip == node.gateway_ip() || ip == node.subnet.broadcast() {
             return Err(Invalid::at(
@@ -478,7 +485,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                      gateway, the last the broadcast address)",
                     entry.name, node.subnet
                 ),
-            ));
+            )
+            .plan(Kind::PodIp));
         }
         if !pools[entry.node].take(u32::from(ip)) {
             return Err(Invalid::at(
@@ -487,7 +495,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     "ip {ip} of pod {} is already the address of pod {}",
                     entry.name, owners[&ip]
                 ),
-            ));
+            )
+            .plan(Kind::PodIp));
         }
         owners.insert(ip, &entry.name);
     }
@@ -507,6 +516,7 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                             node.subnet, node.name, entry.name
                         ),
                     )
+                    .plan(Kind::PodIp)
                 }),
         })
         .collect()
