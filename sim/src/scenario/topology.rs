@@ -481,9 +481,9 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
             return Err(Invalid::at(
                 written,
                 format!(
-                    "ip {ip} of pod {} is reserved in subnet {} (.0 is the VTEP, .1 the \
-                     gateway, the last the broadcast address)",
-                    entry.name, node.subnet
+                    "ip {ip} of pod {} is reserved in subnet {} of node {} (.0 is the VTEP, \
+                     .1 the gateway, the last the broadcast address)",
+                    entry.name, node.subnet, node.name
                 ),
             )
             .plan(Kind::PodIp));
