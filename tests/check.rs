@@ -356,3 +356,22 @@ fn ports_lists_the_guide_table() {
     assert_eq!(etcd["ports"], "2379-2380");
     assert_eq!(etcd["from"], serde_json::json!(["masters", "workers"]));
 }
+
+#[test]
+fn docs_list_every_finding_kind() {
+    let scenario_md = std::fs::read_to_string(repo("docs/scenario.md")).unwrap();
+    let cli_md = std::fs::read_to_string(repo("docs/cli.md")).unwrap();
+    assert!(scenario_md.contains("## Plan findings"));
+    assert!(cli_md.contains("## podnet check") && cli_md.contains("## podnet ports"));
+    for kind in Kind::ALL {
+        assert!(
+            scenario_md.contains(&format!("| `{}` |", kind.as_str())),
+            "docs/scenario.md lists no `{}`",
+            kind.as_str()
+        );
+    }
+    // The example in cli.md is what the binary prints for tests/check/blocked-port.yaml.
+    let (_, finding) = only_finding("tests/check/blocked-port.yaml");
+    assert!(cli_md.contains(message(&finding)));
+    assert!(cli_md.contains(finding["fix"].as_str().unwrap()));
+}

@@ -77,6 +77,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order docs/scenario.md lists them.
+    pub const ALL: [Kind; 8] = [
+        Kind::Overlap,
+        Kind::NodeSubnets,
+        Kind::NodeSubnet,
+        Kind::PodIp,
+        Kind::ClusterIp,
+        Kind::NodePort,
+        Kind::Mtu,
+        Kind::BlockedPort,
+    ];
+
     /// The snake_case word `--json` prints.
     pub fn as_str(self) -> &'static str {
         match self {
