@@ -170,7 +170,6 @@ fn finding(
     expected_by: Option<&str>,
 ) -> Finding {
     let protocol = requirement.protocol.as_str();
-    let written = port_words(ports);
     let blocker = match rule {
         Some(index) => format!(
             "blocked by firewall rule {} ({})",
@@ -180,7 +179,7 @@ fn finding(
         None => "blocked by the firewall's default (deny; no rule allows it)".to_string(),
     };
     let mut message = format!(
-        "{} <- {} {protocol}/{written} ({}): {blocker}",
+        "{} <- {} {protocol}/{ports} ({}): {blocker}",
         to.name, from.name, requirement.purpose
     );
     let allow = format!(
@@ -223,19 +222,12 @@ fn word(member: &Member) -> &'static str {
     }
 }
 
-fn port_words(ports: PortRange) -> String {
-    if ports.first == ports.last {
-        ports.first.to_string()
-    } else {
-        format!("{}-{}", ports.first, ports.last)
-    }
-}
-
+/// Ports as a rule's `ports:` takes them: a range quoted, for YAML.
 fn yaml_ports(ports: PortRange) -> String {
     if ports.first == ports.last {
-        ports.first.to_string()
+        ports.to_string()
     } else {
-        format!("\"{}-{}\"", ports.first, ports.last)
+        format!("\"{ports}\"")
     }
 }
 
@@ -252,7 +244,7 @@ pub(super) fn describe(rule: &FirewallRule) -> String {
         RuleProtocol::Icmp => "icmp",
     };
     let mut words = format!("{action} {protocol}");
-    let ports: Vec<String> = rule.ports.iter().map(|range| port_words(*range)).collect();
+    let ports: Vec<String> = rule.ports.iter().map(|range| range.to_string()).collect();
     if !ports.is_empty() {
         words.push(' ');
         words.push_str(&ports.join(","));
@@ -376,4 +368,69 @@ fn pod_node(scenario: &Scenario, name: &str) -> Option<String> {
         )
         .find(|pod| pod.name == name)
         .map(|pod| pod.node.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn findings(firewall: &str) -> Vec<Finding> {
+        let text = format!(
+            "name: x\nnodes:\n  - {{name: m, role: master}}\n  - {{name: w}}\nfirewall:\n{firewall}"
+        );
+        blocked(&crate::scenario::parse_plan("x.yaml", &text).unwrap())
+    }
+
+    #[test]
+    fn a_range_splits_where_rules_start_and_end() {
+        let found = findings(
+            "  rules:\n    - {action: allow, to: worker, protocol: tcp, ports: \"30000-30100\"}\n    - {action: deny, to: worker, protocol: tcp, ports: \"10250-31000\"}\n",
+        );
+        let pieces: Vec<(String, Option<usize>)> = found
+            .iter()
+            .map(|f| (format!("{}", f.port.unwrap()), f.rule))
+            .collect();
+        // 10250 from m, 10255 from m, 30101-31000 from the notional external; 31001-32767
+        // falls to the default allow.
+        assert_eq!(
+            pieces,
+            [
+                ("10250".to_string(), Some(2)),
+                ("10255".to_string(), Some(2)),
+                ("30101-31000".to_string(), Some(2)),
+            ]
+        );
+        assert_eq!(found[2].nodes, ["w", "external"]);
+    }
+
+    #[test]
+    fn the_default_deny_blocks_what_no_rule_allows() {
+        let found = findings("  default: deny\n  rules:\n    - {action: allow, protocol: udp}\n");
+        let flows: Vec<(String, String, Option<usize>)> = found
+            .iter()
+            .map(|f| (f.nodes.join("<-"), format!("{}", f.port.unwrap()), f.rule))
+            .collect();
+        assert_eq!(
+            flows,
+            [
+                ("m<-w".to_string(), "443".to_string(), None),
+                ("m<-external".to_string(), "443".to_string(), None),
+                ("w<-m".to_string(), "10250".to_string(), None),
+                ("w<-m".to_string(), "10255".to_string(), None),
+                ("w<-external".to_string(), "30000-32767".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn rules_read_back_as_written() {
+        let scenario = crate::scenario::parse_plan(
+            "x.yaml",
+            "name: x\nnodes: [{name: w}]\nfirewall:\n  rules:\n    - {action: deny, to: w, from: external, protocol: tcp, ports: \"1-9\"}\n    - {action: allow}\n",
+        )
+        .unwrap();
+        let rules = &scenario.firewall.rules;
+        assert_eq!(describe(&rules[0]), "deny tcp 1-9 to w from external");
+        assert_eq!(describe(&rules[1]), "allow all to all");
+    }
 }

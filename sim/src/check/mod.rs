@@ -179,7 +179,7 @@ fn port_json<S: Serializer>(port: &Option<PortRange>, serializer: S) -> Result<S
     match port {
         None => serializer.serialize_none(),
         Some(range) if range.first == range.last => serializer.serialize_u16(range.first),
-        Some(range) => serializer.serialize_str(&format!("{}-{}", range.first, range.last)),
+        Some(range) => serializer.collect_str(range),
     }
 }
 

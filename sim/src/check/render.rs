@@ -7,7 +7,6 @@ use serde_json::{json, Value};
 
 use super::table::{required, Plan};
 use super::{Finding, Severity};
-use crate::scenario::PortRange;
 
 /// Findings grouped by severity (errors, then warnings), each followed by its fix, and a
 /// count line; `FILE: no findings` when there are none.
@@ -41,14 +40,6 @@ pub fn findings_json(findings: &[Finding]) -> Value {
     json!({ "findings": findings })
 }
 
-fn ports_words(ports: PortRange) -> String {
-    if ports.first == ports.last {
-        ports.first.to_string()
-    } else {
-        format!("{}-{}", ports.first, ports.last)
-    }
-}
-
 fn plan_words(plan: &Plan) -> String {
     let mut words = format!("backend {}", plan.backend.as_str());
     if plan.bgp {
@@ -69,7 +60,7 @@ pub fn ports(plan: &Plan) -> String {
             [
                 row.role.as_str().to_string(),
                 row.protocol.as_str().to_string(),
-                ports_words(row.ports),
+                row.ports.to_string(),
                 row.from
                     .iter()
                     .map(|source| source.as_str())
@@ -109,7 +100,7 @@ pub fn ports_json(plan: &Plan) -> Value {
             let ports = if row.ports.first == row.ports.last {
                 json!(row.ports.first)
             } else {
-                json!(ports_words(row.ports))
+                json!(row.ports.to_string())
             };
             json!({
                 "role": row.role.as_str(),
