@@ -180,7 +180,7 @@ fn check(args: CheckArgs) -> ExitCode {
         }
     };
     if args.json {
-        println!("{:#}", check::render::findings_json(&findings));
+        println!("{}", check::render::findings_json(&findings));
     } else {
         let name = args.scenario.display().to_string();
         print!("{}", check::render::findings(&name, &findings));
@@ -202,7 +202,7 @@ fn ports(args: PortsArgs) -> ExitCode {
     };
     let plan = Plan::new(backend, args.bgp, args.etcd);
     if args.json {
-        println!("{:#}", render::ports_json(&plan));
+        println!("{}", render::ports_json(&plan));
     } else {
         print!("{}", render::ports(&plan));
     }

@@ -3,10 +3,11 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::table::{required, Plan};
 use super::{Finding, Severity};
+use crate::scenario::PortRange;
 
 /// Findings grouped by severity (errors, then warnings), each followed by its fix, and a
 /// count line; `FILE: no findings` when there are none.
@@ -35,9 +36,19 @@ pub fn findings(file_name: &str, findings: &[Finding]) -> String {
     out
 }
 
-/// `{"findings": [...]}`.
-pub fn findings_json(findings: &[Finding]) -> Value {
-    json!({ "findings": findings })
+/// `{"findings": [...]}`, pretty-printed, each finding's fields in the order
+/// SCENARIO.md lists them.
+pub fn findings_json(findings: &[Finding]) -> String {
+    #[derive(Serialize)]
+    struct Audit<'a> {
+        findings: &'a [Finding],
+    }
+    to_json(&Audit { findings })
+}
+
+fn to_json(value: &impl Serialize) -> String {
+    // Serialising these plain structs of strings and numbers cannot fail.
+    serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
 fn plan_words(plan: &Plan) -> String {
@@ -91,30 +102,39 @@ pub fn ports(plan: &Plan) -> String {
     out
 }
 
-/// `{"backend", "bgp", "etcd", "ports": [{"role", "protocol", "ports", "from", "purpose"}]}`
-/// with `ports` a number or a `"first-last"` string.
-pub fn ports_json(plan: &Plan) -> Value {
-    let rows: Vec<Value> = required(plan)
+/// `{"backend", "bgp", "etcd", "ports": [{"role", "protocol", "ports", "from", "purpose"}]}`,
+/// pretty-printed, with `ports` a number or a `"first-last"` string.
+pub fn ports_json(plan: &Plan) -> String {
+    #[derive(Serialize)]
+    struct Table {
+        backend: &'static str,
+        bgp: bool,
+        etcd: bool,
+        ports: Vec<Row>,
+    }
+    #[derive(Serialize)]
+    struct Row {
+        role: &'static str,
+        protocol: &'static str,
+        #[serde(serialize_with = "super::port_json")]
+        ports: Option<PortRange>,
+        from: Vec<&'static str>,
+        purpose: &'static str,
+    }
+    let ports = required(plan)
         .iter()
-        .map(|row| {
-            let ports = if row.ports.first == row.ports.last {
-                json!(row.ports.first)
-            } else {
-                json!(row.ports.to_string())
-            };
-            json!({
-                "role": row.role.as_str(),
-                "protocol": row.protocol.as_str(),
-                "ports": ports,
-                "from": row.from.iter().map(|source| source.as_str()).collect::<Vec<_>>(),
-                "purpose": row.purpose,
-            })
+        .map(|row| Row {
+            role: row.role.as_str(),
+            protocol: row.protocol.as_str(),
+            ports: Some(row.ports),
+            from: row.from.iter().map(|source| source.as_str()).collect(),
+            purpose: row.purpose,
         })
         .collect();
-    json!({
-        "backend": plan.backend.as_str(),
-        "bgp": plan.bgp,
-        "etcd": plan.etcd,
-        "ports": rows,
+    to_json(&Table {
+        backend: plan.backend.as_str(),
+        bgp: plan.bgp,
+        etcd: plan.etcd,
+        ports,
     })
 }
