@@ -91,6 +91,7 @@ fn too_few_node_subnets_counts_them() {
     let (code, finding) = only_finding("tests/check/node-subnets.yaml");
     assert_eq!(code, Some(1));
     assert_eq!(finding["kind"], "node_subnets");
+    assert_eq!(finding["nodes"], serde_json::json!(["worker-2"]));
     let text = message(&finding);
     assert!(
         text.contains("pod_cidr 10.2.0.0/22 holds 4 /24 subnets, 6 nodes"),
@@ -108,6 +109,7 @@ fn node_subnet_outside_the_pod_range() {
     let (code, finding) = only_finding("tests/check/node-subnet.yaml");
     assert_eq!(code, Some(1));
     assert_eq!(finding["kind"], "node_subnet");
+    assert_eq!(finding["nodes"], serde_json::json!(["worker-1"]));
     assert!(
         message(&finding).contains("subnet 10.9.1.0/24 is outside pod_cidr 10.2.0.0/16"),
         "{finding}"
@@ -119,6 +121,7 @@ fn pod_ip_on_the_gateway() {
     let (code, finding) = only_finding("tests/check/pod-ip.yaml");
     assert_eq!(code, Some(1));
     assert_eq!(finding["kind"], "pod_ip");
+    assert_eq!(finding["nodes"], serde_json::json!(["worker-1"]));
     assert!(
         message(&finding)
             .contains("ip 10.2.2.1 of pod web is reserved in subnet 10.2.2.0/24 of node worker-1"),

@@ -136,6 +136,16 @@ impl Kind {
     }
 }
 
+/// An address mistake found while loading: the finding's kind and the nodes it concerns.
+/// [`ScenarioError::finding`] carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mistake {
+    /// The finding's kind.
+    pub kind: Kind,
+    /// The nodes concerned, if any.
+    pub nodes: Vec<String>,
+}
+
 /// One mistake in a plan, as `podnet check` prints it and `--json` writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -148,7 +158,7 @@ pub struct Finding {
     /// What to change, in one line.
     pub fix: String,
     /// The nodes (and externals) concerned; for a blocked flow the receiver first, then
-    /// the sender.
+    /// the sender. Empty for findings about the cluster's ranges as a whole.
     pub nodes: Vec<String>,
     /// `tcp` or `udp`, for a blocked flow.
     pub protocol: Option<&'static str>,
@@ -206,13 +216,16 @@ pub fn address_errors(scenario: &Scenario) -> Vec<Finding> {
 pub fn audit(file_name: &str, text: &str) -> Result<Vec<Finding>, ScenarioError> {
     match scenario::parse_plan(file_name, text) {
         Ok(scenario) => Ok(check(&scenario)),
-        Err(error) => match error.finding {
-            Some(kind) => Ok(vec![Finding::plain(
-                Severity::Error,
-                kind,
-                error.to_string(),
-                kind.fix().to_string(),
-            )]),
+        Err(error) => match &error.finding {
+            Some(mistake) => Ok(vec![Finding {
+                nodes: mistake.nodes.clone(),
+                ..Finding::plain(
+                    Severity::Error,
+                    mistake.kind,
+                    error.to_string(),
+                    mistake.kind.fix().to_string(),
+                )
+            }]),
             None => Err(error),
         },
     }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_saphyr::{Location, Spanned};
 
-use crate::check::Kind;
+use crate::check::{Kind, Mistake};
 
 /// A 1-based line and column in the scenario file (columns count characters, not bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -55,7 +55,7 @@ pub struct ScenarioError {
     /// Set when the file is well formed but its address plan does not hold: the kind of
     /// `podnet check` finding this is (`podnet check` reports it as one, `podnet sim`
     /// refuses the file with it).
-    pub finding: Option<Kind>,
+    pub finding: Option<Mistake>,
 }
 
 impl ScenarioError {
@@ -88,7 +88,7 @@ impl std::error::Error for ScenarioError {}
 pub(crate) struct Invalid {
     pub(crate) position: Option<Position>,
     pub(crate) message: String,
-    pub(crate) finding: Option<Kind>,
+    pub(crate) finding: Option<Mistake>,
 }
 
 impl Invalid {
@@ -112,7 +112,18 @@ impl Invalid {
 
     /// Marks this as an address-plan mistake, the plan check's finding `kind`.
     pub(crate) fn plan(mut self, kind: Kind) -> Invalid {
-        self.finding = Some(kind);
+        self.finding = Some(Mistake {
+            kind,
+            nodes: Vec::new(),
+        });
+        self
+    }
+
+    /// Names the nodes an address-plan mistake concerns.
+    pub(crate) fn on_nodes<S: AsRef<str>>(mut self, nodes: &[S]) -> Invalid {
+        if let Some(mistake) = &mut self.finding {
+            mistake.nodes = nodes.iter().map(|node| node.as_ref().to_string()).collect();
+        }
         self
     }
 

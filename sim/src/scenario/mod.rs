@@ -61,7 +61,10 @@ pub fn parse(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let scenario = parse_plan(file_name, text)?;
     match crate::check::address_errors(&scenario).into_iter().next() {
         Some(finding) => Err(ScenarioError {
-            finding: Some(finding.kind),
+            finding: Some(crate::check::Mistake {
+                kind: finding.kind,
+                nodes: finding.nodes,
+            }),
             ..ScenarioError::new(file_name, None, finding.message)
         }),
         None => Ok(scenario),

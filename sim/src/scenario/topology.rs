@@ -54,7 +54,10 @@ pub(crate) fn hosts(
         single_only(raw.count.as_ref(), &raw.subnet, "subnet", "node")?;
         single_only(raw.count.as_ref(), &raw.ip, "ip", "node")?;
         let subnet = match &raw.subnet {
-            Some(written) => Some((node_subnet(written, cluster)?, written)),
+            Some(written) => Some((
+                node_subnet(written, cluster).map_err(|invalid| invalid.on_nodes(&expanded))?,
+                written,
+            )),
             None => None,
         };
         let ip = raw
@@ -202,7 +205,8 @@ fn node_subnets(nodes: &[HostEntry<'_>], cluster: &Cluster) -> Result<Vec<Ipv4Ne
                     node.name, owner.name
                 ),
             )
-            .plan(Kind::NodeSubnet));
+            .plan(Kind::NodeSubnet)
+            .on_nodes(&[&node.name, &owner.name]));
         }
         explicit.push((subnet, node, written));
     }
@@ -232,7 +236,8 @@ fn node_subnets(nodes: &[HostEntry<'_>], cluster: &Cluster) -> Result<Vec<Ipv4Ne
                         pod_cidr = cluster.pod_cidr,
                     ),
                 )
-                .plan(Kind::NodeSubnets));
+                .plan(Kind::NodeSubnets)
+                .on_nodes(&[&node.name]));
             }
             // `index < available <= 2^(32 - prefix)`, so the offset stays inside pod_cidr.
             let offset = u32::try_from(index << host_bits).unwrap_or(u32::MAX);
@@ -475,7 +480,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     entry.name, node.subnet, node.name
                 ),
             )
-            .plan(Kind::PodIp));
+            .plan(Kind::PodIp)
+            .on_nodes(&[&node.name]));
         }
         if ip == node.vtep_ip() || ip == node.gateway_ip() || ip == node.subnet.broadcast() {
             return Err(Invalid::at(
@@ -486,7 +492,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     entry.name, node.subnet, node.name
                 ),
             )
-            .plan(Kind::PodIp));
+            .plan(Kind::PodIp)
+            .on_nodes(&[&node.name]));
         }
         if !pools[entry.node].take(u32::from(ip)) {
             return Err(Invalid::at(
@@ -496,7 +503,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     entry.name, owners[&ip]
                 ),
             )
-            .plan(Kind::PodIp));
+            .plan(Kind::PodIp)
+            .on_nodes(&[&node.name]));
         }
         owners.insert(ip, &entry.name);
     }
@@ -517,6 +525,7 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                         ),
                     )
                     .plan(Kind::PodIp)
+                    .on_nodes(&[&node.name])
                 }),
         })
         .collect()
