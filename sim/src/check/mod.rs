@@ -103,12 +103,6 @@ impl Kind {
         }
     }
 
-    /// Whether the kind is about addresses: `podnet sim` refuses a scenario with an
-    /// address error.
-    pub fn is_address(self) -> bool {
-        !matches!(self, Kind::Mtu | Kind::BlockedPort)
-    }
-
     /// The fix of a finding the loader reported, where the message says the rest.
     fn fix(self) -> &'static str {
         match self {
@@ -202,12 +196,10 @@ pub fn check(scenario: &Scenario) -> Vec<Finding> {
     findings
 }
 
-/// The address errors of a loaded scenario: what `podnet sim` refuses to run.
+/// The address errors of a loaded scenario (all address findings are errors): what
+/// `podnet sim` refuses to run.
 pub fn address_errors(scenario: &Scenario) -> Vec<Finding> {
     addresses::addresses(scenario)
-        .into_iter()
-        .filter(|finding| finding.severity == Severity::Error && finding.kind.is_address())
-        .collect()
 }
 
 /// Audits scenario text: its findings, or the error that makes the file invalid. An
