@@ -20,10 +20,47 @@ struct Cli {
 enum Command {
     /// Run a scenario in the simulator and print its report.
     Sim(SimArgs),
+    /// Audit a scenario's network plan without running it: addresses, MTU, and the
+    /// required ports the firewall blocks. Exit 0 no errors, 1 errors, 2 invalid file.
+    Check(CheckArgs),
+    /// Print the inbound ports each node role needs, as the guide lists them.
+    Ports(PortsArgs),
     /// Run one node on this host: TAP devices for pods, a UDP socket for the underlay.
     Tap(TapArgs),
     /// Ask a running `podnet tap` node through its control socket.
     Ctl(CtlArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// Prints `{"findings": [...]}` instead of the readable list.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PortsArgs {
+    /// flannel's backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Vxlan)]
+    backend: BackendArg,
+    /// Calico's BGP runs between nodes (TCP 179).
+    #[arg(long)]
+    bgp: bool,
+    /// flannel keeps its state in etcd (workers reach etcd too).
+    #[arg(long)]
+    etcd: bool,
+    /// Prints the table as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Vxlan,
+    Udp,
+    HostGw,
 }
 
 #[derive(Args)]
@@ -133,6 +170,45 @@ fn sim(args: SimArgs) -> ExitCode {
     }
 }
 
+fn check(args: CheckArgs) -> ExitCode {
+    use podnet_sim::check::{self, Severity};
+    let findings = match check::audit_file(&args.scenario) {
+        Ok(findings) => findings,
+        Err(e) => {
+            eprintln!("podnet: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    if args.json {
+        println!("{}", check::render::findings_json(&findings));
+    } else {
+        let name = args.scenario.display().to_string();
+        print!("{}", check::render::findings(&name, &findings));
+    }
+    if findings.iter().any(|f| f.severity == Severity::Error) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn ports(args: PortsArgs) -> ExitCode {
+    use podnet_sim::check::{render, table::Plan};
+    use podnet_sim::scenario::Backend;
+    let backend = match args.backend {
+        BackendArg::Vxlan => Backend::Vxlan,
+        BackendArg::Udp => Backend::Udp,
+        BackendArg::HostGw => Backend::HostGw,
+    };
+    let plan = Plan::new(backend, args.bgp, args.etcd);
+    if args.json {
+        println!("{}", render::ports_json(&plan));
+    } else {
+        print!("{}", render::ports(&plan));
+    }
+    ExitCode::SUCCESS
+}
+
 fn tap(args: TapArgs) -> ExitCode {
     match podnet_switch::tap::run(&args.config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,6 +252,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Sim(args)) => sim(args),
+        Some(Command::Check(args)) => check(args),
+        Some(Command::Ports(args)) => ports(args),
         Some(Command::Tap(args)) => tap(args),
         Some(Command::Ctl(args)) => ctl(args),
         None => sim(SimArgs::default()),

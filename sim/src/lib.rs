@@ -5,6 +5,7 @@
 //! the same switch core that runs on real hosts, so what a run shows holds for the switch.
 //! Everything is deterministic: the same scenario and seed give the same run.
 
+pub mod check;
 pub mod expect;
 pub mod host;
 pub mod inspect;

@@ -15,6 +15,7 @@ pub fn render(report: &Report) -> String {
     header(&mut out, report);
     if !report.traffic.is_empty() {
         traffic(&mut out, &report.traffic);
+        crate::check::explain::render(&mut out, report);
         spread(&mut out, &report.traffic);
     }
     if !report.nodes.is_empty() {
@@ -392,6 +393,7 @@ mod tests {
                     actual: "297 of 300 (99.0%), failures: timeout 3".into(),
                 },
             ],
+            firewall_findings: BTreeMap::new(),
         }
     }
 

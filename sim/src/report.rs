@@ -48,6 +48,10 @@ pub struct Report {
     pub traffic: Vec<TrafficReport>,
     pub nodes: Vec<NodeReport>,
     pub expectations: Vec<ExpectationReport>,
+    /// For traffic that failed with reason firewall: the plan check's finding for the
+    /// blocked flow, by traffic name (see [`crate::check::explain`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub firewall_findings: BTreeMap<String, String>,
 }
 
 /// One traffic entry's results.

@@ -128,6 +128,7 @@ pub fn report(world: &World) -> Report {
             counters: n.switch.counters(),
         })
         .collect();
+    let firewall_findings = crate::check::explain::firewall_findings(sc, &traffic);
     Report {
         scenario: sc.name.clone(),
         seed: world.seed(),
@@ -138,5 +139,6 @@ pub fn report(world: &World) -> Report {
         traffic,
         nodes,
         expectations,
+        firewall_findings,
     }
 }

@@ -95,7 +95,17 @@ pub fn flow_of(frame: &[u8]) -> Option<Flow> {
 
 /// Whether `firewall` lets `flow` from `from` into node `to`.
 pub fn firewall_allows(firewall: &Firewall, from: &Member, to: &Member, flow: Flow) -> bool {
-    for rule in &firewall.rules {
+    match firewall_rule(firewall, from, to, flow) {
+        Some(index) => firewall.rules[index].action == Action::Allow,
+        None => firewall.default == Action::Allow,
+    }
+}
+
+/// The index of the rule of `firewall` that decides `flow` from `from` into `to` (the
+/// first that matches), or `None` when none does and the default decides. `podnet check`
+/// asks the plan this same question, so it and a run never disagree.
+pub fn firewall_rule(firewall: &Firewall, from: &Member, to: &Member, flow: Flow) -> Option<usize> {
+    for (index, rule) in firewall.rules.iter().enumerate() {
         let proto_ok = match rule.protocol {
             RuleProtocol::All => true,
             RuleProtocol::Tcp => flow.protocol == 6,
@@ -108,10 +118,10 @@ pub fn firewall_allows(firewall: &Firewall, from: &Member, to: &Member, flow: Fl
             (Some(_), None) => false,
         };
         if proto_ok && port_ok && to.matches(&rule.to) && from.matches(&rule.from) {
-            return rule.action == Action::Allow;
+            return Some(index);
         }
     }
-    firewall.default == Action::Allow
+    None
 }
 
 /// The underlay's members and their link state.

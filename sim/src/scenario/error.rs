@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde_saphyr::{Location, Spanned};
 
+use crate::check::{Kind, Mistake};
+
 /// A 1-based line and column in the scenario file (columns count characters, not bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
@@ -50,6 +52,10 @@ pub struct ScenarioError {
     pub position: Option<Position>,
     /// What is wrong, without the file and position.
     pub message: String,
+    /// Set when the file is well formed but its address plan does not hold: the kind of
+    /// `podnet check` finding this is (`podnet check` reports it as one, `podnet sim`
+    /// refuses the file with it).
+    pub finding: Option<Mistake>,
 }
 
 impl ScenarioError {
@@ -58,6 +64,7 @@ impl ScenarioError {
             file: file.to_string(),
             position,
             message: message.into(),
+            finding: None,
         }
     }
 }
@@ -81,6 +88,7 @@ impl std::error::Error for ScenarioError {}
 pub(crate) struct Invalid {
     pub(crate) position: Option<Position>,
     pub(crate) message: String,
+    pub(crate) finding: Option<Mistake>,
 }
 
 impl Invalid {
@@ -89,6 +97,7 @@ impl Invalid {
         Invalid {
             position: Position::of(spanned),
             message: message.into(),
+            finding: None,
         }
     }
 
@@ -97,11 +106,32 @@ impl Invalid {
         Invalid {
             position,
             message: message.into(),
+            finding: None,
         }
     }
 
+    /// Marks this as an address-plan mistake, the plan check's finding `kind`.
+    pub(crate) fn plan(mut self, kind: Kind) -> Invalid {
+        self.finding = Some(Mistake {
+            kind,
+            nodes: Vec::new(),
+        });
+        self
+    }
+
+    /// Names the nodes an address-plan mistake concerns.
+    pub(crate) fn on_nodes<S: AsRef<str>>(mut self, nodes: &[S]) -> Invalid {
+        if let Some(mistake) = &mut self.finding {
+            mistake.nodes = nodes.iter().map(|node| node.as_ref().to_string()).collect();
+        }
+        self
+    }
+
     pub(crate) fn in_file(self, file: &str) -> ScenarioError {
-        ScenarioError::new(file, self.position, self.message)
+        ScenarioError {
+            finding: self.finding,
+            ..ScenarioError::new(file, self.position, self.message)
+        }
     }
 }
 

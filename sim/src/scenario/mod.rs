@@ -48,14 +48,38 @@ pub use model::{
 /// Reads and resolves the scenario file at `path`; errors name the path as given.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let file_name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ScenarioError::new(&file_name, None, format!("cannot read: {error}")))?;
+    let text = std::fs::read_to_string(path).map_err(|error| unreadable(&file_name, &error))?;
     parse(&file_name, &text)
 }
 
 /// Parses and resolves scenario text; `file_name` is only used in error messages.
+///
+/// A scenario whose address plan does not hold (ranges that overlap, a cluster IP that is
+/// the API server's) is refused with the plan check's message: a run of it would only
+/// show timeouts where the plan names the mistake.
 pub fn parse(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+    let scenario = parse_plan(file_name, text)?;
+    match crate::check::address_errors(&scenario).into_iter().next() {
+        Some(finding) => Err(ScenarioError {
+            finding: Some(crate::check::Mistake {
+                kind: finding.kind,
+                nodes: finding.nodes,
+            }),
+            ..ScenarioError::new(file_name, None, finding.message)
+        }),
+        None => Ok(scenario),
+    }
+}
+
+/// Parses and resolves scenario text without refusing an address plan that the
+/// resolver can get past: what `podnet check` audits.
+pub fn parse_plan(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let raw: raw::RawScenario =
         serde_saphyr::from_str(text).map_err(|error| error::from_yaml(file_name, &error))?;
     resolve::resolve(raw).map_err(|invalid| invalid.in_file(file_name))
+}
+
+/// The error for a scenario file that cannot be read.
+pub fn unreadable(file_name: &str, error: &std::io::Error) -> ScenarioError {
+    ScenarioError::new(file_name, None, format!("cannot read: {error}"))
 }

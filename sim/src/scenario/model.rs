@@ -158,6 +158,17 @@ impl PortRange {
     }
 }
 
+/// As a scenario file writes it: `8472`, or `30000-32767`.
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
 /// The network between nodes and externals (`underlay:`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Underlay {

@@ -17,6 +17,7 @@ use super::model::{
 use super::names::{self, Names};
 use super::pool::Pool;
 use super::raw::RawService;
+use crate::check::Kind;
 
 /// The API server's service address is the service CIDR's first host.
 const API_SERVER_OFFSET: u32 = 1;
@@ -86,7 +87,8 @@ fn cluster_ips(raw_services: &[RawService], cluster: &Cluster) -> Result<Vec<Ipv
             return Err(Invalid::at(
                 written,
                 format!("cluster_ip {ip} is not a host address of service_cidr {cidr}"),
-            ));
+            )
+            .plan(Kind::ClusterIp));
         }
         if !pool.take(u32::from(ip)) {
             return Err(Invalid::at(
@@ -95,7 +97,8 @@ fn cluster_ips(raw_services: &[RawService], cluster: &Cluster) -> Result<Vec<Ipv
                     "cluster_ip {ip} of service {} is already the cluster IP of service {}",
                     raw.name.value, owners[&ip]
                 ),
-            ));
+            )
+            .plan(Kind::ClusterIp));
         }
         owners.insert(ip, &raw.name.value);
     }
@@ -115,6 +118,7 @@ fn cluster_ips(raw_services: &[RawService], cluster: &Cluster) -> Result<Vec<Ipv
                         raw.name.value
                     ),
                 )
+                .plan(Kind::ClusterIp)
             }),
         })
         .collect()
@@ -151,7 +155,8 @@ fn node_ports(
                         "node_port {node_port} is outside node_port_range {}-{}",
                         range.first, range.last
                     ),
-                ));
+                )
+                .plan(Kind::NodePort));
             }
             let protocol = port.protocol.unwrap_or(Protocol::Tcp);
             if let Some(owner) = owners.insert((node_port, protocol), &raw.name.value) {
@@ -161,7 +166,8 @@ fn node_ports(
                         "node_port {}/{node_port} is already used by service {owner}",
                         protocol.as_str()
                     ),
-                ));
+                )
+                .plan(Kind::NodePort));
             }
             pool.take(u32::from(node_port));
         }
@@ -188,6 +194,7 @@ fn node_ports(
                                     range.first, range.last, raw.name.value
                                 ),
                             )
+                            .plan(Kind::NodePort)
                         }),
                 })
                 .collect()

@@ -21,6 +21,7 @@ use super::model::{Cluster, External, Listen, Node, Pod, Protocol, Role, Underla
 use super::names::{self, Names};
 use super::pool::Pool;
 use super::raw::{RawExternal, RawNode, RawPod};
+use crate::check::Kind;
 
 /// Nodes and externals, with their addresses.
 #[derive(Debug)]
@@ -53,7 +54,10 @@ pub(crate) fn hosts(
         single_only(raw.count.as_ref(), &raw.subnet, "subnet", "node")?;
         single_only(raw.count.as_ref(), &raw.ip, "ip", "node")?;
         let subnet = match &raw.subnet {
-            Some(written) => Some((node_subnet(written, cluster)?, written)),
+            Some(written) => Some((
+                node_subnet(written, cluster).map_err(|invalid| invalid.on_nodes(&expanded))?,
+                written,
+            )),
             None => None,
         };
         let ip = raw
@@ -147,7 +151,8 @@ fn node_subnet(written: &Spanned<String>, cluster: &Cluster) -> Result<Ipv4Netwo
         return Err(Invalid::at(
             written,
             format!("subnet {subnet} is outside pod_cidr {}", cluster.pod_cidr),
-        ));
+        )
+        .plan(Kind::NodeSubnet));
     }
     if subnet.prefix() > 30 {
         return Err(Invalid::at(
@@ -199,7 +204,9 @@ fn node_subnets(nodes: &[HostEntry<'_>], cluster: &Cluster) -> Result<Vec<Ipv4Ne
                     "subnet {subnet} of node {} overlaps subnet {other} of node {}{place}",
                     node.name, owner.name
                 ),
-            ));
+            )
+            .plan(Kind::NodeSubnet)
+            .on_nodes(&[&node.name, &owner.name]));
         }
         explicit.push((subnet, node, written));
     }
@@ -219,14 +226,18 @@ fn node_subnets(nodes: &[HostEntry<'_>], cluster: &Cluster) -> Result<Vec<Ipv4Ne
                 return Err(Invalid::at(
                     node.name_written,
                     format!(
-                        "more nodes than pod_cidr {} has /{len} subnets ({} after the first, \
-                         which is not used): none left for node {}; use a larger pod_cidr \
-                         or a longer node_subnet_len",
-                        cluster.pod_cidr,
+                        "pod_cidr {pod_cidr} holds {available} /{len} subnets, {} nodes: more \
+                         nodes than pod_cidr {pod_cidr} has /{len} subnets ({} after the \
+                         first, which is not used), none left for node {}; use a larger \
+                         pod_cidr or a longer node_subnet_len",
+                        nodes.len(),
                         available - 1,
-                        node.name
+                        node.name,
+                        pod_cidr = cluster.pod_cidr,
                     ),
-                ));
+                )
+                .plan(Kind::NodeSubnets)
+                .on_nodes(&[&node.name]));
             }
             // `index < available <= 2^(32 - prefix)`, so the offset stays inside pod_cidr.
             let offset = u32::try_from(index << host_bits).unwrap_or(u32::MAX);
@@ -468,17 +479,21 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     "ip {ip} of pod {} is outside the subnet {} of its node {}",
                     entry.name, node.subnet, node.name
                 ),
-            ));
+            )
+            .plan(Kind::PodIp)
+            .on_nodes(&[&node.name]));
         }
         if ip == node.vtep_ip() || ip == node.gateway_ip() || ip == node.subnet.broadcast() {
             return Err(Invalid::at(
                 written,
                 format!(
-                    "ip {ip} of pod {} is reserved in subnet {} (.0 is the VTEP, .1 the \
-                     gateway, the last the broadcast address)",
-                    entry.name, node.subnet
+                    "ip {ip} of pod {} is reserved in subnet {} of node {} (.0 is the VTEP, \
+                     .1 the gateway, the last the broadcast address)",
+                    entry.name, node.subnet, node.name
                 ),
-            ));
+            )
+            .plan(Kind::PodIp)
+            .on_nodes(&[&node.name]));
         }
         if !pools[entry.node].take(u32::from(ip)) {
             return Err(Invalid::at(
@@ -487,7 +502,9 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                     "ip {ip} of pod {} is already the address of pod {}",
                     entry.name, owners[&ip]
                 ),
-            ));
+            )
+            .plan(Kind::PodIp)
+            .on_nodes(&[&node.name]));
         }
         owners.insert(ip, &entry.name);
     }
@@ -507,6 +524,8 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
                             node.subnet, node.name, entry.name
                         ),
                     )
+                    .plan(Kind::PodIp)
+                    .on_nodes(&[&node.name])
                 }),
         })
         .collect()
