@@ -716,7 +716,10 @@ impl Balancer {
         let t = l4.tuple;
         let config = &snap.config;
         let Some((port, external)) = Balancer::service_of(snap, t.dst, t.dport, t.proto) else {
-            return Decision::Pass;
+            return match from {
+                Origin::Host => self.host_flow(snap, now, pkt, ip, l4, tally),
+                _ => Decision::Pass,
+            };
         };
         if t.proto == PROTO_TCP && l4.flags & TCP_RST != 0 {
             // A reset of no connection this node knows: nothing to send it to.
@@ -780,6 +783,42 @@ impl Balancer {
                 Decision::Forward(Egress::Route)
             }
             Insert::Full => Decision::Drop(DropReason::TableFull),
+        }
+    }
+
+    /// A new connection of the node's own stack that is no service's. It is tracked as
+    /// it is, so that no masqueraded flow (which leaves from the node's addresses too) is
+    /// given its reply tuple; and when one already has it, the connection leaves from
+    /// another source port, as Linux's null binding moves a local connection that
+    /// clashes. Without that, a hairpin flow masqueraded to the gateway from port 49152
+    /// would take the replies of the node's own connection from 49152 to the same
+    /// endpoint.
+    fn host_flow(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &Ipv4Header,
+        l4: &L4,
+        tally: &mut Tally,
+    ) -> Decision {
+        let flow = Flow::new(l4.tuple, l4.tuple, Client::Host);
+        let to = &snap.conntrack_timeouts;
+        match self
+            .ct
+            .insert(flow, snap.config.snat_ports, now, to, l4.flags)
+        {
+            Insert::Existing(hit) => self.forward(now, pkt, ip, &hit, l4.flags),
+            Insert::New { hit, evicted } => {
+                tally.conntrack_evicted += evicted as u64;
+                if hit.flow.is_snat() {
+                    tally.snat += 1;
+                    nat::rewrite(pkt, ip, &hit.flow.xlat);
+                }
+                Decision::Forward(Egress::Route)
+            }
+            // No room to track it: it goes untracked, as before the table filled.
+            Insert::Full => Decision::Pass,
         }
     }
 

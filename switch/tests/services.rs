@@ -324,6 +324,57 @@ fn point_04_hairpin_snat_to_gateway() {
     a.assert_counters_add_up();
 }
 
+/// The node's own stack connects from the gateway address, and so do hairpin flows
+/// masqueraded to it: no two may share a reply tuple, whichever came first (Linux tracks
+/// its local connections, and moves one that clashes, for the same reason).
+#[test]
+fn hairpin_and_the_node_stack_never_share_a_reply_tuple() {
+    let host_mac: podnet_switch::Mac = "02:42:00:00:00:01".parse().unwrap();
+    let from_host = |t: &Tuple| frame(gw_mac(), host_mac, &ip_packet(t, 64, SYN, 1, 0, b""));
+    let only_p = || vec![web(&[pod_ip(P)])];
+    let node_conn = tcp(GW, 49152, pod_ip(P), 8080);
+
+    // The node's connection first: the hairpin flow from the same port leaves from
+    // another one, and each reply reaches its own client.
+    let mut a = node_a(Backend::VXLAN, 1, only_p());
+    let host = a.sw.add_port("host", PortKind::Host);
+    let out = a.send(host, &from_host(&node_conn));
+    assert_eq!(
+        one_on(&out, a.pod(P)).tuple.unwrap(),
+        node_conn,
+        "untouched"
+    );
+    let hairpin = tcp(pod_ip(P), 49152, WEB, 80);
+    let x = landed(&a, &a.clone_send(a.pod(P), &from_pod(P, &hairpin, SYN)))
+        .tuple
+        .unwrap();
+    assert_eq!(x.src, GW);
+    assert_ne!(x.sport, 49152, "the node's connection holds it");
+    let out = reply_from(&mut a, &x.reversed(), SYN | ACK, None);
+    assert_eq!(one_on(&out, a.pod(P)).tuple.unwrap(), hairpin.reversed());
+    let out = reply_from(&mut a, &node_conn.reversed(), SYN | ACK, None);
+    assert_eq!(one_on(&out, host).tuple.unwrap(), node_conn.reversed());
+    a.assert_counters_add_up();
+
+    // The hairpin flow first, keeping its port: the node's connection is moved to
+    // another source port, and its replies come back to it from where it sent them.
+    let mut a = node_a(Backend::VXLAN, 1, only_p());
+    let host = a.sw.add_port("host", PortKind::Host);
+    let x = landed(&a, &a.clone_send(a.pod(P), &from_pod(P, &hairpin, SYN)))
+        .tuple
+        .unwrap();
+    assert_eq!((x.src, x.sport), (GW, 49152));
+    let out = a.send(host, &from_host(&node_conn));
+    let moved = one_on(&out, a.pod(P)).tuple.unwrap();
+    assert_eq!((moved.src, moved.dst, moved.dport), (GW, pod_ip(P), 8080));
+    assert_ne!(moved.sport, 49152);
+    let out = reply_from(&mut a, &moved.reversed(), SYN | ACK, None);
+    assert_eq!(one_on(&out, host).tuple.unwrap(), node_conn.reversed());
+    let out = reply_from(&mut a, &x.reversed(), SYN | ACK, None);
+    assert_eq!(one_on(&out, a.pod(P)).tuple.unwrap(), hairpin.reversed());
+    a.assert_counters_add_up();
+}
+
 // ---- 5 -------------------------------------------------------------------------------------
 
 #[test]
