@@ -134,7 +134,7 @@ fn sim(args: SimArgs) -> ExitCode {
 }
 
 fn tap(args: TapArgs) -> ExitCode {
-    match podnet_switch::tap::run(&args.config) {
+    match podnet_tap::run(&args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podnet: {e}");
@@ -144,7 +144,7 @@ fn tap(args: TapArgs) -> ExitCode {
 }
 
 fn ctl(args: CtlArgs) -> ExitCode {
-    use podnet_switch::tap::ctl::{request, CtlError};
+    use podnet_tap::ctl::{request, CtlError};
     let words: Vec<String> = match args.request {
         CtlRequest::Stats => vec!["stats".into()],
         CtlRequest::Services => vec!["services".into()],

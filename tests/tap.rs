@@ -996,25 +996,34 @@ fn an_invalid_node_file_exits_2_with_one_line() {
     let dir = std::env::temp_dir().join(format!("podnet-badfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _guard = TempDir(dir.clone());
+    // (file, text, where the error points, what it says)
     let cases = [
-        ("syntax.yaml", "node: [\n", "syntax.yaml"),
+        ("syntax.yaml", "node: [\n", "1:7", ""),
         (
             "unknown.yaml",
             "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\ncolour: red\n",
+            "4:1",
             "colour",
         ),
         (
             "pod.yaml",
             "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\npods: [{name: p, tap: t, ip: 10.9.0.2}]\n",
+            "4:30",
             "not a pod address",
         ),
     ];
-    for (name, text, want) in cases {
+    for (name, text, at, want) in cases {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let (code, err) = tap_fails(None, &path);
         assert_eq!(code, Some(2), "{name}: {err}");
-        assert!(one_line(&err).contains(want), "{name}: {err}");
+        let line = one_line(&err);
+        let prefix = format!("podnet: {}:{at}: ", path.display());
+        assert!(
+            line.starts_with(&prefix),
+            "{name}: {err:?} should start {prefix:?}"
+        );
+        assert!(line.contains(want), "{name}: {err}");
     }
     let (code, err) = tap_fails(None, &dir.join("missing.yaml"));
     assert_eq!(code, Some(2));

@@ -15,13 +15,15 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use crate::buffer::PacketBuf;
-use crate::control::NodeConfig;
-use crate::mac::Mac;
-use crate::underlay::OUTER_UDP_LEN;
-use crate::wire::{self, Ipv4Fields, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN};
+use podnet_switch::buffer::PacketBuf;
+use podnet_switch::control::NodeConfig;
+use podnet_switch::mac::Mac;
+use podnet_switch::underlay::OUTER_UDP_LEN;
+use podnet_switch::wire::{
+    self, Ipv4Fields, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN,
+};
 
-use super::SetupError;
+use crate::SetupError;
 
 pub struct UnderlaySocket {
     pub sock: UdpSocket,
@@ -110,7 +112,7 @@ impl UnderlaySocket {
     /// waiting).
     pub fn recv_batch(
         &self,
-        pool: &std::sync::Arc<crate::buffer::Pool>,
+        pool: &std::sync::Arc<podnet_switch::buffer::Pool>,
         config: &NodeConfig,
         rx: &mut Vec<PacketBuf>,
         max: usize,
@@ -306,9 +308,9 @@ pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::Pool;
-    use crate::control::NodeConfig;
-    use crate::underlay;
+    use podnet_switch::buffer::Pool;
+    use podnet_switch::control::NodeConfig;
+    use podnet_switch::underlay;
 
     #[test]
     fn synthesised_frames_pass_the_cores_outer_check_and_strip_back() {

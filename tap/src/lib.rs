@@ -16,7 +16,7 @@
 //! `read` and is segmented in software ([`offload`]) before the switch, which forwards
 //! MTU-sized frames only.
 //! The workers share the one [`Switch`] by reference: it is `Sync` and takes no lock on the
-//! packet path ([`crate::control`]). Time is the monotonic clock since start.
+//! packet path ([`podnet_switch::control`]). Time is the monotonic clock since start.
 //!
 //! Shutdown: SIGINT or SIGTERM sets a flag every loop checks at least every 100 ms; the
 //! devices podnet created are not persistent, so they disappear when their descriptors
@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
-use crate::buffer::{PacketBuf, Pool};
-use crate::control::{PortId, PortKind};
-use crate::switch::{Switch, BATCH};
+use podnet_switch::buffer::{PacketBuf, Pool};
+use podnet_switch::control::{PortId, PortKind};
+use podnet_switch::switch::{Switch, BATCH};
 
 use device::Tap;
 use nodefile::NodeSpec;
@@ -374,7 +374,7 @@ impl Runtime {
 
 /// Runs the node the file at `path` describes until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), SetupError> {
-    let spec = nodefile::load(path).map_err(SetupError::invalid)?;
+    let spec = nodefile::load(path).map_err(|e| SetupError::invalid(e.to_string()))?;
     check_host()?;
     install_signal_handlers();
     let config = spec.config.clone();
@@ -394,8 +394,9 @@ pub fn run(path: &Path) -> Result<(), SetupError> {
     let listener = ctl::bind(&spec.control)?;
     let _socket_file = RemoveOnDrop(spec.control.clone());
     let udp_port = match config.backend {
-        crate::control::Backend::Vxlan { port, .. } | crate::control::Backend::Udp { port } => port,
-        crate::control::Backend::HostGw => unreachable!("the node file has no host-gw"),
+        podnet_switch::control::Backend::Vxlan { port, .. }
+        | podnet_switch::control::Backend::Udp { port } => port,
+        podnet_switch::control::Backend::HostGw => unreachable!("the node file has no host-gw"),
     };
     let underlay = UnderlaySocket::bind(config.underlay_ip, udp_port)?;
 

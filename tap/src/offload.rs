@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{PacketBuf, Pool};
-use crate::checksum;
-use crate::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
+use podnet_switch::buffer::{PacketBuf, Pool};
+use podnet_switch::checksum;
+use podnet_switch::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
 
 /// `struct virtio_net_hdr` (without `num_buffers`), as tun uses it by default.
 pub const VNET_HDR_LEN: usize = 10;
@@ -180,7 +180,7 @@ fn segment_tcp4(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire;
+    use podnet_switch::wire;
 
     /// An Ethernet + IPv4 + TCP frame with `payload`, its checksums valid.
     fn tcp_frame(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {

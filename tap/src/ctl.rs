@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::nodefile::NodeSpec;
-use super::{shutting_down, Runtime, SetupError};
+use crate::nodefile::NodeSpec;
+use crate::{shutting_down, Runtime, SetupError};
 
 /// Binds the control socket at `path`, creating its directory. A stale socket file left
 /// by a crashed run is replaced; a live one (something answers) is an error.
@@ -66,7 +66,7 @@ pub fn serve(listener: &UnixListener, rt: &Runtime) {
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 100) };
             }
-            Err(_) => super::idle(Duration::from_millis(100)),
+            Err(_) => crate::idle(Duration::from_millis(100)),
         }
     }
 }
