@@ -27,6 +27,7 @@ pub mod device;
 pub mod nodefile;
 pub mod nodeport;
 pub mod offload;
+pub mod partial;
 pub mod underlay_socket;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -39,12 +40,13 @@ use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 use podnet_switch::buffer::{PacketBuf, Pool};
-use podnet_switch::control::{PortId, PortKind};
+use podnet_switch::control::{Backend, PortId, PortKind};
 use podnet_switch::switch::{Switch, BATCH};
+use podnet_switch::underlay::OUTER_UDP_LEN;
 
 use device::Tap;
 use nodefile::NodeSpec;
-use underlay_socket::UnderlaySocket;
+use underlay_socket::{RecvScratch, UnderlaySocket};
 
 /// Why the runtime could not start or stopped: `Invalid` (exit 2: the node file or the
 /// host is not as it must be) or `Failed` (exit 3).
@@ -112,6 +114,11 @@ pub struct EdgeCounters {
     pub tap_rx_errors: AtomicU64,
     pub tap_tx_errors: AtomicU64,
     pub underlay_rx_errors: AtomicU64,
+    /// Datagrams dropped on the way in: truncated, or a super-frame that could not be
+    /// segmented.
+    pub underlay_rx_drops: AtomicU64,
+    /// VXLAN super-frames (GSO from a kernel node on this host) segmented in software.
+    pub underlay_super_frames: AtomicU64,
     pub underlay_tx_errors: AtomicU64,
     /// Frames the core addressed to a host on the underlay without UDP, which a socket
     /// cannot send.
@@ -122,6 +129,8 @@ pub struct EdgeCounters {
     pub offload_drops: AtomicU64,
     /// TCP super-segments (TSO) read from offloading TAPs and split in software.
     pub tso_reads: AtomicU64,
+    /// Inner packets from the underlay whose partial checksum was completed ([`partial`]).
+    pub partial_checksums: AtomicU64,
     /// Ports whose device went away (a pod namespace deleted).
     pub ports_lost: AtomicU64,
 }
@@ -131,26 +140,35 @@ pub struct EdgeSnapshot {
     pub tap_rx_errors: u64,
     pub tap_tx_errors: u64,
     pub underlay_rx_errors: u64,
+    pub underlay_rx_drops: u64,
+    /// Datagrams the kernel dropped for a full socket receive buffer.
+    pub underlay_socket_drops: u64,
+    pub underlay_super_frames: u64,
     pub underlay_tx_errors: u64,
     pub underlay_unsendable: u64,
     pub no_buffer: u64,
     pub offload_drops: u64,
     pub tso_reads: u64,
+    pub partial_checksums: u64,
     pub ports_lost: u64,
 }
 
 impl EdgeCounters {
-    pub fn snapshot(&self) -> EdgeSnapshot {
+    pub fn snapshot(&self, underlay_socket_drops: u64) -> EdgeSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         EdgeSnapshot {
             tap_rx_errors: g(&self.tap_rx_errors),
             tap_tx_errors: g(&self.tap_tx_errors),
             underlay_rx_errors: g(&self.underlay_rx_errors),
+            underlay_rx_drops: g(&self.underlay_rx_drops),
+            underlay_socket_drops,
+            underlay_super_frames: g(&self.underlay_super_frames),
             underlay_tx_errors: g(&self.underlay_tx_errors),
             underlay_unsendable: g(&self.underlay_unsendable),
             no_buffer: g(&self.no_buffer),
             offload_drops: g(&self.offload_drops),
             tso_reads: g(&self.tso_reads),
+            partial_checksums: g(&self.partial_checksums),
             ports_lost: g(&self.ports_lost),
         }
     }
@@ -192,6 +210,18 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// What the kernel dropped on the underlay socket before podnet read it.
+    pub fn underlay_socket_drops(&self) -> u64 {
+        self.ports
+            .iter()
+            .flatten()
+            .map(|p| match &p.io {
+                Io::Underlay(u) => u.kernel_drops(),
+                Io::Tap(_) => 0,
+            })
+            .sum()
+    }
+
     fn port(&self, id: PortId) -> Option<&PortIo> {
         self.ports.get(id.0 as usize).and_then(Option::as_ref)
     }
@@ -238,17 +268,52 @@ impl Runtime {
 
     /// Reads up to a batch from `port` into `rx`: TAP frames one `read` each, underlay
     /// datagrams one `recvmmsg` for all. `Err` when the device is gone.
-    fn read_batch(&self, port: &PortIo, rx: &mut Vec<PacketBuf>) -> Result<(), ()> {
+    fn read_batch(
+        &self,
+        port: &PortIo,
+        rx: &mut Vec<PacketBuf>,
+        scratch: Option<&mut RecvScratch>,
+    ) -> Result<(), ()> {
         match &port.io {
             Io::Underlay(u) => {
                 let snap = self.switch.control().load();
-                let room = BATCH - rx.len();
-                if u.recv_batch(self.switch.pool(), &snap.config, rx, room)
-                    .is_err()
-                {
+                let first = rx.len();
+                let room = BATCH - first;
+                let scratch = scratch.expect("the underlay's worker has the scratch space");
+                match u.recv_batch(self.switch.pool(), &snap.config, rx, room, scratch) {
+                    Ok(got) => {
+                        let e = &self.edges;
+                        if got.super_frames > 0 {
+                            e.underlay_super_frames
+                                .fetch_add(got.super_frames, Ordering::Relaxed);
+                        }
+                        if got.dropped > 0 {
+                            e.underlay_rx_drops
+                                .fetch_add(got.dropped, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        self.edges
+                            .underlay_rx_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // What a kernel node on this host left partial ([`partial`]).
+                let vxlan = matches!(snap.config.backend, Backend::Vxlan { .. });
+                let mut completed = 0;
+                for buf in &mut rx[first..] {
+                    let payload = &mut buf.data_mut()[OUTER_UDP_LEN..];
+                    let done = if vxlan {
+                        partial::complete_vxlan(payload)
+                    } else {
+                        partial::complete_ipv4(payload)
+                    };
+                    completed += done as u64;
+                }
+                if completed > 0 {
                     self.edges
-                        .underlay_rx_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                        .partial_checksums
+                        .fetch_add(completed, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -322,6 +387,10 @@ impl Runtime {
                 revents: 0,
             })
             .collect();
+        let mut scratch = mine
+            .iter()
+            .any(|&id| matches!(self.port(id).map(|p| &p.io), Some(Io::Underlay(_))))
+            .then(RecvScratch::new);
         let mut last_timer = 0u64;
         while !shutting_down() {
             // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
@@ -337,7 +406,7 @@ impl Runtime {
                     };
                     // A few batches per wakeup, then give the other ports a turn.
                     for _ in 0..4 {
-                        let res = self.read_batch(port, &mut rx);
+                        let res = self.read_batch(port, &mut rx, scratch.as_mut());
                         let got = rx.len();
                         if got > 0 {
                             let now = self.clock.now();
@@ -394,9 +463,8 @@ pub fn run(path: &Path) -> Result<(), SetupError> {
     let listener = ctl::bind(&spec.control)?;
     let _socket_file = RemoveOnDrop(spec.control.clone());
     let udp_port = match config.backend {
-        podnet_switch::control::Backend::Vxlan { port, .. }
-        | podnet_switch::control::Backend::Udp { port } => port,
-        podnet_switch::control::Backend::HostGw => unreachable!("the node file has no host-gw"),
+        Backend::Vxlan { port, .. } | Backend::Udp { port } => port,
+        Backend::HostGw => unreachable!("the node file has no host-gw"),
     };
     let underlay = UnderlaySocket::bind(config.underlay_ip, udp_port)?;
 

@@ -112,9 +112,9 @@ fn fill_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), Sp
     Ok(())
 }
 
-/// Splits a TCP/IPv4 super-segment into segments of at most `mss` payload bytes, each
+/// Splits a TCP/IPv4 super-segment (an Ethernet frame) into segments of at most `mss` payload bytes, each
 /// with its own IP ID, length and checksum, sequence number, flags and TCP checksum.
-fn segment_tcp4(
+pub fn segment_tcp4(
     frame: &[u8],
     mss: usize,
     pool: &Arc<Pool>,

@@ -54,7 +54,7 @@ struct RawNode {
     #[serde(default)]
     workers: Option<Spanned<usize>>,
     /// IFF_VNET_HDR with checksum and TCP segmentation offload on pod TAP devices.
-    #[serde(default)]
+    #[serde(default = "yes")]
     offload: bool,
 }
 
@@ -136,6 +136,10 @@ struct RawServicePort {
     protocol: Protocol,
     #[serde(default)]
     node_port: Option<u16>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn tcp() -> Protocol {
@@ -452,6 +456,7 @@ workers: 2
         assert_eq!(n.config.backend, Backend::UDP);
         assert_eq!(n.control, PathBuf::from("/run/podnet/b.sock"));
         assert_eq!(n.config.pod_mtu(), 1472);
+        assert!(n.offload, "offload is on by default");
     }
 
     /// Every mistake reads `FILE:LINE:COL: message`, pointing at the value at fault.
