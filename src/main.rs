@@ -28,7 +28,7 @@ enum Command {
 
 #[derive(Args)]
 struct TapArgs {
-    /// The node file (SCENARIO.md, "TAP mode node file").
+    /// The node file: every field, its default and a complete example in docs/node-file.md.
     #[arg(long, value_name = "NODE.yaml")]
     config: PathBuf,
 }
@@ -48,10 +48,14 @@ enum CtlRequest {
     Stats,
     /// The services and their endpoints.
     Services,
-    /// Replaces a service's endpoints (none: the service rejects).
+    /// Replaces a service's endpoints (none: the service rejects). Each must be a pod
+    /// address inside the cluster's pod CIDR, unless --external is given.
     SetEndpoints {
         service: String,
         ips: Vec<std::net::Ipv4Addr>,
+        /// Accept endpoints outside the pod CIDR (hosts beyond the cluster).
+        #[arg(long)]
+        external: bool,
     },
     /// The learned MAC table.
     Macs,
@@ -148,8 +152,14 @@ fn ctl(args: CtlArgs) -> ExitCode {
     let words: Vec<String> = match args.request {
         CtlRequest::Stats => vec!["stats".into()],
         CtlRequest::Services => vec!["services".into()],
-        CtlRequest::SetEndpoints { service, ips } => ["set-endpoints".to_string(), service]
+        CtlRequest::SetEndpoints {
+            service,
+            ips,
+            external,
+        } => ["set-endpoints".to_string()]
             .into_iter()
+            .chain(external.then(|| "--external".to_string()))
+            .chain([service])
             .chain(ips.iter().map(|ip| ip.to_string()))
             .collect(),
         CtlRequest::Macs => vec!["macs".into()],

@@ -898,6 +898,12 @@ services:
     assert!(ctl(&sock, &["set-endpoints", "nope", "10.0.1.10"])
         .unwrap_err()
         .contains("no service named nope"));
+    // Outside the pod CIDR (10.0.0.0/16): a typo, unless said to be external.
+    let err = ctl(&sock, &["set-endpoints", "web", "10.77.0.1"]).unwrap_err();
+    assert!(err.contains("outside the cluster's pod CIDR"), "{err}");
+    let svc = ctl(&sock, &["set-endpoints", "--external", "web", "10.77.0.1"]).unwrap();
+    assert_eq!(svc["endpoints"][0]["ip"], "10.77.0.1", "{svc}");
+    ctl(&sock, &["set-endpoints", "web"]).unwrap();
     let services = ctl(&sock, &["services"]).unwrap();
     assert_eq!(services[0]["name"], "web");
     let macs = ctl(&sock, &["macs"]).unwrap();
