@@ -510,6 +510,9 @@ fn two_podnet_nodes(tag: &str, backend: &str, pod_mtu: usize, offload: bool) {
     if offload {
         // The sender's kernel handed over super-segments, split here.
         assert!(edges["tso_reads"].as_u64().unwrap() > 0, "{edges}");
+        // The receiving node wrote runs of segments to its pod as super-segments.
+        let edges = &stats["edges"];
+        assert!(edges["gso_writes"].as_u64().unwrap() > 0, "{edges}");
     }
 }
 

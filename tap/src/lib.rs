@@ -24,6 +24,7 @@
 
 pub mod ctl;
 pub mod device;
+pub mod gro;
 pub mod nodefile;
 pub mod nodeport;
 pub mod offload;
@@ -131,6 +132,8 @@ pub struct EdgeCounters {
     pub tso_reads: AtomicU64,
     /// Inner packets from the underlay whose partial checksum was completed ([`partial`]).
     pub partial_checksums: AtomicU64,
+    /// Runs of TCP segments written to an offloading pod TAP as one super-segment ([`gro`]).
+    pub gso_writes: AtomicU64,
     /// Ports whose device went away (a pod namespace deleted).
     pub ports_lost: AtomicU64,
 }
@@ -150,6 +153,7 @@ pub struct EdgeSnapshot {
     pub offload_drops: u64,
     pub tso_reads: u64,
     pub partial_checksums: u64,
+    pub gso_writes: u64,
     pub ports_lost: u64,
 }
 
@@ -169,9 +173,19 @@ impl EdgeCounters {
             offload_drops: g(&self.offload_drops),
             tso_reads: g(&self.tso_reads),
             partial_checksums: g(&self.partial_checksums),
+            gso_writes: g(&self.gso_writes),
             ports_lost: g(&self.ports_lost),
         }
     }
+}
+
+/// A worker's space for writing a batch out, reused from batch to batch.
+struct TxScratch {
+    /// The underlay's share, sent with one `sendmmsg`.
+    under: Vec<PacketBuf>,
+    /// A run of TCP segments for one offloading TAP, and what they are.
+    run: Vec<PacketBuf>,
+    segs: Vec<gro::Segment>,
 }
 
 /// A port's device.
@@ -226,38 +240,92 @@ impl Runtime {
         self.ports.get(id.0 as usize).and_then(Option::as_ref)
     }
 
-    /// Writes what the switch emitted to the ports: one write per frame to a TAP device,
-    /// one `sendmmsg` for the underlay's share. `under` is scratch space.
-    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, under: &mut Vec<PacketBuf>) {
+    /// Writes what the switch emitted to the ports: to an offloading pod TAP, a run of
+    /// segments of one TCP flow as one super-segment ([`gro`]), anything else one write per
+    /// frame; one `sendmmsg` for the underlay's share.
+    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, scratch: &mut TxScratch) {
         let mut socket = None;
-        for (id, buf) in tx.drain(..) {
+        let mut it = tx.drain(..).peekable();
+        while let Some((id, buf)) = it.next() {
             let Some(port) = self.port(id) else { continue };
             match &port.io {
-                Io::Tap(t) => {
-                    let mut buf = buf;
-                    if t.vnet {
-                        // A zero header: one frame, checksums complete.
-                        match buf.prepend(offload::VNET_HDR_LEN) {
-                            Some(h) => h.fill(0),
-                            None => {
-                                self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                Io::Tap(t) if t.vnet => {
+                    let run = &mut scratch.run;
+                    let segs = &mut scratch.segs;
+                    let mut buf = match gro::segment(buf.data()) {
+                        None => buf,
+                        Some(first) => {
+                            let mut payload = first.payload;
+                            segs.push(first);
+                            run.push(buf);
+                            while let Some((nid, next)) =
+                                it.peek().filter(|_| run.len() < gro::MAX_SEGMENTS)
+                            {
+                                let Some(seg) = (*nid == id)
+                                    .then(|| gro::segment(next.data()))
+                                    .flatten()
+                                    .filter(|seg| {
+                                        let last = segs.last().expect("a run is never empty");
+                                        gro::continues(
+                                            run[0].data(),
+                                            &segs[0],
+                                            last,
+                                            payload,
+                                            next.data(),
+                                            seg,
+                                        )
+                                    })
+                                else {
+                                    break;
+                                };
+                                payload += seg.payload;
+                                segs.push(seg);
+                                run.push(it.next().expect("peeked").1);
+                            }
+                            if run.len() > 1 {
+                                match gro::write_run(t.dev.as_raw_fd(), run, segs) {
+                                    Ok(()) => {
+                                        self.edges.gso_writes.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Err(_) => {
+                                        self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                run.clear();
+                                segs.clear();
                                 continue;
                             }
+                            segs.clear();
+                            run.pop().expect("the run's one segment")
+                        }
+                    };
+                    // A zero header: one frame, checksums complete.
+                    match buf.prepend(offload::VNET_HDR_LEN) {
+                        Some(h) => h.fill(0),
+                        None => {
+                            self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                            continue;
                         }
                     }
                     if t.dev.send(buf.data()).is_err() {
                         self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Io::Tap(t) => {
+                    if t.dev.send(buf.data()).is_err() {
+                        self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Io::Underlay(u) => {
                     socket = Some(u);
-                    under.push(buf);
+                    scratch.under.push(buf);
                 }
             }
         }
+        drop(it);
         if let Some(u) = socket {
-            let sent = u.send_batch(under);
-            under.clear();
+            let sent = u.send_batch(&scratch.under);
+            scratch.under.clear();
             let e = &self.edges;
             e.underlay_unsendable
                 .fetch_add(sent.unsendable, Ordering::Relaxed);
@@ -378,7 +446,11 @@ impl Runtime {
     fn worker(&self, mine: &[PortId], timers: bool) {
         let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH);
         let mut tx: Vec<(PortId, PacketBuf)> = Vec::with_capacity(BATCH * 2);
-        let mut under: Vec<PacketBuf> = Vec::with_capacity(BATCH * 2);
+        let mut out = TxScratch {
+            under: Vec::with_capacity(BATCH * 2),
+            run: Vec::with_capacity(BATCH * 2),
+            segs: Vec::with_capacity(BATCH * 2),
+        };
         let mut pfds: Vec<libc::pollfd> = mine
             .iter()
             .map(|&id| libc::pollfd {
@@ -411,7 +483,7 @@ impl Runtime {
                         if got > 0 {
                             let now = self.clock.now();
                             self.switch.process(port.id, &mut rx, now, &mut tx);
-                            self.flush(&mut tx, &mut under);
+                            self.flush(&mut tx, &mut out);
                         }
                         if res.is_err() {
                             // The device is gone (its namespace deleted): stop reading it,
@@ -434,7 +506,7 @@ impl Runtime {
                 if now - last_timer >= 100_000_000 {
                     last_timer = now;
                     self.switch.poll(now, &mut tx);
-                    self.flush(&mut tx, &mut under);
+                    self.flush(&mut tx, &mut out);
                 }
             }
         }
