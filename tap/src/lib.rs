@@ -252,7 +252,7 @@ impl Runtime {
                 Io::Tap(t) if t.vnet => {
                     let run = &mut scratch.run;
                     let segs = &mut scratch.segs;
-                    let mut buf = match gro::segment(buf.data()) {
+                    let mut buf = match gro::segment(&buf) {
                         None => buf,
                         Some(first) => {
                             let mut payload = first.payload;
@@ -262,7 +262,7 @@ impl Runtime {
                                 it.peek().filter(|_| run.len() < gro::MAX_SEGMENTS)
                             {
                                 let Some(seg) = (*nid == id)
-                                    .then(|| gro::segment(next.data()))
+                                    .then(|| gro::segment(next))
                                     .flatten()
                                     .filter(|seg| {
                                         let last = segs.last().expect("a run is never empty");

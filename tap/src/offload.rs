@@ -172,6 +172,7 @@ pub fn segment_tcp4(
         let sum = checksum::pseudo_header(src, dst, PROTO_TCP, tcp_len);
         let c = checksum::finish(checksum::add(sum, &seg[tcp_at..]));
         seg[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
+        buf.mark_checksum_known_good();
         out.push(buf);
     }
     Ok(())
