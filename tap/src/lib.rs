@@ -12,9 +12,13 @@
 //! Each port's descriptor is read by one worker (ports are dealt out round-robin); every
 //! worker writes to any port (a TAP write is one frame, atomic; the underlay's datagrams
 //! of a batch leave in one `sendmmsg` and arrive a batch per `recvmmsg`). With
-//! `offload: true` pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment crosses in one
-//! `read` and is segmented in software ([`offload`]) before the switch, which forwards
-//! MTU-sized frames only.
+//! `offload: true` (the default) pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment
+//! crosses in one `read` and is segmented in software ([`offload`]) before the switch,
+//! which forwards MTU-sized frames only; on the way out, a run of one flow's segments for
+//! an offloading pod is written as one super-segment again ([`gro`]). From the underlay,
+//! what a kernel node on the same host sends over a veth arrives with partial checksums
+//! ([`partial`]) and as 64 KiB super-frames ([`underlay_socket::RecvScratch`]); both are
+//! made whole before the switch sees them.
 //! The workers share the one [`Switch`] by reference: it is `Sync` and takes no lock on the
 //! packet path ([`podnet_switch::control`]). Time is the monotonic clock since start.
 //!
