@@ -65,7 +65,7 @@ enum BackendArg {
 
 #[derive(Args)]
 struct TapArgs {
-    /// The node file (SCENARIO.md, "TAP mode node file").
+    /// The node file: every field, its default and a complete example in docs/node-file.md.
     #[arg(long, value_name = "NODE.yaml")]
     config: PathBuf,
 }
@@ -85,10 +85,14 @@ enum CtlRequest {
     Stats,
     /// The services and their endpoints.
     Services,
-    /// Replaces a service's endpoints (none: the service rejects).
+    /// Replaces a service's endpoints (none: the service rejects). Each must be a pod
+    /// address inside the cluster's pod CIDR, unless --external is given.
     SetEndpoints {
         service: String,
         ips: Vec<std::net::Ipv4Addr>,
+        /// Accept endpoints outside the pod CIDR (hosts beyond the cluster).
+        #[arg(long)]
+        external: bool,
     },
     /// The learned MAC table.
     Macs,
@@ -210,7 +214,7 @@ fn ports(args: PortsArgs) -> ExitCode {
 }
 
 fn tap(args: TapArgs) -> ExitCode {
-    match podnet_switch::tap::run(&args.config) {
+    match podnet_tap::run(&args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podnet: {e}");
@@ -220,12 +224,18 @@ fn tap(args: TapArgs) -> ExitCode {
 }
 
 fn ctl(args: CtlArgs) -> ExitCode {
-    use podnet_switch::tap::ctl::{request, CtlError};
+    use podnet_tap::ctl::{request, CtlError};
     let words: Vec<String> = match args.request {
         CtlRequest::Stats => vec!["stats".into()],
         CtlRequest::Services => vec!["services".into()],
-        CtlRequest::SetEndpoints { service, ips } => ["set-endpoints".to_string(), service]
+        CtlRequest::SetEndpoints {
+            service,
+            ips,
+            external,
+        } => ["set-endpoints".to_string()]
             .into_iter()
+            .chain(external.then(|| "--external".to_string()))
+            .chain([service])
             .chain(ips.iter().map(|ip| ip.to_string()))
             .collect(),
         CtlRequest::Macs => vec!["macs".into()],

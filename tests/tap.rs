@@ -8,7 +8,7 @@
 //! root, /dev/net/tun or iproute2 the tests that need them say so and pass as skipped.
 //! Waits are polls with a bounded deadline.
 //!
-//! Needs (Debian): iproute2, iputils-ping, ethtool (the kernel-flannel interop test).
+//! Needs (Debian): iproute2, iputils-ping.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -510,6 +510,9 @@ fn two_podnet_nodes(tag: &str, backend: &str, pod_mtu: usize, offload: bool) {
     if offload {
         // The sender's kernel handed over super-segments, split here.
         assert!(edges["tso_reads"].as_u64().unwrap() > 0, "{edges}");
+        // The receiving node wrote runs of segments to its pod as super-segments.
+        let edges = &stats["edges"];
+        assert!(edges["gso_writes"].as_u64().unwrap() > 0, "{edges}");
     }
 }
 
@@ -529,33 +532,10 @@ fn two_podnet_nodes_udp_backend() {
     two_podnet_nodes("ud", "udp", 1472, false);
 }
 
-#[test]
-fn interop_with_a_kernel_flannel_node() {
-    if Command::new("ethtool").arg("--version").output().is_err() {
-        eprintln!("skipped: needs ethtool");
-        return;
-    }
-    let Some(mut lab) = Lab::new("fl") else {
-        return;
-    };
-    let (n1, n2) = underlay(&mut lab);
-    let p1 = lab.netns("p1");
-    let p2 = lab.netns("p2");
-    let sock = lab.node(
-        &n1,
-        &format!(
-            "{NODE_A}offload: true
-pods:
-  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
-services:
-  - name: web
-    cluster_ip: 10.3.0.50
-    ports: [{{port: 80, target_port: 8080, protocol: tcp}}]
-    endpoints: [10.0.2.10]
-"
-        ),
-    );
-    // node-b: the kernel, set up as flannel's vxlan backend and the CNI bridge plugin do.
+/// Makes `n2` a kernel node as flannel's vxlan backend and the CNI bridge plugin set one
+/// up (flannel.1, cni0, a veth into pod namespace `p2` with 10.0.2.10), every offload at
+/// its default; its one peer is podnet's node-a.
+fn kernel_flannel_node(n2: &str, p2: &str) {
     for args in [
         "link add flannel.1 type vxlan id 1 local 172.16.0.2 dstport 8472 nolearning",
         "link set flannel.1 address 0e:00:00:00:02:00 mtu 1450 up",
@@ -566,14 +546,14 @@ services:
         "neigh replace 10.0.1.0 lladdr 0e:00:00:00:01:00 dev flannel.1 nud permanent",
         "route add 10.0.1.0/24 via 10.0.1.0 dev flannel.1 onlink",
     ] {
-        ipn(&n2, &args.split(' ').collect::<Vec<_>>());
+        ipn(n2, &args.split(' ').collect::<Vec<_>>());
     }
     run(
         "ip",
         &[
             "netns",
             "exec",
-            &n2,
+            n2,
             "bridge",
             "fdb",
             "append",
@@ -589,7 +569,7 @@ services:
         &[
             "netns",
             "exec",
-            &n2,
+            n2,
             "sysctl",
             "-qw",
             "net.ipv4.ip_forward=1",
@@ -598,25 +578,44 @@ services:
     run(
         "ip",
         &[
-            "link", "add", "vb1", "netns", &n2, "type", "veth", "peer", "name", "eth0", "netns",
-            &p2,
+            "link", "add", "vb1", "netns", n2, "type", "veth", "peer", "name", "eth0", "netns", p2,
         ],
     );
     ipn(
-        &n2,
+        n2,
         &["link", "set", "vb1", "master", "cni0", "mtu", "1450", "up"],
     );
-    ipn(&p2, &["addr", "add", "10.0.2.10/24", "dev", "eth0"]);
-    ipn(&p2, &["link", "set", "eth0", "mtu", "1450", "up"]);
-    ipn(&p2, &["route", "add", "default", "via", "10.0.2.1"]);
-    // A real NIC fills in the checksums the kernel leaves to offload; a veth hands them on
-    // unfilled, and a UDP socket (podnet's underlay) would get inner TCP packets with
-    // partial checksums. Checksumming in software on the kernel node's underlay is what
-    // a NIC does.
-    run(
-        "ip",
-        &["netns", "exec", &n2, "ethtool", "-K", "ul2", "tx", "off"],
+    ipn(p2, &["addr", "add", "10.0.2.10/24", "dev", "eth0"]);
+    ipn(p2, &["link", "set", "eth0", "mtu", "1450", "up"]);
+    ipn(p2, &["route", "add", "default", "via", "10.0.2.1"]);
+}
+
+/// A podnet node and a kernel flannel node on one host, every offload at its default: over
+/// veth the kernel hands on inner packets with partial checksums, which podnet completes.
+#[test]
+fn interop_with_a_kernel_flannel_node() {
+    let Some(mut lab) = Lab::new("fl") else {
+        return;
+    };
+    let (n1, n2) = underlay(&mut lab);
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    let p3 = lab.netns("p3");
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p3}}}
+services:
+  - name: web
+    cluster_ip: 10.3.0.50
+    ports: [{{port: 80, target_port: 8080, protocol: tcp}}]
+    endpoints: [10.0.1.10, 10.0.2.10]
+"
+        ),
     );
+    kernel_flannel_node(&n2, &p2);
     let a = Ipv4Addr::new(10, 0, 1, 10);
     let b = Ipv4Addr::new(10, 0, 2, 10);
     ping(&p1, "10.0.2.10", None);
@@ -628,21 +627,145 @@ services:
     tcp_transfer(&p2, &p1, a, 10 << 20);
     udp_echo(&p1, &p2, b, 1422);
     udp_echo(&p2, &p1, a, 1422);
-    // A service of the podnet node whose endpoint is a pod on the kernel node.
+    udp_echo(&p1, &p2, b, 100);
+    udp_echo(&p2, &p1, a, 100);
+    let edges = &ctl(&sock, &["stats"]).unwrap()["edges"];
+    assert!(
+        edges["partial_checksums"].as_u64().unwrap() > 0,
+        "the kernel node sent no partial checksum: the test does not test what it says: {edges}"
+    );
+    // A service of the podnet node with one endpoint here and one on the kernel node.
     let stop = Arc::new(AtomicBool::new(false));
-    let srv = identity_server(&p2, "b1", b, 8080, stop.clone());
+    let s1 = identity_server(&p1, "a1", a, 8080, stop.clone());
+    let s2 = identity_server(&p2, "b1", b, 8080, stop.clone());
     let vip = SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 50), 80);
-    for _ in 0..10 {
-        assert_eq!(ask(&p1, vip).unwrap(), ("b1".into(), "10.0.1.10".into()));
+    let mut by = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let (name, seen) = ask(&p3, vip).unwrap();
+        assert_eq!(seen, "10.0.1.11", "the endpoint sees the client's own IP");
+        *by.entry(name).or_insert(0) += 1;
     }
+    eprintln!("40 connections to the VIP: {by:?}");
+    // Each side is chosen with probability 1/2: fewer than 8 of 40 is a 1-in-50,000 event.
+    assert!(by.get("a1").copied().unwrap_or(0) >= 8, "{by:?}");
+    assert!(by.get("b1").copied().unwrap_or(0) >= 8, "{by:?}");
     assert!(
         ctl(&sock, &["stats"]).unwrap()["counters"]["dnat"]
             .as_u64()
             .unwrap()
-            >= 10
+            >= 40
     );
     stop.store(true, Ordering::Relaxed);
-    srv.join().unwrap();
+    s1.join().unwrap();
+    s2.join().unwrap();
+}
+
+/// The pod's kernel counter of TCP segments dropped for a bad checksum.
+fn tcp_in_csum_errors(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InCsumErrors")
+        .expect("InCsumErrors in /proc/net/snmp");
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// A TCP segment whose payload was corrupted after its checksum was computed (a really
+/// wrong checksum, not a partial one), sent from the kernel node's underlay address as
+/// VXLAN: podnet must not make it valid; the podnet pod's stack drops it.
+#[test]
+fn a_corrupted_segment_from_a_kernel_node_is_not_delivered_as_valid() {
+    let Some(mut lab) = Lab::new("cs") else {
+        return;
+    };
+    let (n1, n2) = underlay(&mut lab);
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    let sock = lab.node(
+        &n1,
+        &format!("{NODE_A}pods:\n  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}\n"),
+    );
+    kernel_flannel_node(&n2, &p2);
+    // The pod's MAC learned and the path proven.
+    ping(&p1, "10.0.2.10", None);
+    let before = tcp_in_csum_errors(&p1);
+    let partial_before = ctl(&sock, &["stats"]).unwrap()["edges"]["partial_checksums"]
+        .as_u64()
+        .unwrap();
+    // VXLAN (VNI 1), Ethernet from the kernel's VTEP to podnet's, IPv4, TCP with data.
+    let mut pkt: Vec<u8> = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+    pkt.extend_from_slice(&[0x0e, 0, 0, 0, 1, 0, 0x0e, 0, 0, 0, 2, 0, 0x08, 0x00]);
+    let payload = b"a payload that will not arrive intact";
+    let ip_at = pkt.len();
+    let total = 20 + 20 + payload.len();
+    pkt.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    pkt.extend_from_slice(&[10, 0, 2, 10, 10, 0, 1, 10]);
+    let ip_sum = inet_checksum(0, &pkt[ip_at..ip_at + 20]);
+    pkt[ip_at + 10..ip_at + 12].copy_from_slice(&ip_sum.to_be_bytes());
+    let tcp_at = pkt.len();
+    pkt.extend_from_slice(&40000u16.to_be_bytes());
+    pkt.extend_from_slice(&5003u16.to_be_bytes());
+    pkt.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    pkt.extend_from_slice(payload);
+    let tcp_len = (20 + payload.len()) as u32;
+    let pseudo = 0x0a00 + 0x020a + 0x0a00 + 0x010a + 6 + tcp_len;
+    let sum = inet_checksum(pseudo, &pkt[tcp_at..]);
+    pkt[tcp_at + 16..tcp_at + 18].copy_from_slice(&sum.to_be_bytes());
+    // Corrupt one payload byte: the checksum is now wrong, and not the pseudo-header sum.
+    *pkt.last_mut().unwrap() ^= 0x01;
+    assert_ne!(!inet_checksum(pseudo, &[]), sum, "pick another payload");
+    let sent = 5;
+    in_ns(&n2, move || {
+        let s = UdpSocket::bind(("172.16.0.2", 0)).unwrap();
+        for _ in 0..sent {
+            s.send_to(&pkt, ("172.16.0.1", 8472)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while tcp_in_csum_errors(&p1) < before + sent {
+        assert!(
+            Instant::now() < end,
+            "the corrupted segments did not reach the pod as corrupted: InCsumErrors {} -> {}",
+            before,
+            tcp_in_csum_errors(&p1)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tcp_in_csum_errors(&p1), before + sent);
+    let edges = &ctl(&sock, &["stats"]).unwrap()["edges"];
+    assert_eq!(edges["partial_checksums"], partial_before, "{edges}");
+}
+
+/// The Internet checksum of `data` added to `sum`, folded and complemented.
+fn inet_checksum(mut sum: u32, data: &[u8]) -> u16 {
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 #[test]
@@ -778,6 +901,12 @@ services:
     assert!(ctl(&sock, &["set-endpoints", "nope", "10.0.1.10"])
         .unwrap_err()
         .contains("no service named nope"));
+    // Outside the pod CIDR (10.0.0.0/16): a typo, unless said to be external.
+    let err = ctl(&sock, &["set-endpoints", "web", "10.77.0.1"]).unwrap_err();
+    assert!(err.contains("outside the cluster's pod CIDR"), "{err}");
+    let svc = ctl(&sock, &["set-endpoints", "--external", "web", "10.77.0.1"]).unwrap();
+    assert_eq!(svc["endpoints"][0]["ip"], "10.77.0.1", "{svc}");
+    ctl(&sock, &["set-endpoints", "web"]).unwrap();
     let services = ctl(&sock, &["services"]).unwrap();
     assert_eq!(services[0]["name"], "web");
     let macs = ctl(&sock, &["macs"]).unwrap();
@@ -996,25 +1125,34 @@ fn an_invalid_node_file_exits_2_with_one_line() {
     let dir = std::env::temp_dir().join(format!("podnet-badfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _guard = TempDir(dir.clone());
+    // (file, text, where the error points, what it says)
     let cases = [
-        ("syntax.yaml", "node: [\n", "syntax.yaml"),
+        ("syntax.yaml", "node: [\n", "1:7", ""),
         (
             "unknown.yaml",
             "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\ncolour: red\n",
+            "4:1",
             "colour",
         ),
         (
             "pod.yaml",
             "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\npods: [{name: p, tap: t, ip: 10.9.0.2}]\n",
+            "4:30",
             "not a pod address",
         ),
     ];
-    for (name, text, want) in cases {
+    for (name, text, at, want) in cases {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let (code, err) = tap_fails(None, &path);
         assert_eq!(code, Some(2), "{name}: {err}");
-        assert!(one_line(&err).contains(want), "{name}: {err}");
+        let line = one_line(&err);
+        let prefix = format!("podnet: {}:{at}: ", path.display());
+        assert!(
+            line.starts_with(&prefix),
+            "{name}: {err:?} should start {prefix:?}"
+        );
+        assert!(line.contains(want), "{name}: {err}");
     }
     let (code, err) = tap_fails(None, &dir.join("missing.yaml"));
     assert_eq!(code, Some(2));

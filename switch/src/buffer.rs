@@ -47,6 +47,7 @@ impl Pool {
             data: Some(data),
             start: HEADROOM,
             end: HEADROOM,
+            checksum_known_good: false,
             pool: Arc::clone(self),
         })
     }
@@ -81,10 +82,25 @@ pub struct PacketBuf {
     data: Option<Box<[u8]>>,
     start: usize,
     end: usize,
+    /// See [`PacketBuf::checksum_known_good`].
+    checksum_known_good: bool,
     pool: Arc<Pool>,
 }
 
 impl PacketBuf {
+    /// True when whoever filled the buffer computed the packet's TCP/UDP checksum itself
+    /// (the TAP runtime cutting a pod's super-segment), so a later stage that must know
+    /// the checksum is right need not sum the packet again. The core keeps every checksum
+    /// valid as it rewrites, so the mark survives it; a buffer from the wire is unmarked.
+    pub fn checksum_known_good(&self) -> bool {
+        self.checksum_known_good
+    }
+
+    /// Marks the packet's TCP/UDP checksum as computed here ([`Self::checksum_known_good`]).
+    pub fn mark_checksum_known_good(&mut self) {
+        self.checksum_known_good = true;
+    }
+
     /// The packet's bytes.
     pub fn data(&self) -> &[u8] {
         &self.storage()[self.start..self.end]

@@ -21,8 +21,6 @@ pub mod neighbour;
 pub mod routes;
 pub mod services;
 pub mod switch;
-#[cfg(target_os = "linux")]
-pub mod tap;
 pub mod udpencap;
 pub mod underlay;
 pub mod vxlan;

@@ -1,4 +1,4 @@
-//! The TAP mode node file (SCENARIO.md, "TAP mode node file"): parsed with serde-saphyr,
+//! The TAP mode node file (docs/node-file.md): parsed with serde-saphyr,
 //! then checked and turned into the switch's [`NodeConfig`] and [`Service`]s.
 
 use std::net::Ipv4Addr;
@@ -6,28 +6,35 @@ use std::path::{Path, PathBuf};
 
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
-use crate::control::{vtep_mac_for, Backend, NodeConfig, Peer};
-use crate::mac::Mac;
-use crate::services::{Endpoint, Protocol, Service, ServicePort, SessionAffinity, TrafficPolicy};
+use podnet_switch::control::{vtep_mac_for, Backend, NodeConfig, Peer};
+use podnet_switch::mac::Mac;
+use podnet_switch::services::{
+    Endpoint, Protocol, Service, ServicePort, ServiceTable, SessionAffinity, TrafficPolicy,
+};
+
+mod error;
+use error::Invalid;
+pub use error::NodeFileError;
 
 /// The node file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
-    node: String,
+    node: Spanned<String>,
     #[serde(default)]
     backend: RawBackend,
-    subnet: String,
+    subnet: Spanned<String>,
     /// The cluster's pod CIDR; default: the /16 holding `subnet`.
     #[serde(default)]
-    pod_cidr: Option<String>,
+    pod_cidr: Option<Spanned<String>>,
     /// Routed through the host port; default 10.3.0.0/24.
     #[serde(default)]
-    service_cidr: Option<String>,
+    service_cidr: Option<Spanned<String>>,
     underlay_ip: Ipv4Addr,
     #[serde(default)]
-    underlay_mtu: Option<u16>,
+    underlay_mtu: Option<Spanned<u16>>,
     #[serde(default)]
     vxlan: RawVxlan,
     #[serde(default)]
@@ -35,19 +42,19 @@ struct RawNode {
     #[serde(default)]
     vtep_mac: Option<Mac>,
     #[serde(default)]
-    peers: Vec<RawPeer>,
+    peers: Vec<Spanned<RawPeer>>,
     #[serde(default)]
-    pods: Vec<RawPod>,
+    pods: Vec<Spanned<RawPod>>,
     #[serde(default)]
     host_port: Option<RawHostPort>,
     #[serde(default)]
-    services: Vec<RawService>,
+    services: Vec<Spanned<RawService>>,
     #[serde(default)]
     control: Option<PathBuf>,
     #[serde(default)]
-    workers: Option<usize>,
+    workers: Option<Spanned<usize>>,
     /// IFF_VNET_HDR with checksum and TCP segmentation offload on pod TAP devices.
-    #[serde(default)]
+    #[serde(default = "yes")]
     offload: bool,
 }
 
@@ -80,7 +87,7 @@ struct RawUdp {
 struct RawPeer {
     name: String,
     underlay_ip: Ipv4Addr,
-    subnet: String,
+    subnet: Spanned<String>,
     #[serde(default)]
     vtep_mac: Option<Mac>,
 }
@@ -89,8 +96,8 @@ struct RawPeer {
 #[serde(deny_unknown_fields)]
 struct RawPod {
     name: String,
-    tap: String,
-    ip: Ipv4Addr,
+    tap: Spanned<String>,
+    ip: Spanned<Ipv4Addr>,
     #[serde(default)]
     netns: Option<String>,
     #[serde(default)]
@@ -100,7 +107,7 @@ struct RawPod {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHostPort {
-    tap: String,
+    tap: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +136,10 @@ struct RawServicePort {
     protocol: Protocol,
     #[serde(default)]
     node_port: Option<u16>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn tcp() -> Protocol {
@@ -180,41 +191,54 @@ impl NodeSpec {
     }
 }
 
-/// Reads and checks a node file. The error names the file and what is wrong.
-pub fn load(path: &Path) -> Result<NodeSpec, String> {
-    let name = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-    parse(&text).map_err(|e| format!("{name}: {e}"))
+/// Reads and checks a node file. The error names the file, the line and column, and what
+/// is wrong.
+pub fn load(path: &Path) -> Result<NodeSpec, NodeFileError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| NodeFileError::new(&file, None, format!("cannot read: {e}")))?;
+    parse(&file, &text)
 }
 
-fn cidr(what: &str, s: &str) -> Result<Ipv4Network, String> {
+fn cidr(what: &str, s: &Spanned<String>) -> Result<Ipv4Network, Invalid> {
     let net: Ipv4Network = s
+        .value
         .parse()
-        .map_err(|e| format!("{what}: {s:?} is not an IPv4 CIDR: {e}"))?;
+        .map_err(|e| Invalid::at(s, format!("{what}: {:?} is not an IPv4 CIDR: {e}", s.value)))?;
     if net.network() != net.ip() {
-        return Err(format!(
-            "{what}: {s} has host bits set (the network is {})",
-            net.network()
+        return Err(Invalid::at(
+            s,
+            format!(
+                "{what}: {} has host bits set (the network is {})",
+                s.value,
+                net.network()
+            ),
         ));
     }
     Ok(net)
 }
 
-/// Parses node file text.
-pub fn parse(text: &str) -> Result<NodeSpec, String> {
-    let raw: RawNode = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
+/// Parses node file text; `file` is the name errors carry.
+pub fn parse(file: &str, text: &str) -> Result<NodeSpec, NodeFileError> {
+    let raw: RawNode =
+        serde_saphyr::from_str(text).map_err(|e| NodeFileError::from_yaml(file, &e))?;
+    resolve(raw).map_err(|e| e.in_file(file))
+}
+
+fn resolve(raw: RawNode) -> Result<NodeSpec, Invalid> {
     let subnet = cidr("subnet", &raw.subnet)?;
     let pod_cidr = match &raw.pod_cidr {
         Some(s) => cidr("pod_cidr", s)?,
-        None => Ipv4Network::new(subnet.network(), 16.min(subnet.prefix()))
-            .map(|n| Ipv4Network::new(n.network(), n.prefix()).expect("valid"))
-            .map_err(|e| e.to_string())?,
+        None => {
+            let n = Ipv4Network::new(subnet.network(), 16.min(subnet.prefix()))
+                .map_err(|e| Invalid::at(&raw.subnet, e.to_string()))?;
+            Ipv4Network::new(n.network(), n.prefix()).expect("valid")
+        }
     };
-    let pod_cidr = Ipv4Network::new(pod_cidr.network(), pod_cidr.prefix()).expect("valid");
-    let service_cidr = cidr(
-        "service_cidr",
-        raw.service_cidr.as_deref().unwrap_or("10.3.0.0/24"),
-    )?;
+    let service_cidr = match &raw.service_cidr {
+        Some(s) => cidr("service_cidr", s)?,
+        None => "10.3.0.0/24".parse().expect("valid"),
+    };
     let backend = match raw.backend {
         RawBackend::Vxlan => Backend::Vxlan {
             vni: raw.vxlan.vni.unwrap_or(1),
@@ -224,63 +248,80 @@ pub fn parse(text: &str) -> Result<NodeSpec, String> {
             port: raw.udp.port.unwrap_or(8285),
         },
     };
-    if raw.node.is_empty() {
-        return Err("node: the name is empty".into());
+    if raw.node.value.is_empty() {
+        return Err(Invalid::at(&raw.node, "node: the name is empty"));
     }
-    let mut config = NodeConfig::new(&raw.node, subnet, pod_cidr, raw.underlay_ip, backend);
-    if let Some(mtu) = raw.underlay_mtu {
-        config.underlay_mtu = mtu;
+    let mut config = NodeConfig::new(&raw.node.value, subnet, pod_cidr, raw.underlay_ip, backend);
+    if let Some(mtu) = &raw.underlay_mtu {
+        config.underlay_mtu = mtu.value;
     }
     if let Some(mac) = raw.vtep_mac {
         config.vtep_mac = mac;
     }
     if !pod_cidr.contains(subnet.network()) || pod_cidr.prefix() > subnet.prefix() {
-        return Err(format!("subnet {subnet} is not inside pod_cidr {pod_cidr}"));
+        return Err(Invalid::at(
+            &raw.subnet,
+            format!("subnet {subnet} is not inside pod_cidr {pod_cidr}"),
+        ));
     }
-    for p in &raw.peers {
+    config.validate().map_err(|e| match &raw.underlay_mtu {
+        Some(mtu) if e.contains("MTU") => Invalid::at(mtu, e),
+        _ => Invalid::at(&raw.subnet, e),
+    })?;
+    // One peer at a time, so that what `validate` finds is this peer's.
+    for sp in &raw.peers {
+        let p = &sp.value;
         let psub = cidr(&format!("peers: {}: subnet", p.name), &p.subnet)?;
         if p.underlay_ip == raw.underlay_ip {
-            return Err(format!(
-                "peers: {}: underlay_ip {} is this node's",
-                p.name, p.underlay_ip
+            return Err(Invalid::at(
+                sp,
+                format!(
+                    "peers: {}: underlay_ip {} is this node's",
+                    p.name, p.underlay_ip
+                ),
             ));
         }
         if config.peers.iter().any(|q| q.name == p.name) {
-            return Err(format!("peers: {} appears twice", p.name));
+            return Err(Invalid::at(sp, format!("peers: {} appears twice", p.name)));
         }
         let mut peer = Peer::new(&p.name, p.underlay_ip, psub);
         peer.vtep_mac = p.vtep_mac.unwrap_or_else(|| vtep_mac_for(p.underlay_ip));
         config.peers.push(peer);
+        config.validate().map_err(|e| Invalid::at(&p.subnet, e))?;
     }
-    config.validate()?;
     let mut pods: Vec<PodSpec> = Vec::new();
-    for p in &raw.pods {
-        if !subnet.contains(p.ip) || p.ip == config.vtep_ip() || p.ip == config.gateway_ip() {
-            return Err(format!(
-                "pods: {}: ip {} is not a pod address of subnet {subnet} (.0 and .1 are taken)",
-                p.name, p.ip
+    for sp in &raw.pods {
+        let p = &sp.value;
+        let ip = p.ip.value;
+        if !subnet.contains(ip) || ip == config.vtep_ip() || ip == config.gateway_ip() {
+            return Err(Invalid::at(
+                &p.ip,
+                format!(
+                    "pods: {}: ip {ip} is not a pod address of subnet {subnet} (.0 and .1 are taken)",
+                    p.name
+                ),
             ));
         }
-        if p.ip == subnet.broadcast() {
-            return Err(format!(
-                "pods: {}: ip {} is the broadcast address",
-                p.name, p.ip
+        if ip == subnet.broadcast() {
+            return Err(Invalid::at(
+                &p.ip,
+                format!("pods: {}: ip {ip} is the broadcast address", p.name),
             ));
         }
         check_ifname(&format!("pods: {}: tap", p.name), &p.tap)?;
         if let Some(q) = pods
             .iter()
-            .find(|q| q.name == p.name || q.tap == p.tap || q.ip == p.ip)
+            .find(|q| q.name == p.name || q.tap == p.tap.value || q.ip == ip)
         {
-            return Err(format!(
-                "pods: {} repeats the name, tap or ip of {}",
-                p.name, q.name
+            return Err(Invalid::at(
+                sp,
+                format!("pods: {} repeats the name, tap or ip of {}", p.name, q.name),
             ));
         }
         pods.push(PodSpec {
             name: p.name.clone(),
-            tap: p.tap.clone(),
-            ip: p.ip,
+            tap: p.tap.value.clone(),
+            ip,
             netns: p.netns.clone(),
             mac: p.mac,
         });
@@ -288,15 +329,19 @@ pub fn parse(text: &str) -> Result<NodeSpec, String> {
     let host_port = match &raw.host_port {
         Some(h) => {
             check_ifname("host_port: tap", &h.tap)?;
-            if pods.iter().any(|p| p.tap == h.tap) {
-                return Err(format!("host_port: tap {} is a pod's", h.tap));
+            if pods.iter().any(|p| p.tap == h.tap.value) {
+                return Err(Invalid::at(
+                    &h.tap,
+                    format!("host_port: tap {} is a pod's", h.tap.value),
+                ));
             }
-            Some(h.tap.clone())
+            Some(h.tap.value.clone())
         }
         None => None,
     };
     let mut services = Vec::new();
-    for s in &raw.services {
+    for ss in &raw.services {
+        let s = &ss.value;
         let mut svc = Service::new(&s.name, s.cluster_ip);
         for p in &s.ports {
             let mut sp = ServicePort::new(p.protocol, p.port, p.target_port.unwrap_or(p.port));
@@ -316,14 +361,15 @@ pub fn parse(text: &str) -> Result<NodeSpec, String> {
             svc.external_traffic_policy = p;
         }
         services.push(svc);
+        // One service at a time, so that an error points at the service it concerns.
+        ServiceTable::validate(&services).map_err(|e| Invalid::at(ss, format!("services: {e}")))?;
     }
-    crate::services::ServiceTable::validate(&services).map_err(|e| format!("services: {e}"))?;
     let control = raw
         .control
-        .unwrap_or_else(|| PathBuf::from(format!("/run/podnet/{}.sock", raw.node)));
-    let workers = match raw.workers {
-        Some(0) => return Err("workers: must be at least 1".into()),
-        Some(n) => n,
+        .unwrap_or_else(|| PathBuf::from(format!("/run/podnet/{}.sock", raw.node.value)));
+    let workers = match &raw.workers {
+        Some(w) if w.value == 0 => return Err(Invalid::at(w, "workers: must be at least 1")),
+        Some(w) => w.value,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     Ok(NodeSpec {
@@ -338,26 +384,9 @@ pub fn parse(text: &str) -> Result<NodeSpec, String> {
     })
 }
 
-/// A YAML error on one line: `line L column C: message` (the same form as scenario files).
-fn yaml_error(error: &serde_saphyr::Error) -> String {
-    use serde_saphyr::{DefaultMessageFormatter, Error, MessageFormatter};
-    let mut inner = error;
-    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = inner {
-        inner = error;
-    }
-    let message: String = DefaultMessageFormatter
-        .format_message(inner)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    match error.location().filter(|l| l.line() > 0) {
-        Some(l) => format!("line {} column {}: {message}", l.line(), l.column().max(1)),
-        None => message,
-    }
-}
-
 /// Linux interface names: 1 to 15 bytes, no `/`, whitespace or `:`.
-fn check_ifname(what: &str, name: &str) -> Result<(), String> {
+fn check_ifname(what: &str, spanned: &Spanned<String>) -> Result<(), Invalid> {
+    let name = spanned.value.as_str();
     if name.is_empty()
         || name.len() > 15
         || name
@@ -366,8 +395,11 @@ fn check_ifname(what: &str, name: &str) -> Result<(), String> {
         || name == "."
         || name == ".."
     {
-        return Err(format!(
-            "{what}: {name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+        return Err(Invalid::at(
+            spanned,
+            format!(
+                "{what}: {name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
+            ),
         ));
     }
     Ok(())
@@ -400,7 +432,7 @@ workers: 2
 
     #[test]
     fn the_scenario_example_parses() {
-        let n = parse(EXAMPLE).unwrap();
+        let n = parse("node.yaml", EXAMPLE).unwrap();
         assert_eq!(n.config.name, "node-a");
         assert_eq!(n.config.backend, Backend::VXLAN);
         assert_eq!(n.config.pod_cidr.to_string(), "10.0.0.0/16");
@@ -416,39 +448,71 @@ workers: 2
 
     #[test]
     fn udp_backend_defaults() {
-        let n =
-            parse("node: b\nbackend: udp\nsubnet: 10.0.2.0/24\nunderlay_ip: 172.16.0.2\n").unwrap();
+        let n = parse(
+            "b.yaml",
+            "node: b\nbackend: udp\nsubnet: 10.0.2.0/24\nunderlay_ip: 172.16.0.2\n",
+        )
+        .unwrap();
         assert_eq!(n.config.backend, Backend::UDP);
         assert_eq!(n.control, PathBuf::from("/run/podnet/b.sock"));
         assert_eq!(n.config.pod_mtu(), 1472);
+        assert!(n.offload, "offload is on by default");
     }
 
+    /// Every mistake reads `FILE:LINE:COL: message`, pointing at the value at fault.
     #[test]
-    fn mistakes_are_named() {
-        let bad = |text: &str, want: &str| {
-            let e = parse(text).unwrap_err();
+    fn mistakes_are_named_with_file_line_and_column() {
+        let bad = |text: &str, at: &str, want: &str| {
+            let e = parse("n.yaml", text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("n.yaml:{at}: ")),
+                "{e:?} should start at {at}"
+            );
             assert!(e.contains(want), "{e:?} should mention {want:?}");
         };
         let base = "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n";
-        bad("node: a\n", "subnet");
-        bad("node: [\n", "line 1 column 7");
-        bad(&format!("{base}colour: red\n"), "colour");
-        bad(&format!("{base}backend: host-gw\n"), "host-gw");
+        bad("node: a\n", "1:1", "subnet");
+        bad("node: [\n", "1:7", "");
+        bad(&format!("{base}colour: red\n"), "4:1", "colour");
+        bad(&format!("{base}backend: host-gw\n"), "4:10", "host-gw");
         bad(
             "node: a\nsubnet: 10.0.1.5/24\nunderlay_ip: 172.16.0.1\n",
+            "2:9",
             "host bits",
         );
         bad(
-            &format!("{base}pods: [{{name: p, tap: t, ip: 10.0.2.3}}]\n"),
+            &format!("{base}pods:\n  - {{name: p, tap: t, ip: 10.0.2.3}}\n"),
+            "5:27",
             "not a pod address",
         );
         bad(
             &format!("{base}pods: [{{name: p, tap: a-very-long-name-indeed, ip: 10.0.1.3}}]\n"),
+            "4:23",
             "interface name",
         );
         bad(
-            &format!("{base}peers: [{{name: b, underlay_ip: 172.16.0.2, subnet: 10.0.1.0/24}}]\n"),
+            &format!(
+                "{base}peers:\n  - {{name: b, underlay_ip: 172.16.0.2, subnet: 10.0.1.0/24}}\n"
+            ),
+            "5:48",
             "overlaps",
+        );
+        bad(&format!("{base}workers: 0\n"), "4:10", "at least 1");
+        bad(&format!("{base}underlay_mtu: 100\n"), "4:15", "MTU");
+        bad(
+            "node: ''\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n",
+            "1:7",
+            "empty",
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named() {
+        let e = load(Path::new("/nonexistent/podnet-node.yaml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/podnet-node.yaml: cannot read"),
+            "{e}"
         );
     }
 }

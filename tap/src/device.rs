@@ -10,8 +10,8 @@ use std::process::Command;
 use ipnetwork::Ipv4Network;
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
-use super::SetupError;
-use crate::mac::Mac;
+use crate::SetupError;
+use podnet_switch::mac::Mac;
 
 /// An open TAP device. A device podnet created goes away when its last descriptor closes
 /// (it is not persistent), wherever it was moved; an attached one stays.
@@ -20,7 +20,7 @@ pub struct Tap {
     pub dev: SyncDevice,
     /// True when podnet created it (false: it existed and podnet attached to it).
     pub created: bool,
-    /// Frames cross with a `virtio_net_hdr` in front ([`super::offload`]).
+    /// Frames cross with a `virtio_net_hdr` in front ([`crate::offload`]).
     pub vnet: bool,
 }
 
@@ -34,7 +34,7 @@ pub fn exists(name: &str) -> bool {
 }
 
 /// Opens the TAP device `name`, creating it when it does not exist; with `offload`,
-/// with `IFF_VNET_HDR` and the offloads [`super::offload`] handles.
+/// with `IFF_VNET_HDR` and the offloads [`crate::offload`] handles.
 pub fn open(name: &str, offload: bool) -> Result<Tap, SetupError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(SetupError::invalid(
@@ -69,7 +69,7 @@ pub fn open(name: &str, offload: bool) -> Result<Tap, SetupError> {
         .map_err(|e| SetupError::failed(format!("TAP device {name}: {e}")))?;
     if offload {
         use std::os::fd::AsRawFd;
-        super::offload::set_offloads(dev.as_raw_fd())
+        crate::offload::set_offloads(dev.as_raw_fd())
             .map_err(|e| SetupError::failed(format!("TAP device {name}: offloads: {e}")))?;
     }
     Ok(Tap {

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use crate::buffer::{PacketBuf, Pool};
-use crate::checksum;
-use crate::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
+use podnet_switch::buffer::{PacketBuf, Pool};
+use podnet_switch::checksum;
+use podnet_switch::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
 
 /// `struct virtio_net_hdr` (without `num_buffers`), as tun uses it by default.
 pub const VNET_HDR_LEN: usize = 10;
@@ -112,9 +112,9 @@ fn fill_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), Sp
     Ok(())
 }
 
-/// Splits a TCP/IPv4 super-segment into segments of at most `mss` payload bytes, each
+/// Splits a TCP/IPv4 super-segment (an Ethernet frame) into segments of at most `mss` payload bytes, each
 /// with its own IP ID, length and checksum, sequence number, flags and TCP checksum.
-fn segment_tcp4(
+pub fn segment_tcp4(
     frame: &[u8],
     mss: usize,
     pool: &Arc<Pool>,
@@ -172,6 +172,7 @@ fn segment_tcp4(
         let sum = checksum::pseudo_header(src, dst, PROTO_TCP, tcp_len);
         let c = checksum::finish(checksum::add(sum, &seg[tcp_at..]));
         seg[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
+        buf.mark_checksum_known_good();
         out.push(buf);
     }
     Ok(())
@@ -180,7 +181,7 @@ fn segment_tcp4(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire;
+    use podnet_switch::wire;
 
     /// An Ethernet + IPv4 + TCP frame with `payload`, its checksums valid.
     fn tcp_frame(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {

@@ -12,11 +12,15 @@
 //! Each port's descriptor is read by one worker (ports are dealt out round-robin); every
 //! worker writes to any port (a TAP write is one frame, atomic; the underlay's datagrams
 //! of a batch leave in one `sendmmsg` and arrive a batch per `recvmmsg`). With
-//! `offload: true` pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment crosses in one
-//! `read` and is segmented in software ([`offload`]) before the switch, which forwards
-//! MTU-sized frames only.
+//! `offload: true` (the default) pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment
+//! crosses in one `read` and is segmented in software ([`offload`]) before the switch,
+//! which forwards MTU-sized frames only; on the way out, a run of one flow's segments for
+//! an offloading pod is written as one super-segment again ([`gro`]). From the underlay,
+//! what a kernel node on the same host sends over a veth arrives with partial checksums
+//! ([`partial`]) and as 64 KiB super-frames ([`underlay_socket::RecvScratch`]); both are
+//! made whole before the switch sees them.
 //! The workers share the one [`Switch`] by reference: it is `Sync` and takes no lock on the
-//! packet path ([`crate::control`]). Time is the monotonic clock since start.
+//! packet path ([`podnet_switch::control`]). Time is the monotonic clock since start.
 //!
 //! Shutdown: SIGINT or SIGTERM sets a flag every loop checks at least every 100 ms; the
 //! devices podnet created are not persistent, so they disappear when their descriptors
@@ -24,9 +28,11 @@
 
 pub mod ctl;
 pub mod device;
+pub mod gro;
 pub mod nodefile;
 pub mod nodeport;
 pub mod offload;
+pub mod partial;
 pub mod underlay_socket;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -38,13 +44,14 @@ use std::time::{Duration, Instant};
 use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
-use crate::buffer::{PacketBuf, Pool};
-use crate::control::{PortId, PortKind};
-use crate::switch::{Switch, BATCH};
+use podnet_switch::buffer::{PacketBuf, Pool};
+use podnet_switch::control::{Backend, PortId, PortKind};
+use podnet_switch::switch::{Switch, BATCH};
+use podnet_switch::underlay::OUTER_UDP_LEN;
 
 use device::Tap;
 use nodefile::NodeSpec;
-use underlay_socket::UnderlaySocket;
+use underlay_socket::{RecvScratch, UnderlaySocket};
 
 /// Why the runtime could not start or stopped: `Invalid` (exit 2: the node file or the
 /// host is not as it must be) or `Failed` (exit 3).
@@ -112,6 +119,11 @@ pub struct EdgeCounters {
     pub tap_rx_errors: AtomicU64,
     pub tap_tx_errors: AtomicU64,
     pub underlay_rx_errors: AtomicU64,
+    /// Datagrams dropped on the way in: truncated, or a super-frame that could not be
+    /// segmented.
+    pub underlay_rx_drops: AtomicU64,
+    /// VXLAN super-frames (GSO from a kernel node on this host) segmented in software.
+    pub underlay_super_frames: AtomicU64,
     pub underlay_tx_errors: AtomicU64,
     /// Frames the core addressed to a host on the underlay without UDP, which a socket
     /// cannot send.
@@ -122,6 +134,10 @@ pub struct EdgeCounters {
     pub offload_drops: AtomicU64,
     /// TCP super-segments (TSO) read from offloading TAPs and split in software.
     pub tso_reads: AtomicU64,
+    /// Inner packets from the underlay whose partial checksum was completed ([`partial`]).
+    pub partial_checksums: AtomicU64,
+    /// Runs of TCP segments written to an offloading pod TAP as one super-segment ([`gro`]).
+    pub gso_writes: AtomicU64,
     /// Ports whose device went away (a pod namespace deleted).
     pub ports_lost: AtomicU64,
 }
@@ -131,29 +147,49 @@ pub struct EdgeSnapshot {
     pub tap_rx_errors: u64,
     pub tap_tx_errors: u64,
     pub underlay_rx_errors: u64,
+    pub underlay_rx_drops: u64,
+    /// Datagrams the kernel dropped for a full socket receive buffer.
+    pub underlay_socket_drops: u64,
+    pub underlay_super_frames: u64,
     pub underlay_tx_errors: u64,
     pub underlay_unsendable: u64,
     pub no_buffer: u64,
     pub offload_drops: u64,
     pub tso_reads: u64,
+    pub partial_checksums: u64,
+    pub gso_writes: u64,
     pub ports_lost: u64,
 }
 
 impl EdgeCounters {
-    pub fn snapshot(&self) -> EdgeSnapshot {
+    pub fn snapshot(&self, underlay_socket_drops: u64) -> EdgeSnapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         EdgeSnapshot {
             tap_rx_errors: g(&self.tap_rx_errors),
             tap_tx_errors: g(&self.tap_tx_errors),
             underlay_rx_errors: g(&self.underlay_rx_errors),
+            underlay_rx_drops: g(&self.underlay_rx_drops),
+            underlay_socket_drops,
+            underlay_super_frames: g(&self.underlay_super_frames),
             underlay_tx_errors: g(&self.underlay_tx_errors),
             underlay_unsendable: g(&self.underlay_unsendable),
             no_buffer: g(&self.no_buffer),
             offload_drops: g(&self.offload_drops),
             tso_reads: g(&self.tso_reads),
+            partial_checksums: g(&self.partial_checksums),
+            gso_writes: g(&self.gso_writes),
             ports_lost: g(&self.ports_lost),
         }
     }
+}
+
+/// A worker's space for writing a batch out, reused from batch to batch.
+struct TxScratch {
+    /// The underlay's share, sent with one `sendmmsg`.
+    under: Vec<PacketBuf>,
+    /// A run of TCP segments for one offloading TAP, and what they are.
+    run: Vec<PacketBuf>,
+    segs: Vec<gro::Segment>,
 }
 
 /// A port's device.
@@ -192,42 +228,108 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// What the kernel dropped on the underlay socket before podnet read it.
+    pub fn underlay_socket_drops(&self) -> u64 {
+        self.ports
+            .iter()
+            .flatten()
+            .map(|p| match &p.io {
+                Io::Underlay(u) => u.kernel_drops(),
+                Io::Tap(_) => 0,
+            })
+            .sum()
+    }
+
     fn port(&self, id: PortId) -> Option<&PortIo> {
         self.ports.get(id.0 as usize).and_then(Option::as_ref)
     }
 
-    /// Writes what the switch emitted to the ports: one write per frame to a TAP device,
-    /// one `sendmmsg` for the underlay's share. `under` is scratch space.
-    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, under: &mut Vec<PacketBuf>) {
+    /// Writes what the switch emitted to the ports: to an offloading pod TAP, a run of
+    /// segments of one TCP flow as one super-segment ([`gro`]), anything else one write per
+    /// frame; one `sendmmsg` for the underlay's share.
+    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, scratch: &mut TxScratch) {
         let mut socket = None;
-        for (id, buf) in tx.drain(..) {
+        let mut it = tx.drain(..).peekable();
+        while let Some((id, buf)) = it.next() {
             let Some(port) = self.port(id) else { continue };
             match &port.io {
-                Io::Tap(t) => {
-                    let mut buf = buf;
-                    if t.vnet {
-                        // A zero header: one frame, checksums complete.
-                        match buf.prepend(offload::VNET_HDR_LEN) {
-                            Some(h) => h.fill(0),
-                            None => {
-                                self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                Io::Tap(t) if t.vnet => {
+                    let run = &mut scratch.run;
+                    let segs = &mut scratch.segs;
+                    let mut buf = match gro::segment(&buf) {
+                        None => buf,
+                        Some(first) => {
+                            let mut payload = first.payload;
+                            segs.push(first);
+                            run.push(buf);
+                            while let Some((nid, next)) =
+                                it.peek().filter(|_| run.len() < gro::MAX_SEGMENTS)
+                            {
+                                let Some(seg) = (*nid == id)
+                                    .then(|| gro::segment(next))
+                                    .flatten()
+                                    .filter(|seg| {
+                                        let last = segs.last().expect("a run is never empty");
+                                        gro::continues(
+                                            run[0].data(),
+                                            &segs[0],
+                                            last,
+                                            payload,
+                                            next.data(),
+                                            seg,
+                                        )
+                                    })
+                                else {
+                                    break;
+                                };
+                                payload += seg.payload;
+                                segs.push(seg);
+                                run.push(it.next().expect("peeked").1);
+                            }
+                            if run.len() > 1 {
+                                match gro::write_run(t.dev.as_raw_fd(), run, segs) {
+                                    Ok(()) => {
+                                        self.edges.gso_writes.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    Err(_) => {
+                                        self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                run.clear();
+                                segs.clear();
                                 continue;
                             }
+                            segs.clear();
+                            run.pop().expect("the run's one segment")
+                        }
+                    };
+                    // A zero header: one frame, checksums complete.
+                    match buf.prepend(offload::VNET_HDR_LEN) {
+                        Some(h) => h.fill(0),
+                        None => {
+                            self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                            continue;
                         }
                     }
                     if t.dev.send(buf.data()).is_err() {
                         self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Io::Tap(t) => {
+                    if t.dev.send(buf.data()).is_err() {
+                        self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Io::Underlay(u) => {
                     socket = Some(u);
-                    under.push(buf);
+                    scratch.under.push(buf);
                 }
             }
         }
+        drop(it);
         if let Some(u) = socket {
-            let sent = u.send_batch(under);
-            under.clear();
+            let sent = u.send_batch(&scratch.under);
+            scratch.under.clear();
             let e = &self.edges;
             e.underlay_unsendable
                 .fetch_add(sent.unsendable, Ordering::Relaxed);
@@ -238,17 +340,52 @@ impl Runtime {
 
     /// Reads up to a batch from `port` into `rx`: TAP frames one `read` each, underlay
     /// datagrams one `recvmmsg` for all. `Err` when the device is gone.
-    fn read_batch(&self, port: &PortIo, rx: &mut Vec<PacketBuf>) -> Result<(), ()> {
+    fn read_batch(
+        &self,
+        port: &PortIo,
+        rx: &mut Vec<PacketBuf>,
+        scratch: Option<&mut RecvScratch>,
+    ) -> Result<(), ()> {
         match &port.io {
             Io::Underlay(u) => {
                 let snap = self.switch.control().load();
-                let room = BATCH - rx.len();
-                if u.recv_batch(self.switch.pool(), &snap.config, rx, room)
-                    .is_err()
-                {
+                let first = rx.len();
+                let room = BATCH - first;
+                let scratch = scratch.expect("the underlay's worker has the scratch space");
+                match u.recv_batch(self.switch.pool(), &snap.config, rx, room, scratch) {
+                    Ok(got) => {
+                        let e = &self.edges;
+                        if got.super_frames > 0 {
+                            e.underlay_super_frames
+                                .fetch_add(got.super_frames, Ordering::Relaxed);
+                        }
+                        if got.dropped > 0 {
+                            e.underlay_rx_drops
+                                .fetch_add(got.dropped, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        self.edges
+                            .underlay_rx_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // What a kernel node on this host left partial ([`partial`]).
+                let vxlan = matches!(snap.config.backend, Backend::Vxlan { .. });
+                let mut completed = 0;
+                for buf in &mut rx[first..] {
+                    let payload = &mut buf.data_mut()[OUTER_UDP_LEN..];
+                    let done = if vxlan {
+                        partial::complete_vxlan(payload)
+                    } else {
+                        partial::complete_ipv4(payload)
+                    };
+                    completed += done as u64;
+                }
+                if completed > 0 {
                     self.edges
-                        .underlay_rx_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                        .partial_checksums
+                        .fetch_add(completed, Ordering::Relaxed);
                 }
                 Ok(())
             }
@@ -313,7 +450,11 @@ impl Runtime {
     fn worker(&self, mine: &[PortId], timers: bool) {
         let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH);
         let mut tx: Vec<(PortId, PacketBuf)> = Vec::with_capacity(BATCH * 2);
-        let mut under: Vec<PacketBuf> = Vec::with_capacity(BATCH * 2);
+        let mut out = TxScratch {
+            under: Vec::with_capacity(BATCH * 2),
+            run: Vec::with_capacity(BATCH * 2),
+            segs: Vec::with_capacity(BATCH * 2),
+        };
         let mut pfds: Vec<libc::pollfd> = mine
             .iter()
             .map(|&id| libc::pollfd {
@@ -322,6 +463,10 @@ impl Runtime {
                 revents: 0,
             })
             .collect();
+        let mut scratch = mine
+            .iter()
+            .any(|&id| matches!(self.port(id).map(|p| &p.io), Some(Io::Underlay(_))))
+            .then(RecvScratch::new);
         let mut last_timer = 0u64;
         while !shutting_down() {
             // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
@@ -337,12 +482,12 @@ impl Runtime {
                     };
                     // A few batches per wakeup, then give the other ports a turn.
                     for _ in 0..4 {
-                        let res = self.read_batch(port, &mut rx);
+                        let res = self.read_batch(port, &mut rx, scratch.as_mut());
                         let got = rx.len();
                         if got > 0 {
                             let now = self.clock.now();
                             self.switch.process(port.id, &mut rx, now, &mut tx);
-                            self.flush(&mut tx, &mut under);
+                            self.flush(&mut tx, &mut out);
                         }
                         if res.is_err() {
                             // The device is gone (its namespace deleted): stop reading it,
@@ -365,7 +510,7 @@ impl Runtime {
                 if now - last_timer >= 100_000_000 {
                     last_timer = now;
                     self.switch.poll(now, &mut tx);
-                    self.flush(&mut tx, &mut under);
+                    self.flush(&mut tx, &mut out);
                 }
             }
         }
@@ -374,7 +519,7 @@ impl Runtime {
 
 /// Runs the node the file at `path` describes until SIGINT or SIGTERM.
 pub fn run(path: &Path) -> Result<(), SetupError> {
-    let spec = nodefile::load(path).map_err(SetupError::invalid)?;
+    let spec = nodefile::load(path).map_err(|e| SetupError::invalid(e.to_string()))?;
     check_host()?;
     install_signal_handlers();
     let config = spec.config.clone();
@@ -394,8 +539,8 @@ pub fn run(path: &Path) -> Result<(), SetupError> {
     let listener = ctl::bind(&spec.control)?;
     let _socket_file = RemoveOnDrop(spec.control.clone());
     let udp_port = match config.backend {
-        crate::control::Backend::Vxlan { port, .. } | crate::control::Backend::Udp { port } => port,
-        crate::control::Backend::HostGw => unreachable!("the node file has no host-gw"),
+        Backend::Vxlan { port, .. } | Backend::Udp { port } => port,
+        Backend::HostGw => unreachable!("the node file has no host-gw"),
     };
     let underlay = UnderlaySocket::bind(config.underlay_ip, udp_port)?;
 

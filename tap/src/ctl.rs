@@ -1,6 +1,6 @@
 //! The control socket: a Unix stream socket where `podnet ctl` asks one question per
 //! connection. The request is one line of words (`stats`, `services`,
-//! `set-endpoints SERVICE IP...`, `macs`, `neighbours`, `conntrack`); the answer is one
+//! `set-endpoints [--external] SERVICE IP...`, `macs`, `neighbours`, `conntrack`); the answer is one
 //! line of JSON, `{"ok": ...}` or `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::nodefile::NodeSpec;
-use super::{shutting_down, Runtime, SetupError};
+use crate::nodefile::NodeSpec;
+use crate::{shutting_down, Runtime, SetupError};
 
 /// Binds the control socket at `path`, creating its directory. A stale socket file left
 /// by a crashed run is replaced; a live one (something answers) is an error.
@@ -66,7 +66,7 @@ pub fn serve(listener: &UnixListener, rt: &Runtime) {
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 100) };
             }
-            Err(_) => super::idle(Duration::from_millis(100)),
+            Err(_) => crate::idle(Duration::from_millis(100)),
         }
     }
 }
@@ -113,7 +113,7 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
                 "underlay_ip": snap.config.underlay_ip.to_string(),
                 "backend": snap.config.backend.name(),
                 "counters": to_json(&sw.counters()),
-                "edges": to_json(&rt.edges.snapshot()),
+                "edges": to_json(&rt.edges.snapshot(rt.underlay_socket_drops())),
                 "ports": ports,
             }))
         }
@@ -135,13 +135,27 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
         }
         ["neighbours"] | ["neighbors"] => Ok(to_json(&sw.neighbour_entries(now))),
         ["conntrack"] => Ok(to_json(&sw.conntrack_entries(now))),
-        ["set-endpoints", service, ips @ ..] => {
+        ["set-endpoints", rest @ ..] => {
+            let (external, rest) = match rest {
+                ["--external", rest @ ..] => (true, rest),
+                _ => (false, rest),
+            };
+            let [service, ips @ ..] = rest else {
+                return Err("set-endpoints: which service?".into());
+            };
             let config = &sw.control().load().config;
             let mut endpoints = Vec::new();
             for ip in ips {
                 let ip: Ipv4Addr = ip
                     .parse()
                     .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+                // A typo'd pod address would silently become an endpoint no node owns.
+                if !external && !config.pod_cidr.contains(ip) {
+                    return Err(format!(
+                        "endpoint {ip} is outside the cluster's pod CIDR {} (--external for an endpoint beyond the cluster)",
+                        config.pod_cidr
+                    ));
+                }
                 endpoints.push(NodeSpec::endpoint(config, ip));
             }
             sw.control().set_endpoints(service, endpoints)?;
@@ -150,7 +164,7 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
         }
         [] => Err("empty request".into()),
         [cmd, ..] => Err(format!(
-            "unknown request {cmd:?} (stats | services | set-endpoints SERVICE IP... | macs | neighbours | conntrack)"
+            "unknown request {cmd:?} (stats | services | set-endpoints [--external] SERVICE IP... | macs | neighbours | conntrack)"
         )),
     }
 }

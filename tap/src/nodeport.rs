@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use super::nodefile::NodeSpec;
-use super::{shutting_down, SetupError};
-use crate::services::Protocol;
+use crate::nodefile::NodeSpec;
+use crate::{shutting_down, SetupError};
+use podnet_switch::services::Protocol;
 
 /// One listening node port and where it leads.
 pub enum Proxy {
@@ -148,7 +148,7 @@ fn serve_tcp(listener: TcpListener, target: SocketAddrV4) {
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 100) };
             }
-            Err(_) => super::idle(Duration::from_millis(100)),
+            Err(_) => crate::idle(Duration::from_millis(100)),
         }
     }
 }

@@ -15,13 +15,15 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use crate::buffer::PacketBuf;
-use crate::control::NodeConfig;
-use crate::mac::Mac;
-use crate::underlay::OUTER_UDP_LEN;
-use crate::wire::{self, Ipv4Fields, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN};
+use podnet_switch::buffer::PacketBuf;
+use podnet_switch::control::NodeConfig;
+use podnet_switch::mac::Mac;
+use podnet_switch::underlay::OUTER_UDP_LEN;
+use podnet_switch::wire::{
+    self, Ipv4Fields, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN,
+};
 
-use super::SetupError;
+use crate::SetupError;
 
 pub struct UnderlaySocket {
     pub sock: UdpSocket,
@@ -55,12 +57,66 @@ impl UnderlaySocket {
         })?;
         sock.set_nonblocking(true)
             .map_err(|e| SetupError::failed(format!("underlay socket: {e}")))?;
+        // A default-sized receive buffer overflows within one burst of a kernel node's
+        // TCP window: room for a few milliseconds at 10 Gbit/s instead. Privileged
+        // (ignoring net.core.rmem_max) when possible.
+        set_buffer(&sock, SO_RCVBUFFORCE, libc::SO_RCVBUF, SOCKET_BUFFER);
+        set_buffer(&sock, SO_SNDBUFFORCE, libc::SO_SNDBUF, SOCKET_BUFFER);
         // The port the kernel chose, when bound to port 0.
         let local = match sock.local_addr() {
             Ok(std::net::SocketAddr::V4(a)) => a,
             _ => local,
         };
         Ok(UnderlaySocket { sock, local })
+    }
+}
+
+/// Bytes of socket buffer asked for, each way.
+const SOCKET_BUFFER: libc::c_int = 8 << 20;
+/// `SO_SNDBUFFORCE`, `SO_RCVBUFFORCE` and `SO_MEMINFO` (asm-generic/socket.h), which the
+/// libc crate does not name on Linux.
+const SO_SNDBUFFORCE: libc::c_int = 32;
+const SO_RCVBUFFORCE: libc::c_int = 33;
+const SO_MEMINFO: libc::c_int = 55;
+
+fn set_buffer(sock: &UdpSocket, forced: libc::c_int, plain: libc::c_int, bytes: libc::c_int) {
+    let set = |opt| {
+        // SAFETY: a valid socket and a pointer to an int of the size given.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(forced) != 0 {
+        set(plain);
+    }
+}
+
+impl UnderlaySocket {
+    /// Datagrams the kernel dropped before podnet could read them (a full receive buffer):
+    /// `SK_MEMINFO_DROPS` of the socket.
+    pub fn kernel_drops(&self) -> u64 {
+        let mut info = [0u32; 9];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` has room for `len` bytes; the kernel writes at most that.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r != 0 {
+            return 0;
+        }
+        info[libc::SK_MEMINFO_DROPS as usize] as u64
     }
 }
 
@@ -94,6 +150,80 @@ pub fn is_local_address(ip: Ipv4Addr) -> bool {
 /// At most this many datagrams per `recvmmsg`/`sendmmsg` call.
 const MMSG: usize = 64;
 
+/// The largest datagram the underlay takes: a VXLAN super-frame of up to 64 KiB.
+pub const SUPER_FRAME_MAX: usize = 65536;
+
+/// A kernel VXLAN device on the same host (over a veth) sends TCP super-segments as one
+/// GSO packet, and the kernel delivers a UDP-tunnel GSO packet to a UDP socket whole: one
+/// datagram of up to 64 KiB holding one inner TCP segment far beyond the pod MTU, its
+/// checksum partial. Such a datagram spills from its pool buffer into this worker-owned
+/// space and is cut into segments the pod MTU allows (any segment size up to the MSS
+/// the receiver announced is valid TCP), each with a complete checksum.
+pub struct RecvScratch {
+    overflow: Vec<u8>,
+    joined: Vec<u8>,
+}
+
+impl RecvScratch {
+    pub fn new() -> RecvScratch {
+        RecvScratch {
+            overflow: vec![0; MMSG * SUPER_FRAME_MAX],
+            joined: Vec::with_capacity(SUPER_FRAME_MAX * 2),
+        }
+    }
+}
+
+impl Default for RecvScratch {
+    fn default() -> Self {
+        RecvScratch::new()
+    }
+}
+
+/// What [`UnderlaySocket::recv_batch`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub datagrams: u64,
+    /// Datagrams larger than a buffer, segmented.
+    pub super_frames: u64,
+    /// Datagrams dropped: truncated, not IPv4, or a super-frame that is not VXLAN with
+    /// one TCP/IPv4 segment inside.
+    pub dropped: u64,
+}
+
+/// Segments the inner TCP/IPv4 segment of a VXLAN super-frame (`payload`: the VXLAN
+/// header, then the inner Ethernet frame) into VXLAN payloads whose inner frames fit the
+/// pod MTU, appended to `out`.
+fn segment_super_frame(
+    payload: &[u8],
+    config: &NodeConfig,
+    pool: &std::sync::Arc<podnet_switch::buffer::Pool>,
+    out: &mut Vec<PacketBuf>,
+) -> Result<(), crate::offload::SplitError> {
+    use crate::offload::{segment_tcp4, SplitError};
+    if !matches!(config.backend, podnet_switch::Backend::Vxlan { .. }) || payload.len() < 8 {
+        return Err(SplitError::Unsupported);
+    }
+    let (vxlan, frame) = payload.split_at(wire::VXLAN_LEN);
+    let ip = frame.get(ETH_LEN..).ok_or(SplitError::Malformed)?;
+    if ip.len() < 20 || ip[9] != wire::PROTO_TCP {
+        return Err(SplitError::Unsupported);
+    }
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let doff = (*ip.get(ihl + 12).ok_or(SplitError::Malformed)? >> 4) as usize * 4;
+    let mss = (config.pod_mtu() as usize)
+        .checked_sub(ihl + doff)
+        .filter(|&m| m > 0)
+        .ok_or(SplitError::Malformed)?;
+    let at = out.len();
+    segment_tcp4(frame, mss, pool, out)?;
+    for seg in &mut out[at..] {
+        seg.prepend(wire::VXLAN_LEN)
+            .ok_or(SplitError::NoBuffer)?
+            .copy_from_slice(vxlan);
+    }
+    Ok(())
+}
+
 /// What [`UnderlaySocket::send_batch`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
@@ -106,15 +236,17 @@ pub struct Sent {
 
 impl UnderlaySocket {
     /// Receives up to `max` datagrams with one `recvmmsg`, each into a buffer from `pool`
-    /// as a whole underlay frame, appended to `rx`. Returns how many arrived (0: none
-    /// waiting).
+    /// as a whole underlay frame, appended to `rx`. A datagram larger than a buffer (a
+    /// super-frame, see [`RecvScratch`]) continues into `scratch` and is segmented.
     pub fn recv_batch(
         &self,
-        pool: &std::sync::Arc<crate::buffer::Pool>,
+        pool: &std::sync::Arc<podnet_switch::buffer::Pool>,
         config: &NodeConfig,
         rx: &mut Vec<PacketBuf>,
         max: usize,
-    ) -> io::Result<usize> {
+        scratch: &mut RecvScratch,
+    ) -> io::Result<Received> {
+        let mut got = Received::default();
         let first = rx.len();
         let want = max.min(MMSG);
         while rx.len() - first < want {
@@ -125,23 +257,28 @@ impl UnderlaySocket {
         }
         let k = rx.len() - first;
         if k == 0 {
-            return Ok(0);
+            return Ok(got);
         }
         // SAFETY: plain C structs, all-zero is a valid value for each.
-        let mut iovs: [libc::iovec; MMSG] = unsafe { std::mem::zeroed() };
+        let mut iovs: [[libc::iovec; 2]; MMSG] = unsafe { std::mem::zeroed() };
         let mut names: [libc::sockaddr_in; MMSG] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; MMSG] = unsafe { std::mem::zeroed() };
-        for i in 0..k {
+        let mut rooms = [0usize; MMSG];
+        let overflow = scratch.overflow.chunks_exact_mut(SUPER_FRAME_MAX);
+        for (i, over) in (0..k).zip(overflow) {
             let room = rx[first + i].spare_mut();
-            iovs[i].iov_base = room.as_mut_ptr().cast();
-            iovs[i].iov_len = room.len();
+            rooms[i] = room.len();
+            iovs[i][0].iov_base = room.as_mut_ptr().cast();
+            iovs[i][0].iov_len = room.len();
+            iovs[i][1].iov_base = over.as_mut_ptr().cast();
+            iovs[i][1].iov_len = over.len();
             hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
             hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
+            hdrs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
+            hdrs[i].msg_hdr.msg_iovlen = 2;
         }
-        // SAFETY: `hdrs[..k]` point at live iovecs over buffers owned by `rx`, and at
-        // `names`; all outlive the call.
+        // SAFETY: `hdrs[..k]` point at live iovecs over buffers owned by `rx` and
+        // `scratch`, and at `names`; all outlive the call.
         let n = unsafe {
             libc::recvmmsg(
                 self.sock.as_raw_fd(),
@@ -155,25 +292,53 @@ impl UnderlaySocket {
             rx.truncate(first);
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(got),
                 _ => Err(e),
             };
         }
         let n = n as usize;
         // Unused buffers go back to the pool.
         rx.truncate(first + n);
+        let mut segments = Vec::new();
         let mut kept = first;
         for i in 0..n {
             let len = hdrs[i].msg_len as usize;
             let from = Ipv4Addr::from(u32::from_be(names[i].sin_addr.s_addr));
             let sport = u16::from_be(names[i].sin_port);
-            let ok = names[i].sin_family == libc::AF_INET as libc::sa_family_t
-                && hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC == 0
-                && rx[first + i].set_len(len).is_some();
-            if !ok {
+            if names[i].sin_family != libc::AF_INET as libc::sa_family_t
+                || hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+            {
+                got.dropped += 1;
+                continue;
+            }
+            got.datagrams += 1;
+            if len > rooms[i] {
+                let joined = &mut scratch.joined;
+                joined.clear();
+                joined.extend_from_slice(&rx[first + i].spare_mut()[..rooms[i]]);
+                let over = &scratch.overflow[i * SUPER_FRAME_MAX..];
+                joined.extend_from_slice(&over[..len - rooms[i]]);
+                let at = segments.len();
+                if segment_super_frame(joined, config, pool, &mut segments).is_err() {
+                    segments.truncate(at);
+                    got.dropped += 1;
+                    continue;
+                }
+                got.super_frames += 1;
+                for seg in &mut segments[at..] {
+                    let plen = seg.data().len();
+                    let hdr = seg
+                        .prepend(OUTER_UDP_LEN)
+                        .expect("the headroom holds the outer headers");
+                    frame_header(hdr, config, from, sport, self.local.port(), plen);
+                }
                 continue;
             }
             let buf = &mut rx[first + i];
+            if buf.set_len(len).is_none() {
+                got.dropped += 1;
+                continue;
+            }
             let hdr = buf
                 .prepend(OUTER_UDP_LEN)
                 .expect("the headroom holds the outer headers");
@@ -182,7 +347,8 @@ impl UnderlaySocket {
             kept += 1;
         }
         rx.truncate(kept);
-        Ok(kept - first)
+        rx.append(&mut segments);
+        Ok(got)
     }
 
     /// Sends the UDP payloads of underlay frames the core emitted, `sendmmsg` at a time.
@@ -306,9 +472,9 @@ pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::Pool;
-    use crate::control::NodeConfig;
-    use crate::underlay;
+    use podnet_switch::buffer::Pool;
+    use podnet_switch::control::NodeConfig;
+    use podnet_switch::underlay;
 
     #[test]
     fn synthesised_frames_pass_the_cores_outer_check_and_strip_back() {
@@ -362,6 +528,7 @@ mod tests {
             }
         );
         let mut rx = Vec::new();
+        let mut scratch = RecvScratch::new();
         b.sock.set_nonblocking(false).unwrap();
         b.sock
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -370,7 +537,10 @@ mod tests {
         b.sock.peek_from(&mut [0u8; 1]).unwrap();
         let mut got = 0;
         while got < 10 {
-            let n = b.recv_batch(&pool, &config, &mut rx, 64).unwrap();
+            let n = b
+                .recv_batch(&pool, &config, &mut rx, 64, &mut scratch)
+                .unwrap()
+                .datagrams as usize;
             if n == 0 {
                 b.sock.peek_from(&mut [0u8; 1]).unwrap();
             }
