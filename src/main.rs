@@ -1,9 +1,11 @@
 //! The `podnet` command line: thin wiring of the crates, no logic of its own.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use podnet_sim::render::Detail;
 use podnet_sim::run::{self, RunOptions};
 use podnet_sim::scenario::{self, units};
 
@@ -74,9 +76,14 @@ struct SimArgs {
     /// Writes DIR/<node>.pcap (underlay) and DIR/<pod>.pcap files.
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
-    /// Stops at this simulated time (e.g. 2s) instead of the scenario's duration.
+    /// Stops at this simulated time (e.g. 2s) instead of the scenario's duration;
+    /// expectations are judged over the requests finished by then.
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+    /// Lists every node, pod and service in the cluster section (else summarised past
+    /// 50 lines).
+    #[arg(long)]
+    full: bool,
 }
 
 /// Exit statuses of SCENARIO.md.
@@ -115,17 +122,24 @@ fn sim(args: SimArgs) -> ExitCode {
             return ExitCode::from(RUN_FAILED);
         }
     };
-    if args.json {
+    let text = if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("podnet: {e}");
                 return ExitCode::from(RUN_FAILED);
             }
         }
     } else {
-        print!("{}", podnet_sim::render::render(&report));
-    }
+        let detail = if args.full {
+            Detail::Full
+        } else {
+            Detail::Summary
+        };
+        podnet_sim::render::render(&report, detail)
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if report.passed {
         ExitCode::SUCCESS
     } else {

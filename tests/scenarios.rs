@@ -40,7 +40,7 @@ fn every_scenario_holds_its_expectations() {
             failed.push(format!(
                 "{}:\n{}",
                 path.display(),
-                podnet_sim::render::render(&report)
+                podnet_sim::render::render(&report, podnet_sim::render::Detail::Full)
             ));
         }
     }

@@ -120,6 +120,9 @@ pub struct NodeSim {
     /// Host index of each pod port.
     port_hosts: BTreeMap<PortId, usize>,
     poll_scheduled: bool,
+    /// Frames the node's underlay firewall refused: they never reach the switch, so its
+    /// counters cannot hold them, yet they were dropped here.
+    pub firewall_drops: u64,
 }
 
 /// A request in flight.
@@ -321,6 +324,7 @@ impl World {
                 stack,
                 port_hosts: BTreeMap::new(),
                 poll_scheduled: false,
+                firewall_drops: 0,
             });
         }
         for (j, e) in w.sc.externals.clone().iter().enumerate() {
@@ -770,6 +774,11 @@ impl World {
                 }
             }
             Err(reason) => {
+                if reason == DropReason::Firewall {
+                    if let Some(node) = self.nodes.iter_mut().find(|n| n.member == to) {
+                        node.firewall_drops += 1;
+                    }
+                }
                 let (a, b) = (
                     self.fabric.members[from].name.clone(),
                     self.fabric.members[to].name.clone(),
@@ -1070,10 +1079,24 @@ impl World {
         let Some(i) = inspect::inspect(frame, &self.encap) else {
             return;
         };
+        let [from_client, _] = i.client_side();
         for key in i.client_side() {
             if let Some(&id) = self.clients.get(&key) {
                 if let Some(f) = self.flights.get_mut(&id) {
                     f.last_drop = Some(reason);
+                }
+                // A request dropped on its way to the endpoint still tells which one it
+                // was headed for (after DNAT), so the report can show that endpoint's
+                // failures instead of leaving it out.
+                if key == from_client {
+                    let endpoint = self
+                        .hosts
+                        .iter()
+                        .find(|h| h.alive && h.ip == i.dst)
+                        .map(|h| h.name.clone());
+                    if let (Some(name), Some(rec)) = (endpoint, self.record_mut(id)) {
+                        rec.endpoint.get_or_insert(name);
+                    }
                 }
             }
         }
