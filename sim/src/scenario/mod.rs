@@ -56,6 +56,6 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 /// Parses and resolves scenario text; `file_name` is only used in error messages.
 pub fn parse(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let raw: raw::RawScenario =
-        serde_saphyr::from_str(text).map_err(|error| error::from_yaml(file_name, &error))?;
+        serde_saphyr::from_str(text).map_err(|error| error::from_yaml(file_name, text, &error))?;
     resolve::resolve(raw).map_err(|invalid| invalid.in_file(file_name))
 }

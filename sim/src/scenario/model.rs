@@ -384,8 +384,8 @@ pub struct FirewallRule {
     pub from: HostMatch,
     /// Default all.
     pub protocol: RuleProtocol,
-    /// Destination ports; `None` matches every port (and ICMP).
-    pub ports: Option<PortRange>,
+    /// Destination ports, any of these ranges; `None` matches every port (and ICMP).
+    pub ports: Option<Vec<PortRange>>,
 }
 
 /// Which hosts a firewall rule's `to` or `from` matches.
