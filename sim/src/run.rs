@@ -13,7 +13,7 @@ use crate::report::{
 };
 use crate::scenario::{Backend, Scenario, Service, TrafficTarget};
 use crate::stats;
-use crate::world::{Options, World};
+use crate::world::{Attach, Options, World};
 
 /// The built-in quickstart: the same file as scenarios/quickstart.yaml.
 pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.yaml");
@@ -186,9 +186,12 @@ fn cluster(world: &World) -> ClusterReport {
                 subnet: n.subnet.to_string(),
             })
             .collect(),
+        // In the order they were created (the scenario's, then faults'), not by name.
         pods: world
-            .pods()
-            .values()
+            .hosts
+            .iter()
+            .filter(|h| h.alive && matches!(h.attach, Attach::Pod { .. }))
+            .filter_map(|h| world.pods().get(&h.name))
             .map(|p| ClusterPod {
                 name: p.name.clone(),
                 node: p.node.clone(),
