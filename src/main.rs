@@ -9,10 +9,20 @@ use podnet_sim::render::Detail;
 use podnet_sim::run::{self, RunOptions};
 use podnet_sim::scenario::{self, units};
 
+/// The version and the git commit the binary was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PODNET_GIT_COMMIT"),
+    ")"
+);
+
 /// A userspace virtual switch and deterministic network simulator for the Kubernetes
 /// network model. With no command, runs the built-in quickstart scenario.
+// clap's own `help` subcommand refuses `podnet help --help`; ours is a subcommand like the
+// others, so `help`, `help SUB...` and `help --help` all work.
 #[derive(Parser)]
-#[command(name = "podnet", version, about)]
+#[command(name = "podnet", version = VERSION, about, disable_help_subcommand = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,6 +36,12 @@ enum Command {
     Tap(TapArgs),
     /// Ask a running `podnet tap` node through its control socket.
     Ctl(CtlArgs),
+    /// Print the help of podnet or of a subcommand (`podnet help ctl set-endpoints`).
+    Help {
+        /// The subcommand, and its subcommand, whose help to print.
+        #[arg(value_name = "COMMAND")]
+        path: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -36,6 +52,7 @@ struct TapArgs {
 }
 
 #[derive(Args)]
+#[command(disable_help_subcommand = true)]
 struct CtlArgs {
     /// The node's control socket (the node file's `control`).
     #[arg(long, value_name = "PATH")]
@@ -86,7 +103,7 @@ struct SimArgs {
     full: bool,
 }
 
-/// Exit statuses of SCENARIO.md.
+/// Exit statuses (docs/cli.md).
 const INVALID: u8 = 2;
 const RUN_FAILED: u8 = 3;
 
@@ -186,9 +203,40 @@ fn ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
+/// `podnet help [SUB...]`: exactly what `podnet SUB... --help` prints.
+fn help(path: &[String]) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut at = &mut command;
+    for word in path {
+        match at.find_subcommand_mut(word) {
+            Some(sub) => at = sub,
+            None => {
+                eprintln!("podnet: help: no command {word:?}; `podnet help` lists them");
+                return ExitCode::from(INVALID);
+            }
+        }
+    }
+    let argv = std::iter::once("podnet")
+        .chain(path.iter().map(String::as_str))
+        .chain(["--help"]);
+    match Cli::command().try_get_matches_from(argv) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(INVALID)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Help { path }) => help(&path),
         Some(Command::Sim(args)) => sim(args),
         Some(Command::Tap(args)) => tap(args),
         Some(Command::Ctl(args)) => ctl(args),

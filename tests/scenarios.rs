@@ -316,3 +316,47 @@ fn same_seed_same_report_and_pcap_bytes() {
     );
     assert_eq!(pcaps_a, pcaps_b);
 }
+
+/// `--version` names the version and the commit; `help SUB` and `SUB --help` work for
+/// every subcommand, `help --help` included.
+#[test]
+fn version_and_help_for_every_subcommand() {
+    let out = podnet().arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.starts_with(&format!("podnet {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let top = podnet().arg("help").output().unwrap();
+    assert!(top.status.success());
+    let listing = String::from_utf8_lossy(&top.stdout).into_owned();
+    // Every subcommand the top-level help lists.
+    let subs: Vec<String> = listing
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert!(subs.iter().any(|s| s == "sim"), "{listing}");
+    for sub in &subs {
+        let via_help = podnet().args(["help", sub]).output().unwrap();
+        let via_flag = podnet().args([sub.as_str(), "--help"]).output().unwrap();
+        assert!(via_help.status.success(), "podnet help {sub}");
+        assert!(via_flag.status.success(), "podnet {sub} --help");
+        let usage = format!("Usage: podnet {sub}");
+        assert!(String::from_utf8_lossy(&via_help.stdout).contains(&usage));
+        assert_eq!(
+            via_help.stdout, via_flag.stdout,
+            "help {sub} = {sub} --help"
+        );
+    }
+    let ctl = podnet()
+        .args(["help", "ctl", "set-endpoints"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ctl.stdout).contains("set-endpoints"));
+    let unknown = podnet().args(["help", "nope"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+}
