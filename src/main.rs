@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use podnet_sim::pcap;
 use podnet_sim::render::Detail;
 use podnet_sim::run::{self, RunOptions};
 use podnet_sim::scenario::{self, units};
@@ -90,7 +91,8 @@ struct SimArgs {
     /// Prints the JSON report instead of the readable one.
     #[arg(long)]
     json: bool,
-    /// Writes DIR/<node>.pcap (underlay) and DIR/<pod>.pcap files.
+    /// Writes DIR/<node>.pcap (underlay) and DIR/<pod>.pcap files, and DIR/README with
+    /// the tshark and wireshark commands that decode them.
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
     /// Stops at this simulated time (e.g. 2s) instead of the scenario's duration;
@@ -127,6 +129,10 @@ fn sim(args: SimArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    let guide = args
+        .pcap
+        .as_deref()
+        .map(|dir| pcap::guide(&sc, dir, &pcap::capture_names(&sc)));
     let opts = RunOptions {
         seed: args.seed,
         until_ns,
@@ -157,6 +163,11 @@ fn sim(args: SimArgs) -> ExitCode {
     };
     // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    // On stderr, so that `--json --pcap DIR` still prints nothing but JSON; the same
+    // text is in DIR/README.
+    if let Some(guide) = guide {
+        eprint!("{guide}");
+    }
     if report.passed {
         ExitCode::SUCCESS
     } else {

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::expect::{self, ExpectContext};
-use crate::pcap::PcapSet;
+use crate::pcap::{self, PcapSet};
 use crate::report::{
     ClusterNode, ClusterPod, ClusterReport, ClusterService, ClusterServicePort, NodeReport, Report,
 };
@@ -56,12 +56,10 @@ pub fn run(sc: Scenario, opts: &RunOptions) -> Result<Report, RunError> {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError(format!("{}: {e}", dir.display())))?;
-            let names: Vec<String> = world
-                .nodes()
-                .iter()
-                .map(|n| n.spec.name.clone())
-                .chain(world.scenario().pods.iter().map(|p| p.name.clone()))
-                .collect();
+            let names = pcap::capture_names(world.scenario());
+            let readme = dir.join("README");
+            std::fs::write(&readme, pcap::guide(world.scenario(), dir, &names))
+                .map_err(|e| RunError(format!("{}: {e}", readme.display())))?;
             world.enable_capture();
             Some(
                 PcapSet::open(dir, names)
