@@ -318,7 +318,11 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 24 + 16 + 65535);
         let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        assert_eq!(le32(24), 20, "seconds");
+        assert_eq!(
+            le32(24),
+            EPOCH_UNIX_S as u32 + 20,
+            "seconds since 2000-01-01"
+        );
         assert_eq!(le32(28), 0, "nanoseconds");
         assert_eq!(le32(32), 65535, "bytes kept");
         assert_eq!(le32(36), 70_000, "bytes on the wire");
@@ -342,8 +346,9 @@ mod tests {
 
         let (_, worker) = read_all(&out.join("worker-0.pcap"));
         assert_eq!(worker.len(), 2);
-        assert_eq!(worker[0].0.as_nanos(), 5);
-        assert_eq!(worker[1].0.as_nanos(), 9);
+        let epoch_ns = u128::from(EPOCH_UNIX_S) * 1_000_000_000;
+        assert_eq!(worker[0].0.as_nanos(), epoch_ns + 5);
+        assert_eq!(worker[1].0.as_nanos(), epoch_ns + 9);
         assert_eq!(worker[1].2, frame(2));
         let (_, client) = read_all(&out.join("client.pcap"));
         assert_eq!(client.len(), 1);

@@ -23,6 +23,7 @@ use podnet_switch::{Mac, Pool, PortId, PortKind, Switch};
 use crate::host::{Host, HostConfig, HostEvent, Request};
 use crate::inspect::{self, EncapPorts, Inspected};
 use crate::marker::RequestId;
+use crate::payload;
 use crate::report::{Outcome, RequestRecord};
 use crate::scenario::{
     Backend, DropReason, FaultKind, Pod, Protocol, Scenario, TrafficSource, TrafficTarget,
@@ -971,6 +972,34 @@ impl World {
         }
     }
 
+    /// The port a request reaches its endpoint on, after a service's DNAT: the target
+    /// port of the service port it goes to (by cluster port, or by NodePort).
+    fn endpoint_port(&self, to: &TrafficTarget) -> Option<u16> {
+        let target_of = |svc: &str, port: u16| {
+            self.sc
+                .service(svc)?
+                .ports
+                .iter()
+                .find(|p| p.port == port)
+                .map(|p| p.target_port)
+        };
+        match to {
+            TrafficTarget::Service { name, port } | TrafficTarget::Lb { name, port } => {
+                target_of(name, *port)
+            }
+            TrafficTarget::Node {
+                port: Some(port), ..
+            } => self
+                .sc
+                .services
+                .iter()
+                .flat_map(|s| &s.ports)
+                .find(|p| p.node_port == Some(*port))
+                .map(|p| p.target_port),
+            _ => None,
+        }
+    }
+
     fn start(&mut self, t: usize, index: u32) {
         let tr = self.sc.traffic[t].clone();
         if index + 1 < tr.count {
@@ -999,6 +1028,7 @@ impl World {
             self.records[t][index as usize].outcome = Outcome::Failed(DropReason::NoRoute);
             return;
         };
+        let ports: Vec<u16> = port.into_iter().chain(self.endpoint_port(&tr.to)).collect();
         let req = Request {
             id,
             kind: tr.kind,
@@ -1006,6 +1036,7 @@ impl World {
             port,
             bytes: tr.bytes,
             local_port: tr.source_port,
+            framing: payload::framing(tr.kind, &ports),
         };
         if let Err(e) = self.hosts[h].host.start(req, self.now) {
             self.note(|| format!("{}: cannot start request: {e}", tr.name));
