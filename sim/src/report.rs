@@ -1,5 +1,5 @@
 //! The run's report: what reached where, what failed and why, and whether the scenario's
-//! expectations hold. Serialises as SCENARIO.md's JSON report.
+//! expectations hold. Serialises as the JSON report of docs/report.md.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
