@@ -1,16 +1,29 @@
 //! The `podnet` command line: thin wiring of the crates, no logic of its own.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use podnet_sim::pcap;
+use podnet_sim::render::Detail;
 use podnet_sim::run::{self, RunOptions};
 use podnet_sim::scenario::{self, units};
 
+/// The version and the git commit the binary was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PODNET_GIT_COMMIT"),
+    ")"
+);
+
 /// A userspace virtual switch and deterministic network simulator for the Kubernetes
 /// network model. With no command, runs the built-in quickstart scenario.
+// clap's own `help` subcommand refuses `podnet help --help`; ours is a subcommand like the
+// others, so `help`, `help SUB...` and `help --help` all work.
 #[derive(Parser)]
-#[command(name = "podnet", version, about)]
+#[command(name = "podnet", version = VERSION, about, disable_help_subcommand = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -29,6 +42,12 @@ enum Command {
     Tap(TapArgs),
     /// Ask a running `podnet tap` node through its control socket.
     Ctl(CtlArgs),
+    /// Print the help of podnet or of a subcommand (`podnet help ctl set-endpoints`).
+    Help {
+        /// The subcommand, and its subcommand, whose help to print.
+        #[arg(value_name = "COMMAND")]
+        path: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -71,6 +90,7 @@ struct TapArgs {
 }
 
 #[derive(Args)]
+#[command(disable_help_subcommand = true)]
 struct CtlArgs {
     /// The node's control socket (the node file's `control`).
     #[arg(long, value_name = "PATH")]
@@ -112,15 +132,21 @@ struct SimArgs {
     /// Prints the JSON report instead of the readable one.
     #[arg(long)]
     json: bool,
-    /// Writes DIR/<node>.pcap (underlay) and DIR/<pod>.pcap files.
+    /// Writes DIR/<node>.pcap (underlay) and DIR/<pod>.pcap files, and DIR/README with
+    /// the tshark and wireshark commands that decode them.
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
-    /// Stops at this simulated time (e.g. 2s) instead of the scenario's duration.
+    /// Stops at this simulated time (e.g. 2s) instead of the scenario's duration;
+    /// expectations are judged over the requests finished by then.
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+    /// Lists every node, pod and service in the cluster section (else summarised past
+    /// 50 lines).
+    #[arg(long)]
+    full: bool,
 }
 
-/// Exit statuses of SCENARIO.md.
+/// Exit statuses (docs/cli.md).
 const INVALID: u8 = 2;
 const RUN_FAILED: u8 = 3;
 
@@ -144,6 +170,10 @@ fn sim(args: SimArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    let guide = args
+        .pcap
+        .as_deref()
+        .map(|dir| pcap::guide(&sc, dir, &pcap::capture_names(&sc)));
     let opts = RunOptions {
         seed: args.seed,
         until_ns,
@@ -156,16 +186,28 @@ fn sim(args: SimArgs) -> ExitCode {
             return ExitCode::from(RUN_FAILED);
         }
     };
-    if args.json {
+    let text = if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("podnet: {e}");
                 return ExitCode::from(RUN_FAILED);
             }
         }
     } else {
-        print!("{}", podnet_sim::render::render(&report));
+        let detail = if args.full {
+            Detail::Full
+        } else {
+            Detail::Summary
+        };
+        podnet_sim::render::render(&report, detail)
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    // On stderr, so that `--json --pcap DIR` still prints nothing but JSON; the same
+    // text is in DIR/README.
+    if let Some(guide) = guide {
+        eprint!("{guide}");
     }
     if report.passed {
         ExitCode::SUCCESS
@@ -258,9 +300,40 @@ fn ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
+/// `podnet help [SUB...]`: exactly what `podnet SUB... --help` prints.
+fn help(path: &[String]) -> ExitCode {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    let mut at = &mut command;
+    for word in path {
+        match at.find_subcommand_mut(word) {
+            Some(sub) => at = sub,
+            None => {
+                eprintln!("podnet: help: no command {word:?}; `podnet help` lists them");
+                return ExitCode::from(INVALID);
+            }
+        }
+    }
+    let argv = std::iter::once("podnet")
+        .chain(path.iter().map(String::as_str))
+        .chain(["--help"]);
+    match Cli::command().try_get_matches_from(argv) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(INVALID)
+        }
+        Ok(_) => ExitCode::SUCCESS,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Help { path }) => help(&path),
         Some(Command::Sim(args)) => sim(args),
         Some(Command::Check(args)) => check(args),
         Some(Command::Ports(args)) => ports(args),

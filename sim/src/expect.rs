@@ -2,8 +2,13 @@
 //!
 //! Each expectation is checked against its traffic entry's report and gives an
 //! [`ExpectationReport`]: the expectation in words, whether it holds, and the measured
-//! value a reader needs to see why. An expectation about traffic that sent nothing fails
-//! with "no requests": a test that measured nothing proves nothing.
+//! value a reader needs to see why.
+//!
+//! Expectations are judged over the traffic's *finished* requests (delivered or failed);
+//! requests still in flight when the run stopped are shown, not judged — a run that
+//! `--until` stopped early must not fail for what it did not wait for. An expectation
+//! about traffic with no finished request fails with "no requests" (a test that measured
+//! nothing proves nothing), unless the run was stopped early: then it is not judged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -32,6 +37,8 @@ pub struct ExpectContext {
     pub node_ips: BTreeSet<Ipv4Addr>,
     /// Every node's gateway `.1` address (`source_seen: gateway`).
     pub gateway_ips: BTreeSet<Ipv4Addr>,
+    /// The run stopped (`--until`) before the scenario's duration.
+    pub stopped_early: bool,
 }
 
 impl ExpectContext {
@@ -93,15 +100,30 @@ pub fn evaluate(
         .map(|expectation| {
             let report = reports.iter().find(|r| r.name == expectation.traffic);
             let known = report.is_some() || traffic.iter().any(|t| t.name == expectation.traffic);
-            let (passed, actual) = match report {
-                _ if !known => (false, "no such traffic".to_string()),
-                None => (false, "no requests".to_string()),
-                Some(report) if report.sent == 0 => (false, "no requests".to_string()),
-                Some(report) => check(&expectation.check, report, ctx),
+            let finished = report.map_or(0, |r| r.delivered + r.failed);
+            let (judged, passed, actual) = match report {
+                _ if !known => (true, false, "no such traffic".to_string()),
+                _ if finished == 0 && ctx.stopped_early => (
+                    false,
+                    false,
+                    "not judged: the run stopped before a request finished".to_string(),
+                ),
+                None => (true, false, "no requests".to_string()),
+                Some(report) if report.sent == 0 => (true, false, "no requests".to_string()),
+                Some(_) if finished == 0 => (
+                    true,
+                    false,
+                    "no request finished before the end".to_string(),
+                ),
+                Some(report) => {
+                    let (passed, actual) = check(&expectation.check, report, ctx);
+                    (true, passed, actual)
+                }
             };
             ExpectationReport {
                 expect: describe(expectation),
                 passed,
+                judged,
                 actual,
             }
         })
@@ -155,23 +177,20 @@ fn delivered(
     expected: f64,
     reason: Option<DropReason>,
 ) -> (bool, String) {
-    let share = report.delivered as f64 / report.sent as f64;
+    let finished = report.delivered + report.failed;
+    let share = report.delivered as f64 / finished as f64;
     let mut passed = compare(op, share, expected);
     let mut actual = format!(
         "{} of {} ({:.1}%)",
         report.delivered,
-        report.sent,
+        finished,
         share * 100.0
     );
     if !report.failures.is_empty() {
         let _ = write!(actual, ", failures: {}", counts(&report.failures));
     }
-    let pending = report
-        .sent
-        .saturating_sub(report.delivered)
-        .saturating_sub(report.failed);
-    if pending > 0 {
-        let _ = write!(actual, ", {pending} pending");
+    if report.in_flight > 0 {
+        let _ = write!(actual, ", {} in flight (not judged)", report.in_flight);
     }
     if let Some(reason) = reason {
         let word = reason.as_str();
@@ -193,12 +212,23 @@ fn delivered(
     (passed, actual)
 }
 
+/// Finished requests per endpoint, delivered or failed: where the load balancer sent them.
+fn endpoint_totals(report: &TrafficReport) -> BTreeMap<String, u64> {
+    report
+        .by_endpoint
+        .iter()
+        .map(|(name, counts)| (name.clone(), counts.total()))
+        .filter(|&(_, total)| total > 0)
+        .collect()
+}
+
 fn spread_even(report: &TrafficReport, endpoints: Option<usize>) -> (bool, String) {
-    let total: u64 = report.by_endpoint.values().sum();
+    let by_endpoint = endpoint_totals(report);
+    let total: u64 = by_endpoint.values().sum();
     if total == 0 {
         return (false, "no request reached an endpoint".to_string());
     }
-    let seen = report.by_endpoint.len();
+    let seen = by_endpoint.len();
     // The world's count of endpoints when it gives one; more may have been seen when the
     // endpoints changed during the run.
     let n = endpoints.map_or(seen, |given| given.max(seen));
@@ -206,12 +236,12 @@ fn spread_even(report: &TrafficReport, endpoints: Option<usize>) -> (bool, Strin
     let min = if missing > 0 {
         0
     } else {
-        report.by_endpoint.values().copied().min().unwrap_or(0)
+        by_endpoint.values().copied().min().unwrap_or(0)
     };
-    let max = report.by_endpoint.values().copied().max().unwrap_or(0);
+    let max = by_endpoint.values().copied().max().unwrap_or(0);
     let low = 1.0 / (2.0 * n as f64);
     let high = 2.0 / n as f64;
-    let even = report.by_endpoint.values().all(|&count| {
+    let even = by_endpoint.values().all(|&count| {
         let share = count as f64 / total as f64;
         share >= low - EPSILON && share <= high + EPSILON
     });
@@ -224,25 +254,23 @@ fn spread_even(report: &TrafficReport, endpoints: Option<usize>) -> (bool, Strin
         let _ = write!(actual, ", {missing} got none");
     }
     if !passed {
-        let _ = write!(actual, ": {}", counts(&report.by_endpoint));
+        let _ = write!(actual, ": {}", counts(&by_endpoint));
     }
     (passed, actual)
 }
 
 fn sticky_check(report: &TrafficReport, sticky: bool) -> (bool, String) {
-    let total: u64 = report.by_endpoint.values().sum();
+    let by_endpoint = endpoint_totals(report);
+    let total: u64 = by_endpoint.values().sum();
     if total == 0 {
         return (false, "no request reached an endpoint".to_string());
     }
-    let seen = report.by_endpoint.len();
+    let seen = by_endpoint.len();
     let actual = if seen == 1 {
-        let endpoint = report.by_endpoint.keys().next().map_or("", String::as_str);
+        let endpoint = by_endpoint.keys().next().map_or("", String::as_str);
         format!("all {total} to {endpoint}")
     } else {
-        format!(
-            "{total} over {seen} endpoints: {}",
-            counts(&report.by_endpoint)
-        )
+        format!("{total} over {seen} endpoints: {}", counts(&by_endpoint))
     };
     let passed = if sticky { seen == 1 } else { seen > 1 };
     (passed, actual)
@@ -309,8 +337,10 @@ fn percent(share: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Rtt;
+    use crate::report::{EndpointCounts, Rtt};
 
+    /// `sent` requests of which `delivered` were answered and the rest are in flight
+    /// until [`with_failures`] says they failed.
     fn report(name: &str, sent: u64, delivered: u64) -> TrafficReport {
         TrafficReport {
             name: name.into(),
@@ -320,9 +350,11 @@ mod tests {
             sent,
             delivered,
             failed: 0,
+            in_flight: sent - delivered,
             rtt_us: Rtt::default(),
             by_endpoint: BTreeMap::new(),
             source_seen: BTreeMap::new(),
+            source_names: BTreeMap::new(),
             failures: BTreeMap::new(),
             goodput_mbps: None,
         }
@@ -332,12 +364,22 @@ mod tests {
         for &(word, n) in failures {
             r.failures.insert(word.into(), n);
             r.failed += n;
+            r.in_flight -= n;
         }
         r
     }
 
     fn with_endpoints(mut r: TrafficReport, endpoints: &[(&str, u64)]) -> TrafficReport {
-        r.by_endpoint = endpoints.iter().map(|&(e, n)| (e.into(), n)).collect();
+        r.by_endpoint = endpoints
+            .iter()
+            .map(|&(e, n)| {
+                let counts = EndpointCounts {
+                    delivered: n,
+                    failed: BTreeMap::new(),
+                };
+                (e.into(), counts)
+            })
+            .collect();
         r
     }
 
@@ -436,13 +478,22 @@ mod tests {
             "0 of 10 (0.0%), failures: firewall 8, timeout 2; 2 not firewall"
         );
 
-        // Nothing failed yet the share is short: the reason explains nothing.
-        let pending = report("blocked", 10, 0);
-        let bad = one(zero_firewall, pending, &ctx);
+        // Some failed for another reason, none for this one: the reason explains nothing.
+        let timeouts = with_failures(report("blocked", 10, 0), &[("timeout", 10)]);
+        let bad = one(zero_firewall.clone(), timeouts, &ctx);
         assert!(!bad.passed);
         assert_eq!(
             bad.actual,
-            "0 of 10 (0.0%), 10 pending; no failure with reason firewall"
+            "0 of 10 (0.0%), failures: timeout 10; 10 not firewall"
+        );
+
+        // Requests in flight are shown and not judged.
+        let some_in_flight = with_failures(report("blocked", 10, 0), &[("firewall", 7)]);
+        let ok = one(zero_firewall, some_in_flight, &ctx);
+        assert!(ok.passed, "{}", ok.actual);
+        assert_eq!(
+            ok.actual,
+            "0 of 7 (0.0%), failures: firewall 7, 3 in flight (not judged)"
         );
 
         // All delivered, no failures: a reason has nothing to explain and holds.
@@ -470,6 +521,67 @@ mod tests {
         let missing = evaluate(&[expectation("ghost", Check::SpreadEven)], &[], &[], &ctx);
         assert!(!missing[0].passed);
         assert_eq!(missing[0].actual, "no such traffic");
+        // Sent, nothing finished by the end of a whole run: that is a failure.
+        let r = one(
+            delivered_check(CompareOp::Equal, 1.0, None),
+            report("slow", 5, 0),
+            &ctx,
+        );
+        assert!(!r.passed && r.judged);
+        assert_eq!(r.actual, "no request finished before the end");
+    }
+
+    #[test]
+    fn stopped_early_judges_finished_requests_only() {
+        let ctx = ExpectContext {
+            stopped_early: true,
+            ..ExpectContext::default()
+        };
+        for r in [report("late", 0, 0), report("late", 3, 0)] {
+            let e = one(delivered_check(CompareOp::Equal, 1.0, None), r, &ctx);
+            assert!(!e.judged && !e.passed);
+            assert_eq!(
+                e.actual,
+                "not judged: the run stopped before a request finished"
+            );
+        }
+        // 50 answered, 1 still in flight: 100% of the finished ones.
+        let e = one(
+            delivered_check(CompareOp::Equal, 1.0, None),
+            report("svc", 51, 50),
+            &ctx,
+        );
+        assert!(e.judged && e.passed, "{}", e.actual);
+        assert_eq!(e.actual, "50 of 50 (100.0%), 1 in flight (not judged)");
+        // A typo is judged however early the run stopped.
+        let ghost = evaluate(&[expectation("ghost", Check::SpreadEven)], &[], &[], &ctx);
+        assert!(ghost[0].judged && !ghost[0].passed);
+    }
+
+    #[test]
+    fn spread_counts_failed_requests_at_their_endpoint() {
+        let mut r = with_failures(report("svc", 20, 10), &[("firewall", 10)]);
+        r.by_endpoint.insert(
+            "web-0".into(),
+            EndpointCounts {
+                delivered: 10,
+                failed: BTreeMap::new(),
+            },
+        );
+        r.by_endpoint.insert(
+            "web-1".into(),
+            EndpointCounts {
+                delivered: 0,
+                failed: [("firewall".to_string(), 10)].into(),
+            },
+        );
+        let mut ctx = ExpectContext::default();
+        ctx.endpoints.insert("svc".into(), 2);
+        let e = one(Check::SpreadEven, r.clone(), &ctx);
+        assert!(e.passed, "{}", e.actual);
+        assert_eq!(e.actual, "10..10 of 20 over 2 endpoints");
+        let e = one(Check::Sticky(true), r, &ctx);
+        assert_eq!(e.actual, "20 over 2 endpoints: web-0 10, web-1 10");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint};
 
 use crate::marker::{self, RequestId};
+use crate::payload::{self, Framing, Stream};
 use crate::scenario::{Protocol, TrafficKind};
 
 use link::{Link, Wire, ETH_HEADER};
@@ -104,6 +105,8 @@ pub struct Request {
     /// A fixed source port for udp (a client that keeps its socket); an ephemeral port
     /// when `None`.
     pub local_port: Option<u16>,
+    /// How the bytes are framed: raw, or as DNS or HTTP for a well-known port.
+    pub framing: Framing,
 }
 
 /// The simulated stack of one host and its apps.
@@ -155,13 +158,15 @@ enum App {
     Udp {
         handle: SocketHandle,
         remote: IpEndpoint,
-        payload: Vec<u8>,
+        /// The answer that completes the request.
+        reply: Vec<u8>,
     },
     Tcp {
         handle: SocketHandle,
-        marker: [u8; marker::LEN],
-        /// Bytes to send, and to get back.
-        total: u64,
+        /// What to send.
+        request: Stream,
+        /// What must come back.
+        reply: Stream,
         sent: u64,
         received: u64,
         /// False once an echoed byte differed from what was sent.
@@ -174,7 +179,29 @@ struct TcpServer {
     /// A socket in LISTEN, free for the next connection.
     listener: SocketHandle,
     /// Sockets that took a connection.
-    conns: Vec<SocketHandle>,
+    conns: Vec<ServerConn>,
+}
+
+/// A server connection: an echo, or an HTTP exchange once its first bytes are a
+/// podnet HTTP request.
+struct ServerConn {
+    handle: SocketHandle,
+    /// The first bytes, kept while they may still be an HTTP request header; `None`
+    /// once the connection is known to echo.
+    head: Option<Vec<u8>>,
+    /// Bytes to send before echoing more (the HTTP response header, the body read
+    /// with the request header).
+    out: Vec<u8>,
+}
+
+impl ServerConn {
+    fn new(handle: SocketHandle) -> ServerConn {
+        ServerConn {
+            handle,
+            head: Some(Vec::new()),
+            out: Vec::new(),
+        }
+    }
 }
 
 /// A TCP socket on its way out.
@@ -232,39 +259,6 @@ impl Ports {
 /// smoltcp's time for `ns` (rounded down to the microsecond).
 fn instant(ns: u64) -> Instant {
     Instant::from_micros((ns / 1000) as i64)
-}
-
-/// Writes bytes `offset..offset + buf.len()` of a request stream: the marker, then the
-/// pattern of [`RequestId::payload`].
-fn fill(buf: &mut [u8], offset: u64, marker: &[u8; marker::LEN]) {
-    let mut m = (offset % 251) as u8;
-    for (k, b) in buf.iter_mut().enumerate() {
-        let i = offset + k as u64;
-        *b = if i < marker::LEN as u64 {
-            marker[i as usize]
-        } else {
-            m
-        };
-        m = if m == 250 { 0 } else { m + 1 };
-    }
-}
-
-/// Whether `buf` is bytes `offset..` of the request stream.
-fn is_stream(buf: &[u8], offset: u64, marker: &[u8; marker::LEN]) -> bool {
-    let mut m = (offset % 251) as u8;
-    for (k, &b) in buf.iter().enumerate() {
-        let i = offset + k as u64;
-        let want = if i < marker::LEN as u64 {
-            marker[i as usize]
-        } else {
-            m
-        };
-        if b != want {
-            return false;
-        }
-        m = if m == 250 { 0 } else { m + 1 };
-    }
-    true
 }
 
 fn tcp_socket(buffer: usize) -> tcp::Socket<'static> {
@@ -492,12 +486,14 @@ impl Host {
     ///   identifier a per-request ident, sequence number the low 16 bits of the request
     ///   index; Completed when the reply with that ident, sequence and payload comes.
     /// - tcp, bulk: connects to `dst:port` from an ephemeral port, streams the `bytes`
-    ///   (marker, then the pattern of [`RequestId::payload`]) through a bounded socket
-    ///   buffer, reads them back, then closes; Completed when every byte came back as
-    ///   sent, Refused when the connection is reset first.
-    /// - udp: one datagram `id.payload(bytes)` from an ephemeral port to `dst:port`;
-    ///   Completed when the same bytes come back from the address and port it was sent
-    ///   to (so a reply through DNAT, from the service address, counts).
+    ///   ([`Stream::request`]: the marker then a pattern, or an HTTP request) through a
+    ///   bounded socket buffer, reads the answer ([`Stream::reply`]: the echo, or the
+    ///   HTTP response), then closes; Completed when every byte came back as expected,
+    ///   Refused when the connection is reset first.
+    /// - udp: one datagram ([`payload::datagram`]: the marker then a pattern, or a DNS
+    ///   query) from an ephemeral port to `dst:port`; Completed when its answer (the
+    ///   echo, or the DNS response) comes back from the address and port it was sent to
+    ///   (so a reply through DNAT, from the service address, counts).
     ///
     /// Errors: an id already running, a missing port, a ping or datagram too large for
     /// the MTU (no fragmentation), no free port or identifier.
@@ -573,11 +569,13 @@ impl Host {
                     .port
                     .filter(|p| *p != 0)
                     .ok_or_else(|| format!("{}: udp needs a port", self.name))?;
-                let max = mtu.saturating_sub(IPV4_HEADER + UDP_HEADER) as u64;
-                if len > max {
+                let payload = payload::datagram(req.framing, req.id, len as usize);
+                let max = mtu.saturating_sub(IPV4_HEADER + UDP_HEADER);
+                if payload.len() > max {
                     return Err(format!(
-                        "{}: datagram of {len} bytes does not fit the MTU {mtu} (at most {max})",
-                        self.name
+                        "{}: datagram of {} bytes does not fit the MTU {mtu} (at most {max})",
+                        self.name,
+                        payload.len()
                     ));
                 }
                 let local = match req.local_port {
@@ -590,7 +588,6 @@ impl Host {
                         .take()
                         .ok_or_else(|| format!("{}: no free port", self.name))?,
                 };
-                let payload = req.id.payload(len as usize);
                 let remote = IpEndpoint::new(dst, port);
                 let mut s = udp::Socket::new(
                     udp::PacketBuffer::new(
@@ -611,7 +608,7 @@ impl Host {
                     app: App::Udp {
                         handle: self.sockets.add(s),
                         remote,
-                        payload,
+                        reply: payload::datagram_reply(&payload),
                     },
                 }
             }
@@ -640,14 +637,14 @@ impl Host {
                         self.name, req.dst
                     ));
                 }
-                let mut m = [0u8; marker::LEN];
-                req.id.write(&mut m);
+                let host = format!("{}:{port}", req.dst);
+                let request = Stream::request(req.framing, req.id, &host, len);
                 Client {
                     local,
                     app: App::Tcp {
                         handle: self.sockets.add(s),
-                        marker: m,
-                        total: len,
+                        reply: request.reply(),
+                        request,
                         sent: 0,
                         received: 0,
                         intact: true,
@@ -742,7 +739,7 @@ impl Host {
     fn replenish_listeners(&mut self) {
         for (&port, srv) in &mut self.tcp_servers {
             if self.sockets.get::<tcp::Socket>(srv.listener).state() != tcp::State::Listen {
-                srv.conns.push(srv.listener);
+                srv.conns.push(ServerConn::new(srv.listener));
                 srv.listener = new_listener(&mut self.sockets, port);
             }
         }
@@ -814,9 +811,9 @@ impl Host {
             }
         }
 
-        for srv in tcp_servers.values() {
-            for &h in &srv.conns {
-                echo_tcp(sockets.get_mut::<tcp::Socket>(h), scratch);
+        for srv in tcp_servers.values_mut() {
+            for conn in &mut srv.conns {
+                serve_tcp(sockets.get_mut::<tcp::Socket>(conn.handle), conn, scratch);
             }
         }
         for &h in udp_servers.values() {
@@ -835,7 +832,8 @@ impl Host {
         } = self;
         let mut dead: Vec<SocketHandle> = Vec::new();
         for srv in tcp_servers.values_mut() {
-            srv.conns.retain(|&h| {
+            srv.conns.retain(|conn| {
+                let h = conn.handle;
                 let s = sockets.get::<tcp::Socket>(h);
                 match s.state() {
                     // Back to LISTEN after an RST in SYN-RECEIVED: a spare listener.
@@ -908,31 +906,31 @@ fn service_client(sockets: &mut SocketSet<'static>, app: &mut App) -> Option<Out
         App::Udp {
             handle,
             remote,
-            payload,
+            reply,
         } => {
             let s = sockets.get_mut::<udp::Socket>(*handle);
             let mut got = false;
             while let Ok((data, meta)) = s.recv() {
-                got |= meta.endpoint == *remote && data == payload.as_slice();
+                got |= meta.endpoint == *remote && data == reply.as_slice();
             }
             got.then_some(Outcome::Completed)
         }
         App::Tcp {
             handle,
-            marker,
-            total,
+            request,
+            reply,
             sent,
             received,
             intact,
         } => {
             let s = sockets.get_mut::<tcp::Socket>(*handle);
-            while *sent < *total && s.can_send() {
+            while *sent < request.len() && s.can_send() {
                 let offset = *sent;
-                let left = *total - offset;
+                let left = request.len() - offset;
                 let n = s
                     .send(|buf| {
                         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                        fill(&mut buf[..n], offset, marker);
+                        request.fill(&mut buf[..n], offset);
                         (n, n)
                     })
                     .unwrap_or(0);
@@ -943,11 +941,9 @@ fn service_client(sockets: &mut SocketSet<'static>, app: &mut App) -> Option<Out
             }
             while s.can_recv() {
                 let offset = *received;
-                let limit = *total;
                 let (n, ok) = s
                     .recv(|buf| {
-                        let ok =
-                            offset + buf.len() as u64 <= limit && is_stream(buf, offset, marker);
+                        let ok = reply.holds(buf, offset);
                         (buf.len(), (buf.len(), ok))
                     })
                     .unwrap_or((0, true));
@@ -957,7 +953,7 @@ fn service_client(sockets: &mut SocketSet<'static>, app: &mut App) -> Option<Out
                 *intact &= ok;
                 *received += n as u64;
             }
-            if *received >= *total && *intact {
+            if *received >= reply.len() && *intact {
                 Some(Outcome::Completed)
             } else if s.state() == tcp::State::Closed {
                 Some(Outcome::Refused)
@@ -966,6 +962,51 @@ fn service_client(sockets: &mut SocketSet<'static>, app: &mut App) -> Option<Out
             }
         }
     }
+}
+
+/// Answers a server connection: while its first bytes may be a podnet HTTP request
+/// header, collects them; a complete one is answered by its response header, then the
+/// body is echoed; anything else is echoed as it is.
+fn serve_tcp(s: &mut tcp::Socket<'static>, conn: &mut ServerConn, scratch: &mut [u8]) {
+    if let Some(head) = &mut conn.head {
+        while s.can_recv() && head.len() < payload::MAX_HTTP_HEADER {
+            let want = payload::MAX_HTTP_HEADER - head.len();
+            let n = s.recv_slice(&mut scratch[..want]).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&scratch[..n]);
+            if payload::http_header_end(head).is_some() || !payload::may_be_http(head) {
+                break;
+            }
+        }
+        let end = payload::http_header_end(head);
+        let answer = end.and_then(|end| payload::http_response_for(&head[..end]));
+        match (answer, end) {
+            (Some(header), Some(end)) => {
+                conn.out = header;
+                conn.out.extend_from_slice(&head[end..]);
+                conn.head = None;
+            }
+            _ if !payload::may_be_http(head)
+                || head.len() >= payload::MAX_HTTP_HEADER
+                || end.is_some()
+                || s.state() == tcp::State::CloseWait =>
+            {
+                conn.out = std::mem::take(head);
+                conn.head = None;
+            }
+            _ => return,
+        }
+    }
+    if !conn.out.is_empty() && s.may_send() {
+        let n = s.send_slice(&conn.out).unwrap_or(0);
+        conn.out.drain(..n);
+        if !conn.out.is_empty() {
+            return;
+        }
+    }
+    echo_tcp(s, scratch);
 }
 
 /// Echoes what a server connection received, as far as its send buffer takes it, and
@@ -995,9 +1036,10 @@ fn echo_udp(s: &mut udp::Socket<'static>, scratch: &mut [u8]) {
         let Ok((n, meta)) = s.recv_slice(scratch) else {
             break;
         };
-        let mut reply = udp::UdpMetadata::from(meta.endpoint);
-        reply.local_address = meta.local_address;
+        let mut to = udp::UdpMetadata::from(meta.endpoint);
+        to.local_address = meta.local_address;
+        let reply = payload::datagram_reply(&scratch[..n]);
         // A full send buffer drops the echo, as a real socket would.
-        let _ = s.send_slice(&scratch[..n], reply);
+        let _ = s.send_slice(&reply, to);
     }
 }

@@ -245,7 +245,7 @@ fn describe(ip: &Ipv4, encapsulated: bool) -> Inspected {
                 udp_payload(l4)
             };
             out.payload_len = payload.map_or(0, <[u8]>::len);
-            out.marker = payload.and_then(RequestId::read);
+            out.marker = payload.and_then(crate::payload::marker);
         }
         PROTO_ICMP => {
             let Some(&icmp_type) = l4.first() else {
@@ -256,7 +256,7 @@ fn describe(ip: &Ipv4, encapsulated: bool) -> Inspected {
                 out.icmp_ident = be16(l4, 4);
                 let data = l4.get(8..);
                 out.payload_len = data.map_or(0, <[u8]>::len);
-                out.marker = data.and_then(RequestId::read);
+                out.marker = data.and_then(crate::payload::marker);
             } else if is_icmp_error(icmp_type) {
                 out.icmp_error = icmp_error(l4);
             }
@@ -295,17 +295,17 @@ fn icmp_error(icmp: &[u8]) -> Option<IcmpError> {
             PROTO_TCP => {
                 quoted.src_port = be16(l4, 0);
                 quoted.dst_port = be16(l4, 2);
-                quoted.marker = tcp_payload(l4).and_then(RequestId::read);
+                quoted.marker = tcp_payload(l4).and_then(crate::payload::marker);
             }
             PROTO_UDP => {
                 quoted.src_port = be16(l4, 0);
                 quoted.dst_port = be16(l4, 2);
-                quoted.marker = udp_payload(l4).and_then(RequestId::read);
+                quoted.marker = udp_payload(l4).and_then(crate::payload::marker);
             }
             PROTO_ICMP => {
                 if matches!(l4.first(), Some(&(ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY))) {
                     quoted.icmp_ident = be16(l4, 4);
-                    quoted.marker = l4.get(8..).and_then(RequestId::read);
+                    quoted.marker = l4.get(8..).and_then(crate::payload::marker);
                 }
             }
             _ => {}

@@ -10,6 +10,7 @@ pub mod expect;
 pub mod host;
 pub mod inspect;
 pub mod marker;
+pub mod payload;
 pub mod pcap;
 pub mod render;
 pub mod report;

@@ -3,8 +3,10 @@
 //!
 //! Files use nanosecond timestamps (magic `a1b23c4d`), so the simulator's virtual
 //! nanoseconds survive exactly; the link type is Ethernet and the snap length 65535.
-//! Wireshark and tshark read them. The bytes depend only on the frames and their times,
-//! so the same run writes the same files.
+//! Time zero of a run is [`EPOCH_UNIX_S`], 2000-01-01T00:00:00Z: a reader sees a date
+//! that is plainly not wall-clock time, not 1970. Wireshark and tshark read them. The
+//! bytes depend only on the frames and their times, so the same run writes the same
+//! files.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -15,8 +17,13 @@ use std::time::Duration;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
+use crate::scenario::{Backend, Scenario};
+
 /// Largest number of bytes of a frame a file keeps.
 pub const SNAPLEN: u32 = 65535;
+
+/// Simulated time zero in the files: 2000-01-01T00:00:00Z, in seconds since 1970.
+pub const EPOCH_UNIX_S: u64 = 946_684_800;
 
 /// One pcap file being written.
 #[derive(Debug)]
@@ -62,7 +69,8 @@ impl PcapSink {
             .ok_or_else(|| io::Error::other("pcap file already finished"))?;
         let kept = &frame[..frame.len().min(SNAPLEN as usize)];
         let orig_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-        let packet = PcapPacket::new(Duration::from_nanos(t_ns), orig_len, kept);
+        let at = Duration::from_secs(EPOCH_UNIX_S) + Duration::from_nanos(t_ns);
+        let packet = PcapPacket::new(at, orig_len, kept);
         writer.write_packet(&packet).map(drop).map_err(to_io)
     }
 
@@ -172,6 +180,58 @@ impl PcapSet {
     }
 }
 
+/// The `-d` decode-as options tshark and Wireshark need for a scenario's pcaps: they
+/// decode VXLAN on 4789 only, so flannel's VXLAN port (8472 by default) reads as bare UDP,
+/// and flannel's UDP backend (8285) carries a bare IP packet no dissector expects there.
+pub fn decode_options(sc: &Scenario) -> Vec<String> {
+    match sc.cluster.backend {
+        Backend::Vxlan => vec![format!("udp.port=={},vxlan", sc.cluster.vxlan.port)],
+        Backend::Udp => vec![format!("udp.port=={},ip", sc.cluster.udp.port)],
+        Backend::HostGw => Vec::new(),
+    }
+}
+
+/// The captures of a run: one per node (its underlay link), one per pod present at the
+/// start.
+pub fn capture_names(sc: &Scenario) -> Vec<String> {
+    sc.nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .chain(sc.pods.iter().map(|p| p.name.clone()))
+        .collect()
+}
+
+/// What `--pcap DIR` prints and writes to `DIR/README`: which file holds what, and the
+/// exact commands that open them decoded.
+pub fn guide(sc: &Scenario, dir: &Path, names: &[String]) -> String {
+    let options: String = decode_options(sc)
+        .iter()
+        .map(|o| format!(" -d {o}"))
+        .collect();
+    let file = |name: &str| dir.join(format!("{name}.pcap")).display().to_string();
+    let mut text = format!(
+        "pcaps of scenario {} in {}: <node>.pcap is what crosses the node's underlay link \
+         (encapsulated, {}), <pod>.pcap the pod's own interface. Time 0 of the run is \
+         2000-01-01T00:00:00Z.\n",
+        sc.name,
+        dir.display(),
+        sc.cluster.backend.as_str(),
+    );
+    if !options.is_empty() {
+        text.push_str(
+            "tshark and Wireshark decode VXLAN on port 4789 only; the -d options below \
+             decode flannel's encapsulation.\n",
+        );
+    }
+    for name in names {
+        text.push_str(&format!("  tshark -r {}{options}\n", file(name)));
+    }
+    if let Some(first) = names.first() {
+        text.push_str(&format!("  wireshark{options} -r {}\n", file(first)));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +297,9 @@ mod tests {
         assert_eq!(packets.len(), times.len());
         for (i, &t) in times.iter().enumerate() {
             let (timestamp, orig_len, data) = &packets[i];
-            assert_eq!(timestamp.as_nanos(), u128::from(t));
+            // 2000-01-01T00:00:00Z plus simulated time.
+            let epoch_ns = u128::from(EPOCH_UNIX_S) * 1_000_000_000;
+            assert_eq!(timestamp.as_nanos(), epoch_ns + u128::from(t));
             assert_eq!(*orig_len as usize, frame(i as u8).len());
             assert_eq!(data, &frame(i as u8));
         }
@@ -256,7 +318,11 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 24 + 16 + 65535);
         let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        assert_eq!(le32(24), 20, "seconds");
+        assert_eq!(
+            le32(24),
+            EPOCH_UNIX_S as u32 + 20,
+            "seconds since 2000-01-01"
+        );
         assert_eq!(le32(28), 0, "nanoseconds");
         assert_eq!(le32(32), 65535, "bytes kept");
         assert_eq!(le32(36), 70_000, "bytes on the wire");
@@ -280,8 +346,9 @@ mod tests {
 
         let (_, worker) = read_all(&out.join("worker-0.pcap"));
         assert_eq!(worker.len(), 2);
-        assert_eq!(worker[0].0.as_nanos(), 5);
-        assert_eq!(worker[1].0.as_nanos(), 9);
+        let epoch_ns = u128::from(EPOCH_UNIX_S) * 1_000_000_000;
+        assert_eq!(worker[0].0.as_nanos(), epoch_ns + 5);
+        assert_eq!(worker[1].0.as_nanos(), epoch_ns + 9);
         assert_eq!(worker[1].2, frame(2));
         let (_, client) = read_all(&out.join("client.pcap"));
         assert_eq!(client.len(), 1);

@@ -1,18 +1,34 @@
 //! The readable report: what `podnet sim` prints for a network engineer at a terminal.
 //!
-//! Sections in a fixed order — header, traffic, spread, nodes, expectations — each an
-//! aligned table or list. Everything iterates vectors in report order or `BTreeMap`s, so
-//! the same report renders to the same text.
+//! Sections in a fixed order — header, cluster, traffic, spread, nodes, expectations —
+//! each an aligned table or list. Everything iterates vectors in report order or
+//! `BTreeMap`s, so the same report renders to the same text.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::report::{NodeReport, Report, TrafficReport};
+use crate::report::{ClusterReport, EndpointCounts, NodeReport, Report, TrafficReport};
+
+/// How much of the cluster section to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Past [`CLUSTER_LINES`] lines, each of its tables shows its first
+    /// [`SUMMARY_ROWS`] rows and says how many more there are.
+    Summary,
+    /// Every node, pod and service (`podnet sim --full`).
+    Full,
+}
+
+/// The most lines the cluster section takes before it is summarised.
+pub const CLUSTER_LINES: usize = 50;
+/// Rows per table of a summarised cluster section.
+pub const SUMMARY_ROWS: usize = 10;
 
 /// The report as plain text, ending in a newline.
-pub fn render(report: &Report) -> String {
+pub fn render(report: &Report, detail: Detail) -> String {
     let mut out = String::new();
     header(&mut out, report);
+    cluster(&mut out, &report.cluster, detail);
     if !report.traffic.is_empty() {
         traffic(&mut out, &report.traffic);
         crate::check::explain::render(&mut out, report);
@@ -32,12 +48,100 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(out, "scenario {}: {verdict}", report.scenario);
     let _ = writeln!(
         out,
-        "  seed {}, sim time {}, {} events, trace {}",
+        "  seed {}, sim time {}{}, {} events, trace {}",
         report.seed,
         duration(report.sim_time_ns),
+        if report.stopped_early {
+            " (stopped early: requests in flight are not judged)"
+        } else {
+            ""
+        },
         report.events,
         report.trace_hash
     );
+}
+
+fn cluster(out: &mut String, cluster: &ClusterReport, detail: Detail) {
+    let mut nodes = Table::new(&[
+        ("node", Align::Left),
+        ("role", Align::Left),
+        ("ip", Align::Left),
+        ("subnet", Align::Left),
+    ]);
+    for n in &cluster.nodes {
+        nodes.row(vec![
+            n.name.clone(),
+            n.role.clone(),
+            n.ip.clone(),
+            n.subnet.clone(),
+        ]);
+    }
+    let mut pods = Table::new(&[
+        ("pod", Align::Left),
+        ("node", Align::Left),
+        ("ip", Align::Left),
+    ]);
+    for p in &cluster.pods {
+        pods.row(vec![p.name.clone(), p.node.clone(), p.ip.clone()]);
+    }
+    let mut services = Table::new(&[
+        ("service", Align::Left),
+        ("type", Align::Left),
+        ("cluster ip", Align::Left),
+        ("ports", Align::Left),
+        ("endpoints", Align::Left),
+    ]);
+    for s in &cluster.services {
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| {
+                let mut text = format!("{}->{}/{}", p.port, p.target_port, p.protocol);
+                if let Some(node_port) = p.node_port {
+                    let _ = write!(text, " node {node_port}");
+                }
+                text
+            })
+            .collect();
+        let endpoints = if s.endpoints.is_empty() {
+            "none".to_string()
+        } else {
+            s.endpoints.join(", ")
+        };
+        services.row(vec![
+            s.name.clone(),
+            s.service_type.clone(),
+            s.cluster_ip.clone(),
+            ports.join(", "),
+            endpoints,
+        ]);
+    }
+    let tables = [(nodes, "nodes"), (pods, "pods"), (services, "services")];
+    let lines: usize = tables
+        .iter()
+        .filter(|(t, _)| !t.rows.is_empty())
+        .map(|(t, _)| t.rows.len() + 1)
+        .sum();
+    if lines == 0 {
+        return;
+    }
+    let summarise = detail == Detail::Summary && lines > CLUSTER_LINES;
+    let _ = writeln!(out, "\ncluster");
+    for (mut table, what) in tables {
+        if table.rows.is_empty() {
+            continue;
+        }
+        let more = if summarise {
+            table.rows.len().saturating_sub(SUMMARY_ROWS)
+        } else {
+            0
+        };
+        table.rows.truncate(table.rows.len() - more);
+        table.write(out);
+        if more > 0 {
+            let _ = writeln!(out, "  ... {more} more {what} (--full lists them all)");
+        }
+    }
 }
 
 fn traffic(out: &mut String, traffic: &[TrafficReport]) {
@@ -48,6 +152,7 @@ fn traffic(out: &mut String, traffic: &[TrafficReport]) {
         ("sent", Align::Right),
         ("delivered", Align::Right),
         ("failed", Align::Right),
+        ("in flight", Align::Right),
         ("p50 µs", Align::Right),
         ("p99 µs", Align::Right),
         ("goodput", Align::Right),
@@ -68,6 +173,7 @@ fn traffic(out: &mut String, traffic: &[TrafficReport]) {
             t.sent.to_string(),
             t.delivered.to_string(),
             t.failed.to_string(),
+            t.in_flight.to_string(),
             rtt(t.rtt_us.p50),
             rtt(t.rtt_us.p99),
             t.goodput_mbps
@@ -98,15 +204,11 @@ fn spread(out: &mut String, traffic: &[TrafficReport]) {
             table.row(vec![
                 std::mem::take(&mut name),
                 "endpoints".to_string(),
-                with_shares(&t.by_endpoint),
+                endpoint_shares(&t.by_endpoint),
             ]);
         }
         if !t.source_seen.is_empty() {
-            table.row(vec![
-                name,
-                "source seen".to_string(),
-                with_shares(&t.source_seen),
-            ]);
+            table.row(vec![name, "source seen".to_string(), source_shares(t)]);
         }
     }
     let _ = writeln!(out, "\nspread");
@@ -154,19 +256,22 @@ fn nodes(out: &mut String, nodes: &[NodeReport]) {
 
 fn expectations(out: &mut String, report: &Report) {
     let held = report.expectations.iter().filter(|e| e.passed).count();
+    let not_judged = report.expectations.iter().filter(|e| !e.judged).count();
     let mut table = Table::new(&[("", Align::Left), ("", Align::Left), ("", Align::Left)]);
     for e in &report.expectations {
-        table.row(vec![
-            if e.passed { "ok" } else { "FAIL" }.to_string(),
-            e.expect.clone(),
-            e.actual.clone(),
-        ]);
+        let status = match (e.judged, e.passed) {
+            (false, _) => "-",
+            (true, true) => "ok",
+            (true, false) => "FAIL",
+        };
+        table.row(vec![status.to_string(), e.expect.clone(), e.actual.clone()]);
     }
-    let _ = writeln!(
-        out,
-        "\nexpectations: {held} of {} hold",
-        report.expectations.len()
-    );
+    let judged = report.expectations.len() - not_judged;
+    let _ = write!(out, "\nexpectations: {held} of {judged} hold");
+    if not_judged > 0 {
+        let _ = write!(out, ", {not_judged} not judged");
+    }
+    out.push('\n');
     table.write_without_header(out);
 }
 
@@ -184,17 +289,44 @@ fn nonzero_counts(map: &BTreeMap<String, u64>) -> String {
     }
 }
 
-/// `web-0 101 (33.7%), web-1 98 (32.7%)`.
-fn with_shares(map: &BTreeMap<String, u64>) -> String {
-    let total: u64 = map.values().sum();
+/// `count` of `total` as a percentage with one decimal; 0 of 0 is 0.0.
+fn share(count: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        count as f64 * 100.0 / total as f64
+    }
+}
+
+/// Finished requests per endpoint and their share, with the failures among them:
+/// `web-0 101 (50.5%), web-1 99 (49.5%, failed: firewall 3)`.
+fn endpoint_shares(map: &BTreeMap<String, EndpointCounts>) -> String {
+    let total: u64 = map.values().map(EndpointCounts::total).sum();
     map.iter()
-        .map(|(key, &count)| {
-            let share = if total == 0 {
-                0.0
-            } else {
-                count as f64 * 100.0 / total as f64
-            };
-            format!("{key} {count} ({share:.1}%)")
+        .map(|(name, counts)| {
+            let count = counts.total();
+            let mut text = format!("{name} {count} ({:.1}%", share(count, total));
+            if !counts.failed.is_empty() {
+                let _ = write!(text, ", failed: {}", nonzero_counts(&counts.failed));
+            }
+            text.push(')');
+            text
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Requests per source address, each named: `10.0.1.2 (client) 50 (100.0%)`.
+fn source_shares(t: &TrafficReport) -> String {
+    let total: u64 = t.source_seen.values().sum();
+    t.source_seen
+        .iter()
+        .map(|(addr, &count)| {
+            let name = t
+                .source_names
+                .get(addr)
+                .map_or_else(String::new, |name| format!(" ({name})"));
+            format!("{addr}{name} {count} ({:.1}%)", share(count, total))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -285,7 +417,9 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{ExpectationReport, Rtt};
+    use crate::report::{
+        ClusterNode, ClusterPod, ClusterService, ClusterServicePort, ExpectationReport, Rtt,
+    };
     use podnet_switch::CounterSnapshot;
 
     fn sample() -> Report {
@@ -297,19 +431,33 @@ mod tests {
             sent: 300,
             delivered: 297,
             failed: 3,
+            in_flight: 0,
             rtt_us: Rtt {
                 p50: 212.0,
                 p99: 260.5,
             },
             by_endpoint: BTreeMap::new(),
             source_seen: BTreeMap::new(),
+            source_names: BTreeMap::new(),
             failures: BTreeMap::new(),
             goodput_mbps: None,
         };
-        svc.by_endpoint.insert("web-0".into(), 101);
-        svc.by_endpoint.insert("web-1".into(), 98);
-        svc.by_endpoint.insert("web-2".into(), 101);
+        let delivered = |n| EndpointCounts {
+            delivered: n,
+            failed: BTreeMap::new(),
+        };
+        svc.by_endpoint.insert("web-0".into(), delivered(101));
+        svc.by_endpoint.insert(
+            "web-1".into(),
+            EndpointCounts {
+                delivered: 95,
+                failed: [("timeout".to_string(), 3)].into(),
+            },
+        );
+        svc.by_endpoint.insert("web-2".into(), delivered(101));
         svc.source_seen.insert("10.2.2.2".into(), 300);
+        svc.source_names
+            .insert("10.2.2.2".into(), "client".to_string());
         svc.failures.insert("timeout".into(), 3);
         let bulk = TrafficReport {
             name: "copy".into(),
@@ -319,12 +467,14 @@ mod tests {
             sent: 1,
             delivered: 1,
             failed: 0,
+            in_flight: 0,
             rtt_us: Rtt {
                 p50: 8000.0,
                 p99: 8000.0,
             },
             by_endpoint: BTreeMap::new(),
             source_seen: BTreeMap::new(),
+            source_names: BTreeMap::new(),
             failures: BTreeMap::new(),
             goodput_mbps: Some(1000.0),
         };
@@ -333,12 +483,14 @@ mod tests {
             kind: "ping".into(),
             from: "laptop".into(),
             to: "10.2.1.2".into(),
-            sent: 10,
+            sent: 12,
             delivered: 0,
             failed: 10,
+            in_flight: 2,
             rtt_us: Rtt::default(),
             by_endpoint: BTreeMap::new(),
             source_seen: BTreeMap::new(),
+            source_names: BTreeMap::new(),
             failures: [("firewall".to_string(), 10)].into(),
             goodput_mbps: None,
         };
@@ -364,7 +516,34 @@ mod tests {
             sim_time_ns: 10_000_000_000,
             events: 183_422,
             trace_hash: "9f2c41d07ab3e815".into(),
+            stopped_early: false,
             traffic: vec![svc, bulk, blocked],
+            cluster: ClusterReport {
+                nodes: vec![ClusterNode {
+                    name: "worker-0".into(),
+                    role: "worker".into(),
+                    ip: "172.16.0.2".into(),
+                    subnet: "10.2.1.0/24".into(),
+                }],
+                pods: vec![ClusterPod {
+                    name: "web-0".into(),
+                    node: "worker-0".into(),
+                    ip: "10.2.1.2".into(),
+                }],
+                services: vec![ClusterService {
+                    name: "web".into(),
+                    service_type: "NodePort".into(),
+                    cluster_ip: "10.3.0.50".into(),
+                    ports: vec![ClusterServicePort {
+                        name: Some("http".into()),
+                        protocol: "tcp".into(),
+                        port: 80,
+                        target_port: 8080,
+                        node_port: Some(30080),
+                    }],
+                    endpoints: vec!["web-0".into()],
+                }],
+            },
             nodes: vec![
                 NodeReport {
                     name: "worker-0".into(),
@@ -385,11 +564,13 @@ mod tests {
                 ExpectationReport {
                     expect: "svc spread even".into(),
                     passed: true,
+                    judged: true,
                     actual: "98..101 of 300 over 3 endpoints".into(),
                 },
                 ExpectationReport {
                     expect: "svc delivered 100%".into(),
                     passed: false,
+                    judged: true,
                     actual: "297 of 300 (99.0%), failures: timeout 3".into(),
                 },
             ],
@@ -399,7 +580,7 @@ mod tests {
 
     #[test]
     fn key_lines() {
-        let text = render(&sample());
+        let text = render(&sample(), Detail::Summary);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "scenario quickstart: FAILED");
         assert_eq!(
@@ -407,14 +588,21 @@ mod tests {
             "  seed 42, sim time 10 s, 183422 events, trace 9f2c41d07ab3e815"
         );
         let expected = [
+            "cluster",
+            "  node      role    ip          subnet",
+            "  worker-0  worker  172.16.0.2  10.2.1.0/24",
+            "  pod    node      ip",
+            "  web-0  worker-0  10.2.1.2",
+            "  service  type      cluster ip  ports                    endpoints",
+            "  web      NodePort  10.3.0.50   80->8080/tcp node 30080  web-0",
             "traffic",
-            "  traffic  kind  from -> to                   sent  delivered  failed  p50 µs  p99 µs        goodput  failures",
-            "  svc      tcp   client -> svc:web:80          300        297       3   212.0   260.5              -  timeout 3",
-            "  copy     bulk  node:worker-0 -> web-0:8080     1          1       0  8000.0  8000.0  1000.0 Mbit/s  -",
-            "  blocked  ping  laptop -> 10.2.1.2             10          0      10       -       -              -  firewall 10",
+            "  traffic  kind  from -> to                   sent  delivered  failed  in flight  p50 µs  p99 µs        goodput  failures",
+            "  svc      tcp   client -> svc:web:80          300        297       3          0   212.0   260.5              -  timeout 3",
+            "  copy     bulk  node:worker-0 -> web-0:8080     1          1       0          0  8000.0  8000.0  1000.0 Mbit/s  -",
+            "  blocked  ping  laptop -> 10.2.1.2             12          0      10          2       -       -              -  firewall 10",
             "spread",
-            "  svc  endpoints    web-0 101 (33.7%), web-1 98 (32.7%), web-2 101 (33.7%)",
-            "       source seen  10.2.2.2 300 (100.0%)",
+            "  svc  endpoints    web-0 101 (33.7%), web-1 98 (32.7%, failed: timeout 3), web-2 101 (33.7%)",
+            "       source seen  10.2.2.2 (client) 300 (100.0%)",
             "nodes (packets)",
             "  node      ip          subnet       state    rx    tx  encap  decap  dnat  snat  drops",
             "  worker-0  172.16.0.2  10.2.1.0/24  up     1200  1190    400    410   300     0  firewall 10",
@@ -429,7 +617,57 @@ mod tests {
         // Every line of a table has no trailing blanks.
         assert!(lines.iter().all(|l| l.trim_end() == *l));
         // Deterministic.
-        assert_eq!(text, render(&sample()));
+        assert_eq!(text, render(&sample(), Detail::Summary));
+        // A traffic row adds up: sent = delivered + failed + in flight.
+        for t in &sample().traffic {
+            assert_eq!(t.sent, t.delivered + t.failed + t.in_flight, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn large_cluster_is_summarised_unless_full() {
+        let mut report = sample();
+        report.cluster.pods = (0..60)
+            .map(|i| ClusterPod {
+                name: format!("web-{i}"),
+                node: "worker-0".into(),
+                ip: format!("10.2.1.{}", i + 2),
+            })
+            .collect();
+        let summary = render(&report, Detail::Summary);
+        assert!(summary.contains("  web-9  "), "{summary}");
+        assert!(!summary.contains("  web-10  "), "{summary}");
+        assert!(summary.contains("  ... 50 more pods (--full lists them all)"));
+        let full = render(&report, Detail::Full);
+        assert!(full.contains("  web-59  "), "{full}");
+        assert!(!full.contains("more pods"));
+        // Small clusters are shown whole either way.
+        let small = sample();
+        assert_eq!(
+            render(&small, Detail::Summary),
+            render(&small, Detail::Full)
+        );
+    }
+
+    #[test]
+    fn not_judged_expectations_are_marked_and_do_not_count() {
+        let mut report = sample();
+        report.stopped_early = true;
+        report.expectations.push(ExpectationReport {
+            expect: "late delivered 100%".into(),
+            passed: false,
+            judged: false,
+            actual: "not judged: the run stopped before a request finished".into(),
+        });
+        let text = render(&report, Detail::Summary);
+        assert!(
+            text.contains("expectations: 1 of 2 hold, 1 not judged\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "  -     late delivered 100%  not judged: the run stopped before a request finished"
+        ), "{text}");
+        assert!(text.contains("(stopped early: requests in flight are not judged)"));
     }
 
     #[test]
@@ -439,8 +677,9 @@ mod tests {
         report.traffic.clear();
         report.nodes.clear();
         report.expectations.clear();
+        report.cluster = ClusterReport::default();
         report.sim_time_ns = 1_250_000_000;
-        let text = render(&report);
+        let text = render(&report, Detail::Summary);
         assert_eq!(
             text,
             "scenario quickstart: PASSED\n  seed 42, sim time 1.25 s, 183422 events, trace 9f2c41d07ab3e815\n"

@@ -1,15 +1,19 @@
 //! One run from start to report: build the world, run it, write the pcaps, count, check
 //! the expectations.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::expect::{self, ExpectContext};
-use crate::pcap::PcapSet;
-use crate::report::{NodeReport, Report};
-use crate::scenario::{Scenario, TrafficTarget};
+use crate::pcap::{self, PcapSet};
+use crate::report::{
+    ClusterNode, ClusterPod, ClusterReport, ClusterService, ClusterServicePort, NodeReport, Report,
+};
+use crate::scenario::{Backend, Scenario, Service, TrafficTarget};
 use crate::stats;
-use crate::world::{Options, World};
+use crate::world::{Attach, Options, World};
 
 /// The built-in quickstart: the same file as scenarios/quickstart.yaml.
 pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.yaml");
@@ -52,12 +56,10 @@ pub fn run(sc: Scenario, opts: &RunOptions) -> Result<Report, RunError> {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| RunError(format!("{}: {e}", dir.display())))?;
-            let names: Vec<String> = world
-                .nodes()
-                .iter()
-                .map(|n| n.spec.name.clone())
-                .chain(world.scenario().pods.iter().map(|p| p.name.clone()))
-                .collect();
+            let names = pcap::capture_names(world.scenario());
+            let readme = dir.join("README");
+            std::fs::write(&readme, pcap::guide(world.scenario(), dir, &names))
+                .map_err(|e| RunError(format!("{}: {e}", readme.display())))?;
             world.enable_capture();
             Some(
                 PcapSet::open(dir, names)
@@ -90,13 +92,27 @@ pub fn run(sc: Scenario, opts: &RunOptions) -> Result<Report, RunError> {
 /// The report of a world at its current time.
 pub fn report(world: &World) -> Report {
     let sc = world.scenario();
+    let names = address_names(world);
     let traffic: Vec<_> = sc
         .traffic
         .iter()
         .zip(world.records())
-        .map(|(t, records)| stats::traffic_report(t, records))
+        .map(|(t, records)| {
+            let mut report = stats::traffic_report(t, records);
+            report.source_names = report
+                .source_seen
+                .keys()
+                .filter_map(|addr| {
+                    let name = names.get(&addr.parse::<Ipv4Addr>().ok()?)?;
+                    Some((addr.clone(), name.clone()))
+                })
+                .collect();
+            report
+        })
         .collect();
+    let stopped_early = world.end_ns() < sc.duration_ns;
     let mut ctx = ExpectContext::from_scenario(sc);
+    ctx.stopped_early = stopped_early;
     for t in &sc.traffic {
         let service = match &t.to {
             TrafficTarget::Service { name, .. } | TrafficTarget::Lb { name, .. } => {
@@ -105,40 +121,135 @@ pub fn report(world: &World) -> Report {
             _ => None,
         };
         if let Some(svc) = service {
-            let n = world
-                .pods()
-                .values()
-                .filter(|p| {
-                    !svc.selector.is_empty()
-                        && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-                })
-                .count();
-            ctx.endpoints.insert(t.name.clone(), n);
+            ctx.endpoints
+                .insert(t.name.clone(), endpoints(world, svc).len());
         }
     }
     let expectations = expect::evaluate(&sc.expect, &sc.traffic, &traffic, &ctx);
     let nodes = world
         .nodes()
         .iter()
-        .map(|n| NodeReport {
-            name: n.spec.name.clone(),
-            ip: n.spec.ip.to_string(),
-            subnet: n.spec.subnet.to_string(),
-            up: n.up,
-            counters: n.switch.counters(),
+        .map(|n| {
+            let mut counters = n.switch.counters();
+            if n.firewall_drops > 0 {
+                *counters.drops.entry("firewall").or_default() += n.firewall_drops;
+            }
+            NodeReport {
+                name: n.spec.name.clone(),
+                ip: n.spec.ip.to_string(),
+                subnet: n.spec.subnet.to_string(),
+                up: n.up,
+                counters,
+            }
         })
         .collect();
     let firewall_findings = crate::check::explain::firewall_findings(sc, &traffic);
     Report {
         scenario: sc.name.clone(),
         seed: world.seed(),
-        passed: expectations.iter().all(|e| e.passed),
+        passed: expectations.iter().all(|e| e.passed || !e.judged),
         sim_time_ns: world.now(),
         events: world.events(),
         trace_hash: world.trace_hash(),
+        stopped_early,
         traffic,
         nodes,
+        cluster: cluster(world),
         expectations,
         firewall_findings,
     }
+}
+
+/// The pods (alive now) a service selects, by name.
+fn endpoints(world: &World, svc: &Service) -> Vec<String> {
+    world
+        .pods()
+        .values()
+        .filter(|p| {
+            !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// The cluster as it is now: nodes, pods alive, services and their endpoints.
+fn cluster(world: &World) -> ClusterReport {
+    let sc = world.scenario();
+    ClusterReport {
+        nodes: sc
+            .nodes
+            .iter()
+            .map(|n| ClusterNode {
+                name: n.name.clone(),
+                role: n.role.as_str().to_string(),
+                ip: n.ip.to_string(),
+                subnet: n.subnet.to_string(),
+            })
+            .collect(),
+        // In the order they were created (the scenario's, then faults'), not by name.
+        pods: world
+            .hosts
+            .iter()
+            .filter(|h| h.alive && matches!(h.attach, Attach::Pod { .. }))
+            .filter_map(|h| world.pods().get(&h.name))
+            .map(|p| ClusterPod {
+                name: p.name.clone(),
+                node: p.node.clone(),
+                ip: p.ip.to_string(),
+            })
+            .collect(),
+        services: sc
+            .services
+            .iter()
+            .map(|s| ClusterService {
+                name: s.name.clone(),
+                service_type: s.service_type.as_str().to_string(),
+                cluster_ip: s.cluster_ip.to_string(),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| ClusterServicePort {
+                        name: p.name.clone(),
+                        protocol: p.protocol.as_str().to_string(),
+                        port: p.port,
+                        target_port: p.target_port,
+                        node_port: p.node_port,
+                    })
+                    .collect(),
+                endpoints: endpoints(world, s),
+            })
+            .collect(),
+    }
+}
+
+/// What each address of the world is, as a reader knows it: a pod's or external's name,
+/// a node's name for its underlay address, and the node's interface for its VTEP (`.0`,
+/// flannel's `flannel.1` or `flannel0`) and gateway (`.1`, the `cni0` bridge) addresses.
+fn address_names(world: &World) -> BTreeMap<Ipv4Addr, String> {
+    let sc = world.scenario();
+    let mut names = BTreeMap::new();
+    for node in &sc.nodes {
+        names.insert(node.ip, node.name.clone());
+        let vtep = match sc.cluster.backend {
+            Backend::Vxlan => Some("flannel.1"),
+            Backend::Udp => Some("flannel0"),
+            Backend::HostGw => None,
+        };
+        if let Some(device) = vtep {
+            names.insert(node.vtep_ip(), format!("{} {device}", node.name));
+        }
+        names.insert(node.gateway_ip(), format!("{} cni0", node.name));
+    }
+    for external in &sc.externals {
+        names.insert(external.ip, external.name.clone());
+    }
+    // Pods deleted during the run first, so a pod alive now wins its address.
+    let deleted = world.hosts.iter().filter(|h| !h.alive);
+    for pod in deleted
+        .map(|h| (h.ip, &h.name))
+        .chain(world.pods().values().map(|p| (p.ip, &p.name)))
+    {
+        names.insert(pod.0, pod.1.clone());
+    }
+    names
 }

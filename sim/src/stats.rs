@@ -4,34 +4,46 @@
 
 use std::collections::BTreeMap;
 
-use crate::report::{Outcome, RequestRecord, Rtt, TrafficReport};
+use crate::report::{EndpointCounts, Outcome, RequestRecord, Rtt, TrafficReport};
 use crate::scenario::{Traffic, TrafficKind, TrafficSource, TrafficTarget};
 
 /// The report of one traffic entry, made from the records of its requests.
 ///
-/// Requests still pending at the end count as sent but neither delivered nor failed.
-/// `by_endpoint` and `source_seen` count every request whose endpoint (or source address
-/// at the endpoint) was observed, whatever became of its answer.
+/// Requests still pending at the end are `in_flight`: sent, neither delivered nor failed.
+/// `by_endpoint` counts the finished requests whose endpoint is known (the one that
+/// received it, or the one a dropped request was headed for), delivered and failed by
+/// reason; `source_seen` counts every request whose source address at the endpoint was
+/// observed, whatever became of its answer. `source_names` is left for the caller, who
+/// knows the addresses.
 pub fn traffic_report(traffic: &Traffic, records: &[RequestRecord]) -> TrafficReport {
     let mut rtts_ns: Vec<u64> = Vec::new();
     let mut delivered_bytes: u64 = 0;
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_endpoint: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_endpoint: BTreeMap<String, EndpointCounts> = BTreeMap::new();
+    let mut in_flight: u64 = 0;
     let mut source_seen: BTreeMap<String, u64> = BTreeMap::new();
 
     for record in records {
+        let endpoint = record
+            .endpoint
+            .as_ref()
+            .map(|name| by_endpoint.entry(name.clone()).or_default());
         match record.outcome {
-            Outcome::Pending => {}
+            Outcome::Pending => in_flight += 1,
             Outcome::Delivered { rtt_ns } => {
                 rtts_ns.push(rtt_ns);
                 delivered_bytes = delivered_bytes.saturating_add(record.bytes);
+                if let Some(counts) = endpoint {
+                    counts.delivered += 1;
+                }
             }
             Outcome::Failed(reason) => {
-                *failures.entry(reason.as_str().to_string()).or_default() += 1;
+                let word = reason.as_str().to_string();
+                if let Some(counts) = endpoint {
+                    *counts.failed.entry(word.clone()).or_default() += 1;
+                }
+                *failures.entry(word).or_default() += 1;
             }
-        }
-        if let Some(endpoint) = &record.endpoint {
-            *by_endpoint.entry(endpoint.clone()).or_default() += 1;
         }
         if let Some(source) = record.source_seen {
             *source_seen.entry(source.to_string()).or_default() += 1;
@@ -61,9 +73,11 @@ pub fn traffic_report(traffic: &Traffic, records: &[RequestRecord]) -> TrafficRe
         sent: records.len() as u64,
         delivered: rtts_ns.len() as u64,
         failed: failures.values().sum(),
+        in_flight,
         rtt_us,
         by_endpoint,
         source_seen,
+        source_names: BTreeMap::new(),
         failures,
         goodput_mbps,
     }
@@ -175,6 +189,11 @@ mod tests {
         assert_eq!(report.sent, 104);
         assert_eq!(report.delivered, 100);
         assert_eq!(report.failed, 3);
+        assert_eq!(report.in_flight, 1);
+        assert_eq!(
+            report.sent,
+            report.delivered + report.failed + report.in_flight
+        );
         assert_eq!(
             report.rtt_us,
             Rtt {
@@ -182,14 +201,30 @@ mod tests {
                 p99: 99.0
             }
         );
-        assert_eq!(report.by_endpoint["web-0"], 51);
-        assert_eq!(report.by_endpoint["web-1"], 50);
+        // The pending request to web-0 is in no endpoint's counts yet.
+        assert_eq!(report.by_endpoint["web-0"].delivered, 50);
+        assert_eq!(report.by_endpoint["web-1"].delivered, 50);
+        assert_eq!(report.by_endpoint["web-1"].total(), 50);
         assert_eq!(report.source_seen["10.2.2.2"], 100);
         assert_eq!(report.source_seen["10.2.1.1"], 1);
         assert_eq!(report.failures["timeout"], 2);
         assert_eq!(report.failures["firewall"], 1);
         assert_eq!(report.failures.len(), 2);
         assert_eq!(report.goodput_mbps, None);
+    }
+
+    #[test]
+    fn failed_requests_count_at_the_endpoint_they_were_headed_for() {
+        let mut blocked = failed(DropReason::Firewall);
+        blocked.endpoint = Some("web-1".into());
+        let records = vec![delivered(1000, "web-0", 100), blocked.clone(), blocked];
+        let report = traffic_report(&traffic(TrafficKind::Tcp), &records);
+        assert_eq!(report.by_endpoint["web-0"].delivered, 1);
+        assert!(report.by_endpoint["web-0"].failed.is_empty());
+        assert_eq!(report.by_endpoint["web-1"].delivered, 0);
+        assert_eq!(report.by_endpoint["web-1"].failed["firewall"], 2);
+        assert_eq!(report.by_endpoint["web-1"].total(), 2);
+        assert_eq!(report.in_flight, 0);
     }
 
     #[test]

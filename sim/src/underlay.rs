@@ -114,7 +114,7 @@ pub fn firewall_rule(firewall: &Firewall, from: &Member, to: &Member, flow: Flow
         };
         let port_ok = match (&rule.ports, flow.dst_port) {
             (None, _) => true,
-            (Some(range), Some(p)) => range.contains(p),
+            (Some(ranges), Some(p)) => ranges.iter().any(|range| range.contains(p)),
             (Some(_), None) => false,
         };
         if proto_ok && port_ok && to.matches(&rule.to) && from.matches(&rule.from) {
@@ -322,20 +322,20 @@ mod tests {
                     to: HostMatch::Role(Role::Master),
                     from: HostMatch::All,
                     protocol: RuleProtocol::Udp,
-                    ports: Some(PortRange {
+                    ports: Some(vec![PortRange {
                         first: 8472,
                         last: 8472,
-                    }),
+                    }]),
                 },
                 FirewallRule {
                     action: Action::Deny,
                     to: HostMatch::All,
                     from: HostMatch::All,
                     protocol: RuleProtocol::Udp,
-                    ports: Some(PortRange {
+                    ports: Some(vec![PortRange {
                         first: 8472,
                         last: 8472,
-                    }),
+                    }]),
                 },
             ],
         };

@@ -23,6 +23,7 @@ use podnet_switch::{Mac, Pool, PortId, PortKind, Switch};
 use crate::host::{Host, HostConfig, HostEvent, Request};
 use crate::inspect::{self, EncapPorts, Inspected};
 use crate::marker::RequestId;
+use crate::payload;
 use crate::report::{Outcome, RequestRecord};
 use crate::scenario::{
     Backend, DropReason, FaultKind, Pod, Protocol, Scenario, TrafficSource, TrafficTarget,
@@ -120,6 +121,9 @@ pub struct NodeSim {
     /// Host index of each pod port.
     port_hosts: BTreeMap<PortId, usize>,
     poll_scheduled: bool,
+    /// Frames the node's underlay firewall refused: they never reach the switch, so its
+    /// counters cannot hold them, yet they were dropped here.
+    pub firewall_drops: u64,
 }
 
 /// A request in flight.
@@ -321,6 +325,7 @@ impl World {
                 stack,
                 port_hosts: BTreeMap::new(),
                 poll_scheduled: false,
+                firewall_drops: 0,
             });
         }
         for (j, e) in w.sc.externals.clone().iter().enumerate() {
@@ -772,6 +777,11 @@ impl World {
                 }
             }
             Err(reason) => {
+                if reason == DropReason::Firewall {
+                    if let Some(node) = self.nodes.iter_mut().find(|n| n.member == to) {
+                        node.firewall_drops += 1;
+                    }
+                }
                 let (a, b) = (
                     self.fabric.members[from].name.clone(),
                     self.fabric.members[to].name.clone(),
@@ -964,6 +974,34 @@ impl World {
         }
     }
 
+    /// The port a request reaches its endpoint on, after a service's DNAT: the target
+    /// port of the service port it goes to (by cluster port, or by NodePort).
+    fn endpoint_port(&self, to: &TrafficTarget) -> Option<u16> {
+        let target_of = |svc: &str, port: u16| {
+            self.sc
+                .service(svc)?
+                .ports
+                .iter()
+                .find(|p| p.port == port)
+                .map(|p| p.target_port)
+        };
+        match to {
+            TrafficTarget::Service { name, port } | TrafficTarget::Lb { name, port } => {
+                target_of(name, *port)
+            }
+            TrafficTarget::Node {
+                port: Some(port), ..
+            } => self
+                .sc
+                .services
+                .iter()
+                .flat_map(|s| &s.ports)
+                .find(|p| p.node_port == Some(*port))
+                .map(|p| p.target_port),
+            _ => None,
+        }
+    }
+
     fn start(&mut self, t: usize, index: u32) {
         let tr = self.sc.traffic[t].clone();
         if index + 1 < tr.count {
@@ -992,6 +1030,7 @@ impl World {
             self.records[t][index as usize].outcome = Outcome::Failed(DropReason::NoRoute);
             return;
         };
+        let ports: Vec<u16> = port.into_iter().chain(self.endpoint_port(&tr.to)).collect();
         let req = Request {
             id,
             kind: tr.kind,
@@ -999,6 +1038,7 @@ impl World {
             port,
             bytes: tr.bytes,
             local_port: tr.source_port,
+            framing: payload::framing(tr.kind, &ports),
         };
         if let Err(e) = self.hosts[h].host.start(req, self.now) {
             self.note(|| format!("{}: cannot start request: {e}", tr.name));
@@ -1072,10 +1112,24 @@ impl World {
         let Some(i) = inspect::inspect(frame, &self.encap) else {
             return;
         };
+        let [from_client, _] = i.client_side();
         for key in i.client_side() {
             if let Some(&id) = self.clients.get(&key) {
                 if let Some(f) = self.flights.get_mut(&id) {
                     f.last_drop = Some(reason);
+                }
+                // A request dropped on its way to the endpoint still tells which one it
+                // was headed for (after DNAT), so the report can show that endpoint's
+                // failures instead of leaving it out.
+                if key == from_client {
+                    let endpoint = self
+                        .hosts
+                        .iter()
+                        .find(|h| h.alive && h.ip == i.dst)
+                        .map(|h| h.name.clone());
+                    if let (Some(name), Some(rec)) = (endpoint, self.record_mut(id)) {
+                        rec.endpoint.get_or_insert(name);
+                    }
                 }
             }
         }

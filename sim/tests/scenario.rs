@@ -377,12 +377,13 @@ faults:
     assert_eq!(firewall.default, Action::Deny);
     assert_eq!(firewall.rules[0].to, HostMatch::Role(Role::Worker));
     assert_eq!(firewall.rules[0].from, HostMatch::All);
-    let ports = firewall.rules[0].ports.unwrap();
-    assert_eq!((ports.first, ports.last), (30000, 32767));
+    let ports = firewall.rules[0].ports.as_deref().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!((ports[0].first, ports[0].last), (30000, 32767));
     assert_eq!(firewall.rules[1].protocol, RuleProtocol::Icmp);
     assert_eq!(firewall.rules[1].to, HostMatch::All);
     assert_eq!(firewall.rules[2].from, HostMatch::AnyExternal);
-    assert!(firewall.rules[2].ports.unwrap().contains(8472));
+    assert!(firewall.rules[2].ports.as_deref().unwrap()[0].contains(8472));
     let big = &scenario.traffic[0];
     assert_eq!(big.bytes, 10_000_000);
     assert_eq!(big.start_ns, 1_500_000_000);
@@ -911,13 +912,11 @@ fn traffic_from_missing() {
     assert_rejected(
         &format!("{base}  - {{name: t, from: q, to: p}}\n"),
         "7:21",
-        &["no pod or external named \"q\""],
+        &["no pod, external or node named \"q\""],
     );
-    assert_rejected(
-        &format!("{base}  - {{name: t, from: n, to: p}}\n"),
-        "7:21",
-        &["write node:n"],
-    );
+    // A node's name alone means the node, as node:n does.
+    let sc = parse(&format!("{base}  - {{name: t, from: n, to: p}}\n"));
+    assert_eq!(sc.traffic[0].from, TrafficSource::Node("n".into()));
     assert_rejected(
         &format!("{base}  - {{name: t, from: \"node:m\", to: p}}\n"),
         "7:21",
@@ -1092,5 +1091,116 @@ fn bad_values_in_the_middle_of_a_document() {
         "name: x\nfirewall:\n  rules: [{action: allow, to: nobody}]\n",
         "3:31",
         &["\"nobody\" is not all, external, a role"],
+    );
+}
+
+/// Wherever a node is meant, `NAME` and `node:NAME` name the same node: a pod's `node`,
+/// firewall `to`/`from`, traffic `from`/`to`, a fault's `node` and partition groups.
+#[test]
+fn node_and_node_prefix_both_name_a_node() {
+    let plain = parse(
+        "name: t\nnodes:\n  - {name: master, role: master}\n  - {name: worker-0}\n\
+         pods:\n  - {name: w, node: worker-0, listen: [{port: 80}]}\n\
+         firewall:\n  rules:\n    - {action: deny, to: worker-0, from: master}\n\
+         traffic:\n  - {name: t, from: master, to: w}\n  - {name: u, from: worker-0, to: \"master:30000\", kind: tcp}\n\
+         faults:\n  - {at: 1s, kind: link_down, node: worker-0}\n  - {at: 2s, kind: partition, groups: [[master], [worker-0]]}\n",
+    );
+    let prefixed = parse(
+        "name: t\nnodes:\n  - {name: master, role: master}\n  - {name: worker-0}\n\
+         pods:\n  - {name: w, node: \"node:worker-0\", listen: [{port: 80}]}\n\
+         firewall:\n  rules:\n    - {action: deny, to: \"node:worker-0\", from: \"node:master\"}\n\
+         traffic:\n  - {name: t, from: \"node:master\", to: w}\n  - {name: u, from: \"node:worker-0\", to: \"node:master:30000\", kind: tcp}\n\
+         faults:\n  - {at: 1s, kind: link_down, node: \"node:worker-0\"}\n  - {at: 2s, kind: partition, groups: [[\"node:master\"], [\"node:worker-0\"]]}\n",
+    );
+    assert_eq!(plain.pods, prefixed.pods);
+    assert_eq!(plain.traffic, prefixed.traffic);
+    assert_eq!(plain.faults, prefixed.faults);
+    assert_eq!(plain.firewall.rules[0].to, prefixed.firewall.rules[0].to);
+    assert_eq!(
+        plain.firewall.rules[0].to,
+        HostMatch::Node("worker-0".into())
+    );
+    // `node:master` is the node even where the bare word is the role.
+    assert_eq!(
+        prefixed.firewall.rules[0].from,
+        HostMatch::Node("master".into())
+    );
+    assert_eq!(plain.firewall.rules[0].from, HostMatch::Role(Role::Master));
+    assert_eq!(plain.traffic[0].from, TrafficSource::Node("master".into()));
+    assert_eq!(
+        plain.traffic[1].to,
+        TrafficTarget::Node {
+            name: "master".into(),
+            port: Some(30000)
+        }
+    );
+    assert_eq!(plain.pods[0].node, "worker-0");
+    assert_rejected(
+        "name: t\nnodes: [{name: n}]\nfirewall:\n  rules:\n    - {action: deny, to: \"node:m\"}\n",
+        "5:26",
+        &["no node named \"m\""],
+    );
+}
+
+/// Firewall `ports:` takes a number, a range or a list of either.
+#[test]
+fn firewall_ports_number_range_or_list() {
+    let sc = parse(
+        "name: t\nnodes: [{name: n}]\nfirewall:\n  rules:\n\
+         \x20   - {action: deny, protocol: udp, ports: 8472}\n\
+         \x20   - {action: deny, protocol: tcp, ports: 30000-32767}\n\
+         \x20   - {action: deny, protocol: tcp, ports: [22, \"10250-10252\", 2379]}\n",
+    );
+    let ports = |i: usize| -> Vec<(u16, u16)> {
+        sc.firewall.rules[i]
+            .ports
+            .as_deref()
+            .unwrap()
+            .iter()
+            .map(|r| (r.first, r.last))
+            .collect()
+    };
+    assert_eq!(ports(0), [(8472, 8472)]);
+    assert_eq!(ports(1), [(30000, 32767)]);
+    assert_eq!(ports(2), [(22, 22), (10250, 10252), (2379, 2379)]);
+    assert_rejected(
+        "name: t\nfirewall:\n  rules:\n    - {action: deny, ports: [22, http]}\n",
+        "4:29",
+        &["ports: expected a port", "or a list of them"],
+    );
+    assert_rejected(
+        "name: t\nfirewall:\n  rules:\n    - {action: deny, ports: []}\n",
+        "4:29",
+        &["empty list"],
+    );
+}
+
+/// An unquoted `{i}` inside a flow mapping is a YAML syntax error; the message says to
+/// quote the name.
+#[test]
+fn unquoted_index_in_flow_mapping_says_quote_it() {
+    for (yaml, at) in [
+        ("name: t\nnodes:\n  - {name: api-{i}, count: 4}\n", "3:16"),
+        ("name: t\nnodes: [{name: api-{i}, count: 2}]\n", "2:20"),
+    ] {
+        assert_rejected(yaml, at, &["must be quoted", "'web-{i}'"]);
+    }
+    // The quoted form is fine, and the block form needs no quotes.
+    let sc = parse("name: t\nnodes:\n  - {name: 'api-{i}', count: 2}\n");
+    assert_eq!(names(sc.nodes.iter().map(|n| &n.name)), ["api-0", "api-1"]);
+    let sc = parse("name: t\nnodes:\n  - name: api-{i}\n    count: 2\n");
+    assert_eq!(sc.nodes.len(), 2);
+    // Other flow-mapping errors get no such hint.
+    let error = scenario::parse("t.yaml", "name: t\nnodes:\n  - {name: a b: c}\n");
+    assert!(!error.unwrap_err().to_string().contains("quoted"));
+}
+
+/// A missing `name:` is reported at line 1, where it belongs, not where parsing stopped.
+#[test]
+fn missing_name_at_line_1() {
+    assert_rejected(
+        "seed: 3\nnodes:\n  - name: a\n  - name: b\n",
+        "1:1",
+        &["missing field `name`"],
     );
 }

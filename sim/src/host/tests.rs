@@ -170,6 +170,7 @@ impl Pair {
 fn tcp(index: u32, port: u16, bytes: u64) -> Request {
     Request {
         local_port: None,
+        framing: Framing::Raw,
         id: id(index),
         kind: TrafficKind::Tcp,
         dst: B_IP,
@@ -200,6 +201,7 @@ fn ping_completes_with_marker() {
         port: None,
         bytes: 64,
         local_port: None,
+        framing: Framing::Raw,
     });
     assert_eq!(p.a().local_port(id(7)), Some(EPHEMERAL_FIRST));
     p.run_events(1, SEC);
@@ -270,6 +272,7 @@ fn bulk_of_ten_megabytes_completes_at_line_rate() {
     let bytes = 10_000_000;
     p.start(Request {
         local_port: None,
+        framing: Framing::Raw,
         id: id(0),
         kind: TrafficKind::Bulk,
         dst: B_IP,
@@ -300,6 +303,7 @@ fn udp_echo_completes() {
         port: Some(53),
         bytes: 100,
         local_port: None,
+        framing: Framing::Raw,
     });
     let port = p.a().local_port(id(3)).unwrap();
     assert!((EPHEMERAL_FIRST..=EPHEMERAL_LAST).contains(&port));
@@ -319,6 +323,7 @@ fn udp_to_a_closed_port_is_refused() {
         port: Some(9999),
         bytes: 64,
         local_port: None,
+        framing: Framing::Raw,
     });
     p.run_events(1, SEC);
     assert!(p.refused(id(0)));
@@ -363,6 +368,7 @@ fn many_sequential_requests_keep_memory_flat() {
                 port: Some(53),
                 bytes: 200,
                 local_port: None,
+                framing: Framing::Raw,
             },
             _ => Request {
                 id: id(i),
@@ -371,6 +377,7 @@ fn many_sequential_requests_keep_memory_flat() {
                 port: None,
                 bytes: 200,
                 local_port: None,
+                framing: Framing::Raw,
             },
         };
         p.start(req);
@@ -421,6 +428,7 @@ fn nobody_home_never_completes_and_cancel_frees() {
             port,
             bytes: 100,
             local_port: None,
+            framing: Framing::Raw,
         });
     }
     p.run_until(5 * SEC, |_| false);
@@ -466,6 +474,7 @@ fn second_neighbour_is_resolved_without_waiting() {
         port: None,
         bytes: 64,
         local_port: None,
+        framing: Framing::Raw,
     });
     p.run_until(100_000, |_| false);
     p.start(tcp(1, 8080, 100));
@@ -487,6 +496,7 @@ fn cancel_of_an_established_connection_resets_it() {
         port: Some(8080),
         bytes: 100_000_000,
         local_port: None,
+        framing: Framing::Raw,
     });
     p.run_until(5 * MS, |_| false);
     p.a().cancel(id(0));
@@ -519,6 +529,7 @@ fn start_rejects_bad_requests() {
         port: None,
         bytes: 1473,
         local_port: None,
+        framing: Framing::Raw,
     };
     assert!(a.start(big_ping, now).is_err());
     let ping = Request {
@@ -533,6 +544,7 @@ fn start_rejects_bad_requests() {
         port: Some(53),
         bytes: 1473,
         local_port: None,
+        framing: Framing::Raw,
     };
     assert!(a.start(big_udp, now).is_err());
     assert_eq!(a.outstanding(), 2);
@@ -579,6 +591,7 @@ fn exchange(seed: u64) -> (u64, Vec<(usize, HostEvent)>) {
         };
         p.start(Request {
             local_port: None,
+            framing: Framing::Raw,
             id: id(i),
             kind,
             dst: B_IP,
@@ -618,6 +631,7 @@ fn talking_to_itself_loops_back() {
     for (i, (kind, port)) in reqs.into_iter().enumerate() {
         p.start(Request {
             local_port: None,
+            framing: Framing::Raw,
             id: id(i as u32),
             kind,
             dst: A_IP,

@@ -137,7 +137,11 @@ impl Invalid {
 
 /// Turns a YAML parser error (syntax, unknown field, bad value) into a [`ScenarioError`]
 /// carrying only the bare message: the position goes in front, not into a snippet.
-pub(crate) fn from_yaml(file: &str, error: &serde_saphyr::Error) -> ScenarioError {
+///
+/// One syntax error gets a hint: `{name: web-{i}, count: 3}` is YAML's flow mapping, in
+/// which `{` opens another mapping, so an unquoted `{i}` reads as a syntax error far from
+/// anything the reader wrote wrong.
+pub(crate) fn from_yaml(file: &str, text: &str, error: &serde_saphyr::Error) -> ScenarioError {
     use serde_saphyr::{DefaultMessageFormatter, Error, MessageFormatter};
 
     let mut inner = error;
@@ -151,5 +155,34 @@ pub(crate) fn from_yaml(file: &str, error: &serde_saphyr::Error) -> ScenarioErro
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     let position = error.location().and_then(Position::from_location);
+    let message = match position {
+        Some(at) if message.contains("flow mapping") && unquoted_index(text, at.line) => {
+            format!(
+                "{message}: inside {{...}} a name with {{i}} must be quoted, \
+                 e.g. {{name: 'web-{{i}}', count: 3}}"
+            )
+        }
+        _ => message,
+    };
     ScenarioError::new(file, position, message)
+}
+
+/// Whether line `line` (1-based) holds `{i}` outside quotes.
+fn unquoted_index(text: &str, line: u64) -> bool {
+    let Some(line) = usize::try_from(line)
+        .ok()
+        .and_then(|n| text.lines().nth(n.saturating_sub(1)))
+    else {
+        return false;
+    };
+    let mut quote = None;
+    for (at, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '{') if line[at..].starts_with("{i}") => return true,
+            _ => {}
+        }
+    }
+    false
 }

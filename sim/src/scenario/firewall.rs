@@ -1,9 +1,10 @@
 //! The inbound firewall on each node's underlay interface.
 //!
 //! A rule's `to` and `from` are words: `all`, `external` (any external host), a role
-//! (`master`, `worker`, `etcd`), a node's name or an external's name, read in that order —
-//! so in `{name: master, role: master}` the word `master` means the role, which includes
-//! that node anyway.
+//! (`master`, `worker`, `etcd`), a node's name (or `node:NAME`, as traffic writes it) or an
+//! external's name, read in that order — so in `{name: master, role: master}` the word
+//! `master` means the role, which includes that node anyway, while `node:master` means
+//! the node. `ports:` is a number, a range or a list of them.
 
 use serde_saphyr::Spanned;
 
@@ -31,7 +32,7 @@ pub(crate) fn firewall(
                 to: host_match(rule.to.as_ref(), nodes, externals)?,
                 from: host_match(rule.from.as_ref(), nodes, externals)?,
                 protocol,
-                ports: rule.ports.map(|ports| ports.value),
+                ports: rule.ports.map(|ports| ports.value.0),
             })
         })
         .collect::<Result<_, _>>()?;
@@ -50,6 +51,13 @@ fn host_match(
         return Ok(HostMatch::All);
     };
     let word = written.value.trim();
+    if let Some(name) = word.strip_prefix("node:") {
+        return if nodes.iter().any(|node| node.name == name) {
+            Ok(HostMatch::Node(name.to_string()))
+        } else {
+            Err(Invalid::at(written, format!("no node named {name:?}")))
+        };
+    }
     Ok(match word {
         "all" => HostMatch::All,
         "external" => HostMatch::AnyExternal,

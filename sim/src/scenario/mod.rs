@@ -75,7 +75,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
 /// resolver can get past: what `podnet check` audits.
 pub fn parse_plan(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let raw: raw::RawScenario =
-        serde_saphyr::from_str(text).map_err(|error| error::from_yaml(file_name, &error))?;
+        serde_saphyr::from_str(text).map_err(|error| error::from_yaml(file_name, text, &error))?;
     resolve::resolve(raw).map_err(|invalid| invalid.in_file(file_name))
 }
 

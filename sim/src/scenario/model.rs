@@ -326,6 +326,17 @@ pub enum ServiceType {
     LoadBalancer,
 }
 
+impl ServiceType {
+    /// The name scenario files use: `ClusterIP`, `NodePort`, `LoadBalancer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIp => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
 /// A service's session affinity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 pub enum SessionAffinity {
@@ -384,8 +395,8 @@ pub struct FirewallRule {
     pub from: HostMatch,
     /// Default all.
     pub protocol: RuleProtocol,
-    /// Destination ports; `None` matches every port (and ICMP).
-    pub ports: Option<PortRange>,
+    /// Destination ports, any of these ranges; `None` matches every port (and ICMP).
+    pub ports: Option<Vec<PortRange>>,
 }
 
 /// Which hosts a firewall rule's `to` or `from` matches.

@@ -12,6 +12,13 @@ use serde_saphyr::Spanned;
 
 use super::error::{Invalid, Position};
 
+/// A node as written wherever one is meant: `worker-0` or, as traffic writes it,
+/// `node:worker-0`. Both name the same node.
+pub(crate) fn node_name(written: &str) -> &str {
+    let text = written.trim();
+    text.strip_prefix("node:").unwrap_or(text)
+}
+
 /// The placeholder `count` replaces with 0, 1, ... count-1.
 const INDEX: &str = "{i}";
 

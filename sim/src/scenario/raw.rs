@@ -24,7 +24,10 @@ use super::units::{BitsPerSecond, Bytes, Fraction, Nanos, Port};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawScenario {
-    pub name: Spanned<String>,
+    /// Required; optional here so that its absence is reported at line 1, where a reader
+    /// adds it, rather than wherever the parser happened to stop.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
@@ -202,7 +205,34 @@ pub(crate) struct RawRule {
     #[serde(default)]
     pub protocol: Option<RuleProtocol>,
     #[serde(default)]
-    pub ports: Option<Spanned<PortRange>>,
+    pub ports: Option<Spanned<PortList>>,
+}
+
+/// A firewall rule's `ports:` — a number, a range `"30000-32767"`, or a list of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PortList(pub Vec<PortRange>);
+
+impl<'de> Deserialize<'de> for PortList {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            One(PortRange),
+            Many(Vec<PortRange>),
+        }
+        // Untagged buffering would hide which entry is wrong; the message says what fits.
+        match Written::deserialize(deserializer) {
+            Ok(Written::One(range)) => Ok(PortList(vec![range])),
+            Ok(Written::Many(ranges)) if ranges.is_empty() => Err(de::Error::custom(
+                "ports: an empty list matches nothing; leave ports out to match every port",
+            )),
+            Ok(Written::Many(ranges)) => Ok(PortList(ranges)),
+            Err(_) => Err(de::Error::custom(
+                "ports: expected a port (1 to 65535), a range such as \"30000-32767\" \
+                 or a list of them, e.g. [22, 8472, \"30000-32767\"]",
+            )),
+        }
+    }
 }
 
 /// One entry of `traffic:`.

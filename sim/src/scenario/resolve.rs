@@ -8,7 +8,7 @@ use ipnetwork::Ipv4Network;
 use serde_saphyr::Spanned;
 
 use super::cidr;
-use super::error::Invalid;
+use super::error::{Invalid, Position};
 use super::firewall::firewall;
 use super::model::{Backend, Cluster, PortRange, Scenario, UdpBackend, Underlay, Vxlan};
 use super::names::Names;
@@ -46,9 +46,16 @@ const MAX_SUBNET_PREFIX: u8 = 30;
 
 /// Resolves a parsed file into a scenario, or says what is wrong and where.
 pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
-    if raw.name.value.trim().is_empty() {
-        return Err(Invalid::at(&raw.name, "name is empty"));
+    let Some(name) = &raw.name else {
+        return Err(Invalid::at_position(
+            Some(Position { line: 1, column: 1 }),
+            "missing field `name`: every scenario starts with `name: SOMETHING`",
+        ));
+    };
+    if name.value.trim().is_empty() {
+        return Err(Invalid::at(name, "name is empty"));
     }
+    let name = name.value.clone();
     let duration_ns = match &raw.duration {
         Some(written) if written.value.0 == 0 => {
             return Err(Invalid::at(written, "duration must be more than 0"))
@@ -103,7 +110,7 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
     )?;
 
     Ok(Scenario {
-        name: raw.name.value,
+        name,
         description: raw.description.unwrap_or_default(),
         seed: raw.seed.unwrap_or(DEFAULT_SEED),
         duration_ns,

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use super::error::{Invalid, Position};
 use super::model::{External, Fault, FaultKind, Node, Pod};
+use super::names;
 use super::raw::{FaultTag, PodRef, RawFault, RawPod};
 use super::units::format_duration;
 
@@ -52,13 +53,11 @@ pub(crate) fn faults(
         let at_ns = raw.at.0;
         let node = || -> Result<String, Invalid> {
             let written = raw.node.as_ref().ok_or_else(|| needs(raw, "node"))?;
-            if nodes.iter().any(|node| node.name == written.value) {
-                Ok(written.value.clone())
+            let name = names::node_name(&written.value);
+            if nodes.iter().any(|node| node.name == name) {
+                Ok(name.to_string())
             } else {
-                Err(Invalid::at(
-                    written,
-                    format!("no node named {:?}", written.value),
-                ))
+                Err(Invalid::at(written, format!("no node named {name:?}")))
             }
         };
         let kind = match tag {
@@ -189,22 +188,26 @@ fn partition(
             group
                 .iter()
                 .map(|written| {
-                    let name = &written.value;
-                    let known = nodes.iter().any(|node| &node.name == name)
-                        || externals.iter().any(|external| &external.name == name);
+                    let name = written.value.trim();
+                    let name = match name.strip_prefix("node:") {
+                        Some(node) if nodes.iter().any(|n| n.name == node) => node,
+                        _ => name,
+                    };
+                    let known = nodes.iter().any(|node| node.name == name)
+                        || externals.iter().any(|external| external.name == name);
                     if !known {
                         return Err(Invalid::at(
                             written,
                             format!("no node or external named {name:?}"),
                         ));
                     }
-                    if !seen.insert(name.as_str()) {
+                    if !seen.insert(name) {
                         return Err(Invalid::at(
                             written,
                             format!("{name} is in more than one partition group"),
                         ));
                     }
-                    Ok(name.clone())
+                    Ok(name.to_string())
                 })
                 .collect()
         })

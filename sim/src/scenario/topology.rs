@@ -408,9 +408,10 @@ impl Placement {
             (Some(written), _) => Some(
                 nodes
                     .iter()
-                    .position(|node| node.name == written.value)
+                    .position(|node| node.name == names::node_name(&written.value))
                     .ok_or_else(|| {
-                        Invalid::at(written, format!("no node named {:?}", written.value))
+                        let name = names::node_name(&written.value);
+                        Invalid::at(written, format!("no node named {name:?}"))
                     })?,
             ),
             (None, Some(ip)) => Some(

@@ -124,17 +124,14 @@ fn source(written: &Spanned<String>, inventory: &Inventory<'_>) -> Result<Traffi
         {
             Ok(TrafficSource::External(name.to_string()))
         }
-        SourceRef::Host(name) => {
-            let hint = if inventory.nodes.iter().any(|node| node.name == name) {
-                format!(" ({name} is a node: write node:{name})")
-            } else {
-                String::new()
-            };
-            Err(Invalid::at(
-                written,
-                format!("from: no pod or external named {name:?}{hint}"),
-            ))
+        // A node's name means the node, with or without `node:`.
+        SourceRef::Host(name) if inventory.nodes.iter().any(|node| node.name == name) => {
+            Ok(TrafficSource::Node(name.to_string()))
         }
+        SourceRef::Host(name) => Err(Invalid::at(
+            written,
+            format!("from: no pod, external or node named {name:?}"),
+        )),
     }
 }
 
@@ -160,6 +157,17 @@ fn target(
                 ),
             )),
         }
+    };
+    // A node's name means the node, with or without `node:` (names are unique among
+    // nodes, pods and externals, so this takes nothing from a pod).
+    let parsed = match parsed {
+        TargetRef::Pod { name, port }
+            if !inventory.pods.contains_key(name)
+                && inventory.nodes.iter().any(|node| node.name == name) =>
+        {
+            TargetRef::Node { name, port }
+        }
+        parsed => parsed,
     };
     Ok(match parsed {
         TargetRef::Pod { name, port } => {
