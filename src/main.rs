@@ -24,6 +24,17 @@ enum Command {
     Tap(TapArgs),
     /// Ask a running `podnet tap` node through its control socket.
     Ctl(CtlArgs),
+    /// Watch and steer a scenario live in the terminal (`?` lists the keys).
+    Tui(TuiArgs),
+}
+
+#[derive(Args)]
+struct TuiArgs {
+    /// The scenario file; the built-in quickstart when left out.
+    scenario: Option<PathBuf>,
+    /// Where `w` writes the session's faults as a `faults:` snippet.
+    #[arg(long, value_name = "FILE", default_value = "podnet-tui-faults.yaml")]
+    faults_out: PathBuf,
 }
 
 #[derive(Args)]
@@ -172,12 +183,34 @@ fn ctl(args: CtlArgs) -> ExitCode {
     }
 }
 
+fn tui(args: TuiArgs) -> ExitCode {
+    let loaded = match &args.scenario {
+        Some(path) => scenario::load(path),
+        None => scenario::parse("quickstart.yaml", run::QUICKSTART),
+    };
+    let sc = match loaded {
+        Ok(sc) => sc,
+        Err(e) => {
+            eprintln!("podnet: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    match podnet_tui::term::run(sc, args.faults_out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podnet: tui: {e}");
+            ExitCode::from(RUN_FAILED)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Sim(args)) => sim(args),
         Some(Command::Tap(args)) => tap(args),
         Some(Command::Ctl(args)) => ctl(args),
+        Some(Command::Tui(args)) => tui(args),
         None => sim(SimArgs::default()),
     }
 }
