@@ -14,3 +14,5 @@ pub mod term;
 pub mod whatif;
 
 pub use app::App;
+/// The key events [`App::key`] takes.
+pub use ratatui::crossterm;

@@ -35,7 +35,7 @@ impl UserFault {
 
     /// One entry of a scenario's `faults:` list, as a YAML flow mapping.
     pub fn yaml(&self) -> String {
-        let at = format_duration(self.at_ns);
+        let at = seconds(self.at_ns);
         let node =
             |kind: &str, node: &str| format!("{{at: {at}, kind: {kind}, node: {}}}", quote(node));
         match &self.kind {
@@ -75,6 +75,16 @@ impl UserFault {
             }
         }
     }
+}
+
+/// A time as decimal seconds, exact and readable: `2.02716s`, `1s`.
+fn seconds(ns: u64) -> String {
+    let (whole, frac) = (ns / 1_000_000_000, ns % 1_000_000_000);
+    if frac == 0 {
+        return format!("{whole}s");
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}s", digits.trim_end_matches('0'))
 }
 
 /// A pod spec that resolves to exactly this pod: name, node, address, labels, ports.
@@ -130,4 +140,34 @@ pub fn snippet(scenario: &str, seed: u64, faults: &[UserFault]) -> String {
         let _ = writeln!(out, "  - {}", f.yaml());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use podnet_sim::scenario::units::parse_duration;
+
+    #[test]
+    fn times_are_written_exactly_in_seconds() {
+        for ns in [0, 1_000, 2_027_160_000, 3_000_000_000, 1_000_000_001] {
+            assert_eq!(parse_duration(&seconds(ns)), Ok(ns), "{}", seconds(ns));
+        }
+        assert_eq!(seconds(2_027_160_000), "2.02716s");
+        assert_eq!(seconds(3_000_000_000), "3s");
+    }
+
+    #[test]
+    fn names_are_quoted_for_yaml() {
+        assert_eq!(quote("it's"), "'it''s'");
+        let f = UserFault {
+            at_ns: 1_500_000_000,
+            kind: FaultKind::Partition {
+                groups: vec![vec!["node-a".into()]],
+            },
+        };
+        assert_eq!(
+            f.yaml(),
+            "{at: 1.5s, kind: partition, groups: [['node-a']]}"
+        );
+    }
 }

@@ -225,24 +225,33 @@ fn draw_table(f: &mut Frame, area: Rect, app: &App, i: usize) {
                 .conntrack_entries(now)
                 .into_iter()
                 .map(|e| {
+                    // Only what the translation changed: the new destination (DNAT), the
+                    // new source (SNAT), or both.
+                    let mut xlat = Vec::new();
+                    if e.to_dst != e.dst {
+                        xlat.push(format!("dnat {}", e.to_dst));
+                    }
+                    if e.to_src != e.src {
+                        xlat.push(format!("snat {}", e.to_src));
+                    }
                     Row::new(vec![
                         e.protocol.to_string(),
-                        format!("{} > {}", e.src, e.dst),
-                        format!("{} > {}", e.to_src, e.to_dst),
+                        format!("{}>{}", e.src, e.dst),
+                        xlat.join(" "),
                         e.state.to_string(),
                         short_duration(e.expires_in_ns),
                     ])
                 })
                 .collect();
             (
-                vec!["PROTO", "TUPLE", "TRANSLATED", "STATE", "EXPIRES IN"],
+                vec!["PROTO", "TUPLE", "TRANSLATION", "STATE", "EXPIRES"],
                 rows,
                 vec![
                     Constraint::Length(5),
-                    Constraint::Min(20),
+                    Constraint::Min(27),
                     Constraint::Min(20),
                     Constraint::Length(11),
-                    Constraint::Length(10),
+                    Constraint::Length(7),
                 ],
             )
         }

@@ -102,7 +102,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 } else {
                     " "
                 };
-                Line::raw(format!("{mark}{} {}", time(h.at_ns), h.place))
+                Line::from(vec![
+                    Span::raw(format!("{mark}{} ", time(h.at_ns))),
+                    Span::styled(format!("{:<8}", h.place), header()),
+                    Span::raw(format!(" {}", h.decode(&app.encap).summary())),
+                ])
             })
             .collect(),
         None => vec![Line::styled("not an IPv4 packet", dim())],
