@@ -32,7 +32,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Paragraph::new(Line::from(vec![
             Span::styled(format!(" {} ", node.spec.name), header()),
             Span::raw(format!(
-                "{} · subnet {} · underlay {} · ",
+                "{} · {} · underlay {} · ",
                 node.spec.role.as_str(),
                 node.spec.subnet,
                 node.spec.ip
@@ -45,11 +45,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Span::raw(" · link "),
             if link == "up" {
                 Span::styled(
-                    format!(
-                        "up {}bit/s ({:.3}%)",
-                        bits(app.history.nodes[i].underlay_bps.last()),
-                        app.link_load(i) * 100.0
-                    ),
+                    if area.width >= 100 {
+                        format!(
+                            "up {}bit/s ({:.3}% of its bandwidth)",
+                            bits(app.history.nodes[i].underlay_bps.last()),
+                            app.link_load(i) * 100.0
+                        )
+                    } else {
+                        format!("up {}bit/s", bits(app.history.nodes[i].underlay_bps.last()))
+                    },
                     good(),
                 )
             } else {

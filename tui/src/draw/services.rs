@@ -117,7 +117,10 @@ fn draw_endpoints(f: &mut Frame, area: Rect, app: &App) {
         ),
         super::header(),
     ))];
-    for (k, e) in eps.iter().enumerate() {
+    // A window of rows that keeps the selected endpoint in sight.
+    let rows = area.height.saturating_sub(3).max(1) as usize;
+    let first = app.sel.endpoint.saturating_sub(rows - 1);
+    for (k, e) in eps.iter().enumerate().skip(first).take(rows) {
         let n = received(&e.pod.name);
         let node_up = app
             .world
@@ -164,15 +167,24 @@ fn draw_endpoints(f: &mut Frame, area: Rect, app: &App) {
             bad(),
         )));
     }
-    let names: Vec<&str> = traffic
+    let mut names: Vec<String> = traffic
         .iter()
-        .map(|&t| sc.traffic[t].name.as_str())
+        .take(3)
+        .map(|&t| sc.traffic[t].name.clone())
         .collect();
+    if traffic.len() > 3 {
+        names.push(format!("{} more", traffic.len() - 3));
+    }
     let title = if names.is_empty() {
-        format!("endpoints of {} (no traffic aims at it)", svc.name)
+        format!(
+            "{} endpoints of {} (no traffic aims at it)",
+            eps.len(),
+            svc.name
+        )
     } else {
         format!(
-            "endpoints of {} · connections from {}",
+            "{} endpoints of {} · connections from {}",
+            eps.len(),
             svc.name,
             names.join(", ")
         )
