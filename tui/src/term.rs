@@ -4,13 +4,13 @@
 //! second.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use podnet_sim::scenario::Scenario;
 use ratatui::crossterm::event::{self, Event};
 use ratatui::DefaultTerminal;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::app::App;
 use crate::draw;
@@ -23,32 +23,29 @@ const FRAME: Duration = Duration::from_millis(33);
 pub fn run(sc: Scenario, snippet_path: PathBuf) -> Result<(), String> {
     let mut app = App::new(sc, snippet_path)?;
     app.set_paused(false);
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGINT,
-    ] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
-    }
+    // A signal ends the session from a thread of its own: the loop may be inside a read
+    // of a terminal that hung up, which never returns.
+    let mut signals = Signals::new([SIGTERM, SIGHUP, SIGINT])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            ratatui::restore();
+            std::process::exit(128 + signal);
+        }
+    });
     // Raw mode, alternate screen, and a panic hook that restores the terminal first.
     let mut terminal = ratatui::try_init().map_err(|e| format!("terminal: {e}"))?;
-    let result = event_loop(&mut terminal, &mut app, &stop);
+    let result = event_loop(&mut terminal, &mut app);
     ratatui::restore();
     result
 }
 
-fn event_loop(
-    terminal: &mut DefaultTerminal,
-    app: &mut App,
-    stop: &AtomicBool,
-) -> Result<(), String> {
+fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> Result<(), String> {
     let io = |e: std::io::Error| format!("terminal: {e}");
     let mut last_tick = Instant::now();
     let mut last_draw: Option<Instant> = None;
     let mut pending = true;
-    while !app.should_quit() && !stop.load(Ordering::Relaxed) {
+    while !app.should_quit() {
         pending |= app.take_dirty();
         let since = last_draw.map_or(FRAME, |t| t.elapsed());
         if pending && since >= FRAME {
