@@ -59,14 +59,19 @@ fn event_loop(terminal: &mut DefaultTerminal, app: &mut App) -> Result<(), Strin
             FRAME
         };
         if event::poll(wait).map_err(io)? {
-            // Take every key that is waiting before the next frame.
+            // Take the keys that are waiting, for at most a frame's time: a burst of keys
+            // (each `t` runs the world on) must not freeze the screen.
+            let start = Instant::now();
             loop {
                 match event::read().map_err(io)? {
                     Event::Key(key) => app.key(key),
                     Event::Resize(..) => pending = true,
                     _ => {}
                 }
-                if app.should_quit() || !event::poll(Duration::ZERO).map_err(io)? {
+                if app.should_quit()
+                    || start.elapsed() >= FRAME
+                    || !event::poll(Duration::ZERO).map_err(io)?
+                {
                     break;
                 }
             }

@@ -142,7 +142,7 @@ fn draw_endpoints(f: &mut Frame, area: Rect, app: &App) {
         let share = if total == 0 {
             String::new()
         } else {
-            format!(" {:.0}%", n as f64 * 100.0 / total as f64)
+            format!(" {:.1}%", n as f64 * 100.0 / total as f64)
         };
         let text = format!(
             "{mark}{:<14} {:<15} {:<12} {:<9} {:>6}  ",
