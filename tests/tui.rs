@@ -63,7 +63,7 @@ fn the_faults_snippet_reproduces_the_session_in_podnet_sim() {
         "expectations fail, as in the session"
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["trace_hash"], live.trace_hash.as_str());
+    assert_eq!(report["trace_hash"], app.world().trace_hash().as_str());
     for (i, t) in live.traffic.iter().enumerate() {
         let sim = &report["traffic"][i];
         assert_eq!(sim["name"], t.name.as_str());

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::expect::{self, ExpectContext};
 use crate::pcap::PcapSet;
-use crate::report::{NodeReport, Report};
+use crate::report::{ExpectationReport, NodeReport, Report, TrafficReport};
 use crate::scenario::{Scenario, TrafficTarget};
 use crate::stats;
 use crate::world::{Options, World};
@@ -89,6 +89,26 @@ pub fn run(sc: Scenario, opts: &RunOptions) -> Result<Report, RunError> {
 
 /// The report of a world at its current time.
 pub fn report(world: &World) -> Report {
+    let (traffic, expectations) = traffic_and_expectations(world);
+    let sc = world.scenario();
+    let nodes = node_reports(world);
+    Report {
+        scenario: sc.name.clone(),
+        seed: world.seed(),
+        passed: expectations.iter().all(|e| e.passed),
+        sim_time_ns: world.now(),
+        events: world.events(),
+        trace_hash: world.trace_hash(),
+        traffic,
+        nodes,
+        expectations,
+    }
+}
+
+/// The traffic part of [`report`] and the expectations checked on it, without reading
+/// the nodes' counters (which scans their tables): what a live view needs after every
+/// step.
+pub fn traffic_and_expectations(world: &World) -> (Vec<TrafficReport>, Vec<ExpectationReport>) {
     let sc = world.scenario();
     let traffic: Vec<_> = sc
         .traffic
@@ -117,7 +137,11 @@ pub fn report(world: &World) -> Report {
         }
     }
     let expectations = expect::evaluate(&sc.expect, &sc.traffic, &traffic, &ctx);
-    let nodes = world
+    (traffic, expectations)
+}
+
+fn node_reports(world: &World) -> Vec<NodeReport> {
+    world
         .nodes()
         .iter()
         .map(|n| NodeReport {
@@ -127,16 +151,5 @@ pub fn report(world: &World) -> Report {
             up: n.up,
             counters: n.switch.counters(),
         })
-        .collect();
-    Report {
-        scenario: sc.name.clone(),
-        seed: world.seed(),
-        passed: expectations.iter().all(|e| e.passed),
-        sim_time_ns: world.now(),
-        events: world.events(),
-        trace_hash: world.trace_hash(),
-        traffic,
-        nodes,
-        expectations,
-    }
+        .collect()
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use podnet_sim::inspect::EncapPorts;
-use podnet_sim::report::{Outcome, Report};
+use podnet_sim::report::{ExpectationReport, Outcome, TrafficReport};
 use podnet_sim::run;
 use podnet_sim::scenario::{FaultKind, Pod, Scenario, Service, TrafficTarget};
 use podnet_sim::world::{Options, World};
@@ -140,11 +140,29 @@ pub struct Endpoint {
     pub present: bool,
 }
 
+/// The traffic results and expectations so far (the report without the nodes' counters,
+/// which the views read live).
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub traffic: Vec<TrafficReport>,
+    pub expectations: Vec<ExpectationReport>,
+}
+
+impl Progress {
+    fn of(world: &World) -> Progress {
+        let (traffic, expectations) = run::traffic_and_expectations(world);
+        Progress {
+            traffic,
+            expectations,
+        }
+    }
+}
+
 /// The whole app.
 pub struct App {
     pub(crate) world: World,
     pub(crate) encap: EncapPorts,
-    pub(crate) report: Report,
+    pub(crate) report: Progress,
     pub(crate) history: History,
     pub(crate) captures: Captures,
     pub(crate) faults: Vec<UserFault>,
@@ -183,7 +201,7 @@ impl App {
         )?;
         world.enable_capture();
         let history = History::new(&world, sample_ns);
-        let report = run::report(&world);
+        let report = Progress::of(&world);
         let expect_state = report.expectations.iter().map(|e| e.passed).collect();
         let place = world
             .nodes()
@@ -223,7 +241,7 @@ impl App {
         &self.world
     }
 
-    pub fn report(&self) -> &Report {
+    pub fn report(&self) -> &Progress {
         &self.report
     }
 
@@ -330,7 +348,7 @@ impl App {
     fn refresh(&mut self) {
         let frames = self.world.take_captures();
         self.captures.add(frames, &self.encap);
-        self.report = run::report(&self.world);
+        self.report = Progress::of(&self.world);
         let now = self.world.now();
         let ended = self.ended();
         let mut lines = Vec::new();

@@ -50,6 +50,8 @@ pub struct NodeRates {
     pub drops_ps: Series,
     /// Bits per second through its underlay interface (both directions).
     pub underlay_bps: Series,
+    /// Drops so far by reason at the last sample, most first (switch and underlay).
+    pub drops: Vec<(String, u64)>,
 }
 
 /// Every node's rates and the totals.
@@ -85,21 +87,33 @@ impl History {
     /// Takes the sample due at [`History::next_ns`]; the world must be at that time.
     pub fn sample(&mut self, world: &World) {
         let per_s = |d: u64| d.saturating_mul(1_000_000_000) / self.interval_ns;
-        let mut sim_drops = vec![0u64; world.underlay().members.len()];
-        for (&(member, _), &n) in world.sim_drops() {
-            sim_drops[member] += n;
+        let mut sim_drops = vec![Vec::new(); world.underlay().members.len()];
+        for (&(member, reason), &n) in world.sim_drops() {
+            sim_drops[member].push((reason.as_str(), n));
         }
         let (mut total, mut dropped) = (0, 0);
         for (i, node) in world.nodes().iter().enumerate() {
             let c = node.switch.counters();
             let underlay = node.switch.port_counters(node.underlay).unwrap_or_default();
+            let mut by: std::collections::BTreeMap<&str, u64> =
+                c.drops.iter().map(|(&k, &n)| (k, n)).collect();
+            for &(reason, n) in &sim_drops[node.member] {
+                *by.entry(reason).or_default() += n;
+            }
+            let mut drops: Vec<(String, u64)> = by
+                .into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect();
+            drops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let now = Counts {
                 rx: c.rx_packets,
                 tx: c.tx_packets,
-                drops: c.dropped_total() + sim_drops[node.member],
+                drops: drops.iter().map(|(_, n)| n).sum(),
                 underlay_bytes: underlay.rx_bytes + underlay.tx_bytes,
             };
             let r = &mut self.nodes[i];
+            r.drops = drops;
             // A restarted node's fresh switch counts from 0 again: no negative rates.
             let rx = now.rx.saturating_sub(r.last.rx);
             r.rx_pps.push(per_s(rx));

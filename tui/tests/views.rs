@@ -207,7 +207,8 @@ fn every_what_if_key_changes_the_world_and_the_snippet_replays_it() {
     let report = run::run(sc, &RunOptions::default()).unwrap();
     let live = app.report();
     assert_eq!(
-        report.trace_hash, live.trace_hash,
+        report.trace_hash,
+        app.world().trace_hash(),
         "the same run, delivery for delivery"
     );
     for (a, b) in report.traffic.iter().zip(&live.traffic) {

@@ -58,7 +58,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .map(|&i| {
             let n = &w.nodes()[i];
             let rates = &app.history.nodes[i];
-            let drops = app.node_drops(i);
+            // As of the last sample: reading every node's counters on every frame would
+            // scan every conntrack table.
+            let drops = &rates.drops;
             let top = drops
                 .first()
                 .map(|(r, c)| {
