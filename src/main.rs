@@ -48,6 +48,8 @@ enum Command {
         #[arg(value_name = "COMMAND")]
         path: Vec<String>,
     },
+    /// Watch and steer a scenario live in the terminal (`?` lists the keys).
+    Tui(TuiArgs),
 }
 
 #[derive(Args)]
@@ -80,6 +82,15 @@ enum BackendArg {
     Vxlan,
     Udp,
     HostGw,
+}
+
+#[derive(Args)]
+struct TuiArgs {
+    /// The scenario file; the built-in quickstart when left out.
+    scenario: Option<PathBuf>,
+    /// Where `w` writes the session's faults as a `faults:` snippet.
+    #[arg(long, value_name = "FILE", default_value = "podnet-tui-faults.yaml")]
+    faults_out: PathBuf,
 }
 
 #[derive(Args)]
@@ -330,6 +341,27 @@ fn help(path: &[String]) -> ExitCode {
     }
 }
 
+fn tui(args: TuiArgs) -> ExitCode {
+    let loaded = match &args.scenario {
+        Some(path) => scenario::load(path),
+        None => scenario::parse("quickstart.yaml", run::QUICKSTART),
+    };
+    let sc = match loaded {
+        Ok(sc) => sc,
+        Err(e) => {
+            eprintln!("podnet: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    match podnet_tui::term::run(sc, args.faults_out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podnet: tui: {e}");
+            ExitCode::from(RUN_FAILED)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -339,6 +371,7 @@ fn main() -> ExitCode {
         Some(Command::Ports(args)) => ports(args),
         Some(Command::Tap(args)) => tap(args),
         Some(Command::Ctl(args)) => ctl(args),
+        Some(Command::Tui(args)) => tui(args),
         None => sim(SimArgs::default()),
     }
 }

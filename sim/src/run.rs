@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use crate::expect::{self, ExpectContext};
 use crate::pcap::{self, PcapSet};
 use crate::report::{
-    ClusterNode, ClusterPod, ClusterReport, ClusterService, ClusterServicePort, NodeReport, Report,
+    ClusterNode, ClusterPod, ClusterReport, ClusterService, ClusterServicePort, ExpectationReport,
+    NodeReport, Report, TrafficReport,
 };
 use crate::scenario::{Backend, Scenario, Service, TrafficTarget};
 use crate::stats;
@@ -91,6 +92,34 @@ pub fn run(sc: Scenario, opts: &RunOptions) -> Result<Report, RunError> {
 
 /// The report of a world at its current time.
 pub fn report(world: &World) -> Report {
+    let (traffic, expectations) = traffic_and_expectations(world);
+    let sc = world.scenario();
+    let firewall_findings = crate::check::explain::firewall_findings(sc, &traffic);
+    Report {
+        scenario: sc.name.clone(),
+        seed: world.seed(),
+        passed: expectations.iter().all(|e| e.passed || !e.judged),
+        sim_time_ns: world.now(),
+        events: world.events(),
+        trace_hash: world.trace_hash(),
+        stopped_early: stopped_early(world),
+        traffic,
+        nodes: node_reports(world),
+        cluster: cluster(world),
+        expectations,
+        firewall_findings,
+    }
+}
+
+/// True when the run stops before the scenario's duration (`--until`).
+fn stopped_early(world: &World) -> bool {
+    world.end_ns() < world.scenario().duration_ns
+}
+
+/// The traffic part of [`report`] and the expectations checked on it, without reading
+/// the nodes' counters (which scans their tables): what a live view needs after every
+/// step.
+pub fn traffic_and_expectations(world: &World) -> (Vec<TrafficReport>, Vec<ExpectationReport>) {
     let sc = world.scenario();
     let names = address_names(world);
     let traffic: Vec<_> = sc
@@ -110,9 +139,8 @@ pub fn report(world: &World) -> Report {
             report
         })
         .collect();
-    let stopped_early = world.end_ns() < sc.duration_ns;
     let mut ctx = ExpectContext::from_scenario(sc);
-    ctx.stopped_early = stopped_early;
+    ctx.stopped_early = stopped_early(world);
     for t in &sc.traffic {
         let service = match &t.to {
             TrafficTarget::Service { name, .. } | TrafficTarget::Lb { name, .. } => {
@@ -126,7 +154,11 @@ pub fn report(world: &World) -> Report {
         }
     }
     let expectations = expect::evaluate(&sc.expect, &sc.traffic, &traffic, &ctx);
-    let nodes = world
+    (traffic, expectations)
+}
+
+fn node_reports(world: &World) -> Vec<NodeReport> {
+    world
         .nodes()
         .iter()
         .map(|n| {
@@ -142,22 +174,7 @@ pub fn report(world: &World) -> Report {
                 counters,
             }
         })
-        .collect();
-    let firewall_findings = crate::check::explain::firewall_findings(sc, &traffic);
-    Report {
-        scenario: sc.name.clone(),
-        seed: world.seed(),
-        passed: expectations.iter().all(|e| e.passed || !e.judged),
-        sim_time_ns: world.now(),
-        events: world.events(),
-        trace_hash: world.trace_hash(),
-        stopped_early,
-        traffic,
-        nodes,
-        cluster: cluster(world),
-        expectations,
-        firewall_findings,
-    }
+        .collect()
 }
 
 /// The pods (alive now) a service selects, by name.

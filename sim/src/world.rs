@@ -36,6 +36,10 @@ pub const VETH_NS: u64 = 1_000;
 /// How often a node's switch gets its timer call while packets wait for ARP.
 const SWITCH_POLL_NS: u64 = 100_000_000;
 
+/// Sequence numbers below this are for faults injected at run time, so that they sort
+/// before every event scheduled for the same time (see [`World::inject_fault`]).
+const INJECTED_SEQS: u64 = 1 << 40;
+
 /// Lines kept in the recent-events log.
 const LOG_LINES: usize = 200;
 
@@ -60,6 +64,8 @@ enum Event {
     Timeout { id: RequestId },
     /// The scenario's fault number `0`.
     Fault(usize),
+    /// A fault given at run time ([`World::inject_fault`]).
+    Inject(FaultKind),
 }
 
 struct Queued {
@@ -180,6 +186,10 @@ pub struct World {
     log: Option<VecDeque<LogLine>>,
     /// Frames to write to pcap files: (file name, time, bytes), drained by the caller.
     pcap_out: Option<Vec<(String, u64, Vec<u8>)>>,
+    /// Faults injected at run time so far.
+    injected: u64,
+    /// Drops outside the switches (underlay, crashed nodes), by underlay member and reason.
+    sim_drops: BTreeMap<(usize, DropReason), u64>,
     scratch_rx: Vec<podnet_switch::PacketBuf>,
     scratch_tx: Vec<(PortId, podnet_switch::PacketBuf)>,
     scratch_frames: Vec<Vec<u8>>,
@@ -270,7 +280,7 @@ impl World {
             seed,
             end_ns,
             now: 0,
-            seq: 0,
+            seq: INJECTED_SEQS,
             queue: BinaryHeap::new(),
             events: 0,
             rng: seed,
@@ -288,6 +298,8 @@ impl World {
             encap,
             log: opts.log.then(VecDeque::new),
             pcap_out: None,
+            injected: 0,
+            sim_drops: BTreeMap::new(),
             scratch_rx: Vec::with_capacity(1),
             scratch_tx: Vec::with_capacity(64),
             scratch_frames: Vec::new(),
@@ -673,7 +685,15 @@ impl World {
             Event::SwitchPoll { node } => self.switch_poll(node),
             Event::Start { traffic, index } => self.start(traffic, index),
             Event::Timeout { id } => self.timeout(id),
-            Event::Fault(f) => self.fault(f),
+            Event::Fault(f) => {
+                let kind = self.sc.faults[f].kind.clone();
+                self.note(|| format!("fault: {kind:?}"));
+                self.fault(kind);
+            }
+            Event::Inject(kind) => {
+                self.note(|| format!("fault (injected): {kind:?}"));
+                self.fault(kind);
+            }
         }
     }
 
@@ -685,6 +705,15 @@ impl World {
             self.capture_node(node, &frame);
         }
         if !self.nodes[node].up {
+            let member = self.nodes[node].member;
+            *self
+                .sim_drops
+                .entry((member, DropReason::NodeDown))
+                .or_default() += 1;
+            if self.log.is_some() {
+                let name = self.nodes[node].spec.name.clone();
+                self.note(|| format!("{name}: down, dropped a packet (node_down)"));
+            }
             self.dropped(&frame, DropReason::NodeDown);
             return;
         }
@@ -787,6 +816,14 @@ impl World {
                     self.fabric.members[to].name.clone(),
                 );
                 self.note(|| format!("underlay {a} -> {b}: dropped ({})", reason.as_str()));
+                // Counted where the packet was refused: the receiver's firewall, the link
+                // that is down, else the sender's link.
+                let at = match reason {
+                    DropReason::Firewall => to,
+                    DropReason::LinkDown if self.fabric.members[from].up => to,
+                    _ => from,
+                };
+                *self.sim_drops.entry((at, reason)).or_default() += 1;
                 self.dropped(&frame, reason);
             }
         }
@@ -1137,9 +1174,7 @@ impl World {
 
     // ---- faults ------------------------------------------------------------------------
 
-    fn fault(&mut self, f: usize) {
-        let kind = self.sc.faults[f].kind.clone();
-        self.note(|| format!("fault: {kind:?}"));
+    fn fault(&mut self, kind: FaultKind) {
         let member = |w: &World, node: &str| w.node_index(node).map(|n| w.nodes[n].member);
         match kind {
             FaultKind::LinkDown { node } => {
@@ -1223,5 +1258,32 @@ impl World {
     /// Pods alive now, by name.
     pub fn pods(&self) -> &BTreeMap<String, Pod> {
         &self.pods
+    }
+
+    // ---- run-time steering (live views) ------------------------------------------------
+
+    /// Schedules a fault at `at_ns` (at least now), as if the scenario had it at that
+    /// time: it runs before every event scheduled for that time, in the order injected,
+    /// so the scenario with this fault in its `faults:` list gives the same run (unless
+    /// one of the scenario's own faults or first requests is at that very nanosecond:
+    /// those run first there). The scenario is not changed.
+    pub fn inject_fault(&mut self, at_ns: u64, kind: FaultKind) {
+        self.injected += 1;
+        self.queue.push(Queued {
+            at: at_ns.max(self.now),
+            seq: self.injected,
+            event: Event::Inject(kind),
+        });
+    }
+
+    /// The underlay: each member's link state, latency, loss and partition group.
+    pub fn underlay(&self) -> &Fabric {
+        &self.fabric
+    }
+
+    /// Drops outside the switches (underlay refusals, packets reaching a crashed node),
+    /// by underlay member index (a node's is [`NodeSim::member`]) and reason.
+    pub fn sim_drops(&self) -> &BTreeMap<(usize, DropReason), u64> {
+        &self.sim_drops
     }
 }

@@ -121,7 +121,7 @@ fn blocked_ports(
     let wanted = requirement.ports;
     let mut edges: BTreeSet<u32> = BTreeSet::from([u32::from(wanted.first)]);
     for rule in &firewall.rules {
-        for range in rule.ports.iter() {
+        for range in rule.ports.iter().flatten() {
             edges.insert(u32::from(range.first));
             edges.insert(u32::from(range.last) + 1);
         }
@@ -244,7 +244,12 @@ pub(super) fn describe(rule: &FirewallRule) -> String {
         RuleProtocol::Icmp => "icmp",
     };
     let mut words = format!("{action} {protocol}");
-    let ports: Vec<String> = rule.ports.iter().map(|range| range.to_string()).collect();
+    let ports: Vec<String> = rule
+        .ports
+        .iter()
+        .flatten()
+        .map(|range| range.to_string())
+        .collect();
     if !ports.is_empty() {
         words.push(' ');
         words.push_str(&ports.join(","));
