@@ -18,6 +18,7 @@ struct Example {
 
 /// Commands that build or develop podnet rather than use it.
 const BUILD_COMMANDS: &[&str] = &[
+    "cargo run ",
     "cargo install ",
     "cargo test ",
     "cargo bench ",
