@@ -69,6 +69,7 @@ use serde::Serialize;
 
 use crate::control::SECOND;
 use crate::mac::Mac;
+use crate::wire::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// Slots per bucket: the probe window of a flow.
@@ -81,12 +82,6 @@ pub const DEFAULT_SIZE: usize = 1 << 16;
 /// Slots for a node on a real host: 2,097,152, for 1,048,576 flows and more (kube-proxy's
 /// default `nf_conntrack_max` is 131,072); about 150 MiB when full.
 pub const HOST_SIZE: usize = 1 << 21;
-
-// TCP flag bits.
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
 
 // ---- the state word ---------------------------------------------------------------------
 

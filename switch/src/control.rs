@@ -33,6 +33,7 @@ use crate::counters::Counters;
 use crate::mac::Mac;
 use crate::routes::{NextHop, RouteTable};
 use crate::services::{Endpoint, Service, ServiceTable};
+use crate::wire::udp::{FLANNEL_UDP_PORT, VXLAN_PORT};
 
 /// How this node reaches other nodes' pods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +48,14 @@ pub enum Backend {
 
 impl Backend {
     /// flannel's defaults: VNI 1 on UDP 8472 (the Linux port).
-    pub const VXLAN: Backend = Backend::Vxlan { vni: 1, port: 8472 };
+    pub const VXLAN: Backend = Backend::Vxlan {
+        vni: 1,
+        port: VXLAN_PORT,
+    };
     /// flannel's default UDP backend port.
-    pub const UDP: Backend = Backend::Udp { port: 8285 };
+    pub const UDP: Backend = Backend::Udp {
+        port: FLANNEL_UDP_PORT,
+    };
 
     /// Bytes the encapsulation adds in front of the inner IP packet on the underlay:
     /// what the pod MTU must leave free.

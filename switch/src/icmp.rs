@@ -5,13 +5,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::buffer::{PacketBuf, Pool};
-use crate::checksum;
+use crate::wire::checksum;
+use crate::wire::icmp::{
+    is_query, IcmpHeader, DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ICMP_LEN, TIME_EXCEEDED,
+};
 use crate::wire::{self, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP};
-
-pub const ECHO_REPLY: u8 = 0;
-pub const DEST_UNREACHABLE: u8 = 3;
-pub const ECHO_REQUEST: u8 = 8;
-pub const TIME_EXCEEDED: u8 = 11;
 
 /// An error the gateway reports to a packet's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +54,7 @@ pub fn may_report(packet: &[u8], ip: &Ipv4Header) -> bool {
             return false;
         };
         // Only queries (echo, timestamp, ...) may be answered with an error.
-        return matches!(ty, ECHO_REQUEST | ECHO_REPLY | 13 | 14 | 15 | 16 | 17 | 18);
+        return is_query(ty);
     }
     true
 }
@@ -70,8 +68,8 @@ pub fn error(
     from: Ipv4Addr,
     kind: IcmpError,
 ) -> Option<PacketBuf> {
-    let quoted = &offender[..ip.total_len.min(MAX_ERROR_LEN - IPV4_LEN - 8)];
-    let icmp_len = 8 + quoted.len();
+    let quoted = &offender[..ip.total_len.min(MAX_ERROR_LEN - IPV4_LEN - ICMP_LEN)];
+    let icmp_len = ICMP_LEN + quoted.len();
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + icmp_len)?;
     wire::write_ipv4(
@@ -90,15 +88,12 @@ pub fn error(
     );
     let icmp = &mut out[IPV4_LEN..];
     let (ty, code) = kind.type_code();
-    icmp[0] = ty;
-    icmp[1] = code;
-    icmp[2..8].fill(0);
+    let mut rest = [0u8; 4];
     if let IcmpError::FragmentationNeeded { mtu } = kind {
-        icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        rest[2..].copy_from_slice(&mtu.to_be_bytes());
     }
-    icmp[8..].copy_from_slice(quoted);
-    let c = checksum::of(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp[ICMP_LEN..].copy_from_slice(quoted);
+    IcmpHeader { ty, code, rest }.emit(icmp);
     Some(buf)
 }
 

@@ -9,7 +9,6 @@
 
 pub mod bridge;
 pub mod buffer;
-pub mod checksum;
 pub mod conntrack;
 pub mod control;
 pub mod counters;
@@ -27,6 +26,9 @@ pub mod udpencap;
 pub mod underlay;
 pub mod vxlan;
 pub mod wire;
+
+/// The checksum helpers' old path: they live beside the headers now.
+pub use wire::checksum;
 
 pub use buffer::{PacketBuf, Pool};
 pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};

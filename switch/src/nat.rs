@@ -12,11 +12,14 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::buffer::{PacketBuf, Pool};
-use crate::checksum;
-use crate::conntrack::{Tuple, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::wire::{self, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-
-const TCP_LEN: usize = 20;
+use crate::conntrack::Tuple;
+use crate::wire::checksum;
+use crate::wire::icmp::{self as icmpw, ICMP_LEN};
+use crate::wire::tcp::{self, TcpHeader, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN};
+use crate::wire::udp;
+use crate::wire::{
+    self, get16, put16, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
 
 /// The transport header of a TCP or UDP packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,13 +37,7 @@ pub fn parse_l4(pkt: &[u8], ip: &Ipv4Header) -> Option<L4> {
     }
     let l4 = pkt.get(ip.header_len..ip.total_len)?;
     let flags = match ip.protocol {
-        PROTO_TCP => {
-            let doff = (*l4.get(12)? >> 4) as usize * 4;
-            if l4.len() < TCP_LEN || doff < TCP_LEN || doff > l4.len() {
-                return None;
-            }
-            l4[13]
-        }
+        PROTO_TCP => TcpHeader::parse(l4).ok()?.flags,
         PROTO_UDP if l4.len() >= wire::UDP_LEN => 0,
         _ => return None,
     };
@@ -56,19 +53,11 @@ pub fn parse_l4(pkt: &[u8], ip: &Ipv4Header) -> Option<L4> {
     })
 }
 
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// Offset of the checksum in a transport header.
 fn l4_checksum_at(proto: u8) -> Option<usize> {
     match proto {
-        PROTO_TCP => Some(16),
-        PROTO_UDP => Some(6),
+        PROTO_TCP => Some(tcp::CHECKSUM_AT),
+        PROTO_UDP => Some(udp::CHECKSUM_AT),
         _ => None,
     }
 }
@@ -80,12 +69,7 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
     let old_src: [u8; 4] = b[12..16].try_into().expect("4 bytes");
     let old_dst: [u8; 4] = b[16..20].try_into().expect("4 bytes");
     let (new_src, new_dst) = (to.src.octets(), to.dst.octets());
-    let mut ipc = get16(b, 10);
-    ipc = checksum::update32(ipc, old_src, new_src);
-    ipc = checksum::update32(ipc, old_dst, new_dst);
-    b[12..16].copy_from_slice(&new_src);
-    b[16..20].copy_from_slice(&new_dst);
-    put16(b, 10, ipc);
+    wire::ipv4::set_addresses(b, to.src, to.dst);
     let l4 = &mut b[hl..];
     if l4.len() < 4 {
         return;
@@ -137,10 +121,10 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
         return None;
     }
     let icmp = pkt.get(ip.header_len..ip.total_len)?;
-    if !matches!(icmp.first()?, 3 | 11 | 12) || icmp.len() < 8 + IPV4_LEN + 4 {
+    if !icmpw::is_error(*icmp.first()?) || icmp.len() < ICMP_LEN + IPV4_LEN + 4 {
         return None;
     }
-    let inner = &icmp[8..];
+    let inner = &icmp[ICMP_LEN..];
     let hl = (inner[0] & 0x0f) as usize * 4;
     if inner[0] >> 4 != 4 || hl < IPV4_LEN || inner.len() < hl + 4 {
         return None;
@@ -158,7 +142,7 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
             addr(16),
             get16(inner, hl + 2),
         ),
-        inner_at: ip.header_len + 8,
+        inner_at: ip.header_len + ICMP_LEN,
         inner_hl: hl,
     })
 }
@@ -181,17 +165,11 @@ pub fn rewrite_icmp_error(
         quoted,
     );
     let icmp = &mut pkt[ip.header_len..end];
-    put16(icmp, 2, 0);
+    put16(icmp, icmpw::CHECKSUM_AT, 0);
     let c = checksum::of(icmp);
-    put16(icmp, 2, c);
+    put16(icmp, icmpw::CHECKSUM_AT, c);
     // The outer header: addresses only (ICMP has no pseudo-header).
-    let outer = &mut pkt[..ip.header_len];
-    let mut ipc = get16(outer, 10);
-    ipc = checksum::update32(ipc, outer[12..16].try_into().expect("4"), src.octets());
-    ipc = checksum::update32(ipc, outer[16..20].try_into().expect("4"), dst.octets());
-    outer[12..16].copy_from_slice(&src.octets());
-    outer[16..20].copy_from_slice(&dst.octets());
-    put16(outer, 10, ipc);
+    wire::ipv4::set_addresses(pkt, src, dst);
 }
 
 /// The RST that refuses the TCP segment `pkt` (header `ip`), from its destination, as
@@ -204,16 +182,14 @@ pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<Packet
     if ip.protocol != PROTO_TCP || l4.flags & TCP_RST != 0 {
         return None;
     }
-    let tcp = &pkt[ip.header_len..ip.total_len];
-    let doff = (tcp[12] >> 4) as usize * 4;
-    let payload = (tcp.len() - doff) as u32;
-    let seq = u32::from_be_bytes(tcp[4..8].try_into().expect("4"));
-    let ack = u32::from_be_bytes(tcp[8..12].try_into().expect("4"));
+    let seg = &pkt[ip.header_len..ip.total_len];
+    let tcp = TcpHeader::parse(seg).ok()?;
+    let payload = (seg.len() - tcp.header_len) as u32;
     let (rseq, rack, rflags) = if l4.flags & TCP_ACK != 0 {
-        (ack, 0, TCP_RST)
+        (tcp.ack, 0, TCP_RST)
     } else {
         let used = payload + (l4.flags & TCP_SYN != 0) as u32 + (l4.flags & TCP_FIN != 0) as u32;
-        (0, seq.wrapping_add(used), TCP_RST | TCP_ACK)
+        (0, tcp.seq.wrapping_add(used), TCP_RST | TCP_ACK)
     };
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + TCP_LEN)?;
@@ -231,16 +207,18 @@ pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<Packet
         IPV4_LEN + TCP_LEN,
     );
     let t = &mut out[IPV4_LEN..];
-    put16(t, 0, l4.tuple.dport);
-    put16(t, 2, l4.tuple.sport);
-    t[4..8].copy_from_slice(&rseq.to_be_bytes());
-    t[8..12].copy_from_slice(&rack.to_be_bytes());
-    t[12] = (TCP_LEN as u8 / 4) << 4;
-    t[13] = rflags;
-    t[14..20].fill(0);
+    TcpHeader {
+        src_port: l4.tuple.dport,
+        dst_port: l4.tuple.sport,
+        seq: rseq,
+        ack: rack,
+        flags: rflags,
+        header_len: TCP_LEN,
+    }
+    .emit(t);
     let sum = checksum::pseudo_header(ip.dst.octets(), ip.src.octets(), PROTO_TCP, TCP_LEN as u16);
     let c = checksum::finish(checksum::add(sum, t));
-    put16(t, 16, c);
+    put16(t, tcp::CHECKSUM_AT, c);
     Some(buf)
 }
 

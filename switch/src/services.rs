@@ -31,13 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::conntrack::{
-    self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple,
-    Victim, TCP_ACK, TCP_RST, TCP_SYN,
+    self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple, Victim,
 };
 use crate::control::{Backend, NodeConfig, Snapshot, SECOND};
 use crate::counters::{DropReason, Tally};
 use crate::mac::Mac;
 use crate::nat::{self, L4};
+use crate::wire::tcp::{TCP_ACK, TCP_RST, TCP_SYN};
 use crate::wire::{Ipv4Header, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 // ---- the model ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::control::{NodeConfig, Peer};
 use crate::counters::DropReason;
+use crate::wire::udp::UdpHeader;
 use crate::wire::{self, Ipv4Fields, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP};
 
 /// Bytes of outer Ethernet, IPv4 and UDP headers.
@@ -83,18 +84,12 @@ pub fn parse(frame: &[u8], config: &NodeConfig) -> Result<Outer, DropReason> {
     let udp = if ip.protocol == PROTO_UDP && !ip.is_later_fragment() {
         let at = ETH_LEN + ip.header_len;
         let end = ETH_LEN + ip.total_len;
-        let h = frame
-            .get(at..at + wire::UDP_LEN)
-            .ok_or(DropReason::Malformed)?;
-        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
-        if len < wire::UDP_LEN || at + len > end {
-            return Err(DropReason::Malformed);
-        }
+        let h = UdpHeader::parse(&frame[at..end]).map_err(|_| DropReason::Malformed)?;
         Some(OuterUdp {
-            src_port: u16::from_be_bytes([h[0], h[1]]),
-            dst_port: u16::from_be_bytes([h[2], h[3]]),
+            src_port: h.src_port,
+            dst_port: h.dst_port,
             payload_at: at + wire::UDP_LEN,
-            payload_end: at + len,
+            payload_end: at + h.len,
         })
     } else {
         None

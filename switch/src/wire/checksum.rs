@@ -1,4 +1,5 @@
-//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624), for every
+//! header in [`crate::wire`].
 
 /// Adds `data` as big-endian 16-bit words to `sum` (odd length padded with zero).
 pub fn add(mut sum: u32, data: &[u8]) -> u32 {
