@@ -27,10 +27,12 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::balancer::{Balancer, Decision, Egress, Origin};
 use crate::bridge::{Learned, MacEntry, MacTable};
 use crate::buffer::{PacketBuf, Pool};
+use crate::config::{Backend, NodeConfig};
 use crate::conntrack::ConntrackEntry;
-use crate::control::{Backend, Control, NodeConfig, PortId, PortKind, Snapshot};
+use crate::control::{Control, PortId, PortKind, Snapshot};
 use crate::counters::{CounterSnapshot, Counters, DropReason, Tally};
 use crate::flow;
 use crate::icmp::{self, IcmpError};
@@ -38,7 +40,7 @@ use crate::mac::Mac;
 use crate::nat;
 use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::routes::NextHop;
-use crate::services::{self, Balancer, Decision, Egress, Origin, Service};
+use crate::services::{self, Service};
 use crate::udpencap;
 use crate::underlay;
 use crate::vxlan;
@@ -67,7 +69,7 @@ impl Default for Limits {
             mac_table: crate::bridge::DEFAULT_SIZE,
             arp_queue: crate::neighbour::DEFAULT_PENDING,
             conntrack: crate::conntrack::DEFAULT_SIZE,
-            affinity: crate::services::DEFAULT_AFFINITY_SIZE,
+            affinity: crate::balancer::DEFAULT_AFFINITY_SIZE,
         }
     }
 }
@@ -147,7 +149,7 @@ impl Switch {
     ) -> Result<Switch, String> {
         config.validate()?;
         Ok(Switch {
-            macs: MacTable::new(limits.mac_table, config.mac_aging_ns),
+            macs: MacTable::new(limits.mac_table),
             neighbours: NeighbourTable::new(config.subnet),
             pending: PendingQueue::new(limits.arp_queue),
             control: Control::new(config),
@@ -288,7 +290,11 @@ impl Switch {
         if eth.src.is_multicast() {
             return Err(DropReason::Malformed);
         }
-        if self.macs.learn(eth.src, ingress, b.now) == Learned::Full {
+        if self
+            .macs
+            .learn(eth.src, ingress, b.now, b.snap.config.mac_aging_ns)
+            == Learned::Full
+        {
             b.node.mac_table_full += 1;
         }
         let gateway_mac = b.snap.config.gateway_mac();
@@ -313,7 +319,7 @@ impl Switch {
                 self.balancer.bridged(b.snap, b.now, pkt, &ip);
             }
         }
-        match self.macs.lookup(eth.dst, b.now) {
+        match self.macs.lookup(eth.dst, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
             Some(port) if b.snap.port(port).is_some() => {
                 b.send(port, buf);
@@ -776,7 +782,7 @@ impl Switch {
     fn bridge_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac) -> Verdict {
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
         wire::write_eth(eth, mac, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
-        match self.macs.lookup(mac, b.now) {
+        match self.macs.lookup(mac, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if b.snap.port(port).is_some() => {
                 b.send(port, buf);
                 Ok(Outcome::Forwarded)
@@ -870,10 +876,14 @@ impl Switch {
     pub fn counters(&self) -> CounterSnapshot {
         let mut s = self.counters.snapshot();
         s.queued = self.pending.len() as u64;
-        s.mac_entries = self.macs.count(self.last_now.load(Ordering::Relaxed)) as u64;
+        let snap = self.control.load();
+        s.mac_entries = self.macs.count(
+            self.last_now.load(Ordering::Relaxed),
+            snap.config.mac_aging_ns,
+        ) as u64;
         let ct = self.balancer.conntrack();
         if ct.is_used() {
-            let timeouts = self.control.load().conntrack_timeouts;
+            let timeouts = snap.conntrack_timeouts;
             s.conntrack_entries = ct.count(self.last_now.load(Ordering::Relaxed), &timeouts) as u64;
         }
         s
@@ -906,7 +916,8 @@ impl Switch {
 
     /// Learned MACs still live at `now`.
     pub fn mac_entries(&self, now: u64) -> Vec<MacEntry> {
-        self.macs.entries(now)
+        self.macs
+            .entries(now, self.control.load().config.mac_aging_ns)
     }
 
     /// Resolved neighbours still trusted at `now`.

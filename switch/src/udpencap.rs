@@ -6,7 +6,7 @@
 //! (decap), and answers a destination in no known subnet with ICMP net unreachable.
 
 use crate::buffer::PacketBuf;
-use crate::control::{NodeConfig, Peer};
+use crate::config::{NodeConfig, Peer};
 use crate::underlay::{self, OUTER_UDP_LEN};
 use crate::wire;
 

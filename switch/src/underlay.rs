@@ -1,9 +1,7 @@
 //! The outer headers on the underlay: what a node puts in front of a packet for another
 //! node, and what it checks on the way in.
 
-use std::net::Ipv4Addr;
-
-use crate::control::{NodeConfig, Peer};
+use crate::config::{NodeConfig, Peer};
 use crate::counters::DropReason;
 use crate::wire::udp::UdpHeader;
 use crate::wire::{self, Ipv4Fields, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP};
@@ -12,7 +10,7 @@ use crate::wire::{self, Ipv4Fields, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LE
 pub const OUTER_UDP_LEN: usize = ETH_LEN + IPV4_LEN + wire::UDP_LEN;
 
 /// TTL of outer packets: Linux's default hop limit, which its VXLAN device uses too.
-pub const OUTER_TTL: u8 = 64;
+pub(crate) const OUTER_TTL: u8 = 64;
 
 /// Writes outer Ethernet + IPv4 + UDP headers from this node to `peer` into `hdr`
 /// (`OUTER_UDP_LEN` bytes, followed in the same slice by `payload_len` bytes of UDP
@@ -99,9 +97,4 @@ pub fn parse(frame: &[u8], config: &NodeConfig) -> Result<Outer, DropReason> {
         ip_at: ETH_LEN,
         udp,
     })
-}
-
-/// True when `ip` is one of this node's underlay-side addresses.
-pub fn is_node_address(config: &NodeConfig, ip: Ipv4Addr) -> bool {
-    ip == config.underlay_ip
 }

@@ -8,19 +8,19 @@
 //! flannel's permanent neighbour entry `<subnet>.0 -> VTEP MAC` gives the kernel.
 
 use crate::buffer::PacketBuf;
-use crate::control::{NodeConfig, Peer};
+use crate::config::{NodeConfig, Peer};
 use crate::counters::DropReason;
 use crate::underlay::{self, OUTER_UDP_LEN};
 use crate::wire::vxlan::VxlanHeader;
 use crate::wire::{self, ETHERTYPE_IPV4, ETH_LEN, VXLAN_LEN};
 
 /// Everything VXLAN puts in front of the inner IP packet.
-pub const ENCAP_LEN: usize = OUTER_UDP_LEN + VXLAN_LEN + ETH_LEN;
+pub(crate) const ENCAP_LEN: usize = OUTER_UDP_LEN + VXLAN_LEN + ETH_LEN;
 
 /// Outer UDP source ports come from Linux's default local port range, [32768, 61000),
 /// as the kernel's `udp_flow_src_port` picks them.
-pub const SRC_PORT_MIN: u16 = 32768;
-pub const SRC_PORT_END: u16 = 61000;
+pub(crate) const SRC_PORT_MIN: u16 = 32768;
+pub(crate) const SRC_PORT_END: u16 = 61000;
 
 /// The outer UDP source port for an inner flow hash: scaled into the range the same way
 /// Linux does, `(hash * range) >> 32`.
@@ -30,7 +30,7 @@ pub fn source_port(flow_hash: u32) -> u16 {
 }
 
 /// Wraps the IPv4 packet in `buf` for `peer`. `None` when the headroom is too small.
-pub fn encap(
+pub(crate) fn encap(
     buf: &mut PacketBuf,
     config: &NodeConfig,
     peer: &Peer,
@@ -51,7 +51,7 @@ pub fn encap(
 
 /// Checks the VXLAN header at the start of `payload` (the outer UDP payload) and returns
 /// the inner frame's offset in it.
-pub fn check_header(payload: &[u8], vni: u32) -> Result<usize, DropReason> {
+pub(crate) fn check_header(payload: &[u8], vni: u32) -> Result<usize, DropReason> {
     let h = VxlanHeader::parse(payload).map_err(|_| DropReason::Malformed)?;
     if h.vni != vni {
         return Err(DropReason::BadVni);
