@@ -300,13 +300,13 @@ impl Balancer {
     }
 
     /// The stage for a routed IPv4 packet (`pkt` starts at its valid header `ip`).
-    /// Rewrites `pkt` in place; counts `dnat`, `snat` and `conntrack_evicted` in `tally`.
+    /// Rewrites `pkt` in place and keeps `ip` in step; counts `dnat`, `snat` and `conntrack_evicted` in `tally`.
     pub(crate) fn routed(
         &self,
         snap: &Snapshot,
         now: u64,
         pkt: &mut [u8],
-        ip: &Ipv4Header,
+        ip: &mut Ipv4Header,
         from: Origin,
         tally: &mut Tally,
     ) -> Decision {
@@ -352,7 +352,7 @@ impl Balancer {
         &self,
         now: u64,
         pkt: &mut [u8],
-        ip: &Ipv4Header,
+        ip: &mut Ipv4Header,
         hit: &conntrack::Hit,
         flags: u8,
     ) -> Decision {
@@ -370,7 +370,7 @@ impl Balancer {
         snap: &Snapshot,
         now: u64,
         pkt: &mut [u8],
-        ip: &Ipv4Header,
+        ip: &mut Ipv4Header,
         l4: &L4,
         from: Origin,
         tally: &mut Tally,
@@ -454,7 +454,7 @@ impl Balancer {
         snap: &Snapshot,
         now: u64,
         pkt: &mut [u8],
-        ip: &Ipv4Header,
+        ip: &mut Ipv4Header,
     ) -> Option<Egress> {
         if !self.ct.is_used() {
             return None;
@@ -484,7 +484,7 @@ impl Balancer {
     /// The stage for an IPv4 packet bridged from one local pod to another: replies of
     /// tracked flows (an endpoint answering a client on the same node over L2) and ICMP
     /// errors about them are reverse-translated in place. Nothing else changes.
-    pub(crate) fn bridged(&self, snap: &Snapshot, now: u64, pkt: &mut [u8], ip: &Ipv4Header) {
+    pub(crate) fn bridged(&self, snap: &Snapshot, now: u64, pkt: &mut [u8], ip: &mut Ipv4Header) {
         if !self.ct.is_used() {
             return;
         }

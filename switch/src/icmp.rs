@@ -60,32 +60,29 @@ pub fn may_report(packet: &[u8], ip: &Ipv4Header) -> bool {
 }
 
 /// Builds the error `kind` about `offender` (an IPv4 packet whose header is `ip`), sent
-/// from `from`. `None` when the pool is empty.
+/// from `from`, and the IPv4 header it wrote. `None` when the pool is empty.
 pub fn error(
     pool: &Arc<Pool>,
     offender: &[u8],
     ip: &Ipv4Header,
     from: Ipv4Addr,
     kind: IcmpError,
-) -> Option<PacketBuf> {
+) -> Option<(PacketBuf, Ipv4Header)> {
     let quoted = &offender[..ip.total_len.min(MAX_ERROR_LEN - IPV4_LEN - ICMP_LEN)];
     let icmp_len = ICMP_LEN + quoted.len();
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + icmp_len)?;
-    wire::write_ipv4(
-        out,
-        &Ipv4Fields {
-            src: from,
-            dst: ip.src,
-            protocol: PROTO_ICMP,
-            ttl: 64,
-            // Internetwork control, as Linux sends its ICMP errors.
-            tos: 0xc0,
-            dont_fragment: false,
-            id: 0,
-        },
-        IPV4_LEN + icmp_len,
-    );
+    let eip = Ipv4Fields {
+        src: from,
+        dst: ip.src,
+        protocol: PROTO_ICMP,
+        ttl: 64,
+        // Internetwork control, as Linux sends its ICMP errors.
+        tos: 0xc0,
+        dont_fragment: false,
+        id: 0,
+    }
+    .emit(out, IPV4_LEN + icmp_len);
     let icmp = &mut out[IPV4_LEN..];
     let (ty, code) = kind.type_code();
     let mut rest = [0u8; 4];
@@ -94,12 +91,13 @@ pub fn error(
     }
     icmp[ICMP_LEN..].copy_from_slice(quoted);
     IcmpHeader { ty, code, rest }.emit(icmp);
-    Some(buf)
+    Some((buf, eip))
 }
 
 /// Turns an echo request (an IPv4 packet addressed to one of the gateway's addresses)
-/// into the reply, in place. `None` when it is not a well-formed echo request.
-pub fn echo_reply_in_place(packet: &mut [u8], ip: &Ipv4Header) -> Option<()> {
+/// into the reply, in place; `ip` follows. `None` when it is not a well-formed echo
+/// request.
+pub fn echo_reply_in_place(packet: &mut [u8], ip: &mut Ipv4Header) -> Option<()> {
     if ip.protocol != PROTO_ICMP || ip.is_later_fragment() || ip.flags & wire::FLAG_MF != 0 {
         return None;
     }
@@ -126,5 +124,6 @@ pub fn echo_reply_in_place(packet: &mut [u8], ip: &Ipv4Header) -> Option<()> {
     packet[10..12].fill(0);
     let c = checksum::of(&packet[..hl]);
     packet[10..12].copy_from_slice(&c.to_be_bytes());
+    (ip.src, ip.dst, ip.ttl) = (ip.dst, ip.src, 64);
     Some(())
 }

@@ -98,10 +98,13 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
     put16(l4, at, c);
 }
 
-/// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`.
-pub fn rewrite(pkt: &mut [u8], ip: &Ipv4Header, to: &Tuple) {
+/// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`;
+/// `ip` follows.
+pub fn rewrite(pkt: &mut [u8], ip: &mut Ipv4Header, to: &Tuple) {
     let end = ip.total_len;
     rewrite_at(&mut pkt[..end], ip.header_len, ip.protocol, to);
+    ip.src = to.src;
+    ip.dst = to.dst;
 }
 
 /// An ICMP error that quotes a TCP or UDP packet.
@@ -148,10 +151,10 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
 }
 
 /// Translates an ICMP error: the quoted packet to `quoted`, the outer source and
-/// destination to `src` and `dst`; fixes every checksum involved.
+/// destination to `src` and `dst`; fixes every checksum involved. `ip` follows.
 pub fn rewrite_icmp_error(
     pkt: &mut [u8],
-    ip: &Ipv4Header,
+    ip: &mut Ipv4Header,
     e: &IcmpError,
     quoted: &Tuple,
     src: Ipv4Addr,
@@ -169,15 +172,15 @@ pub fn rewrite_icmp_error(
     let c = checksum::of(icmp);
     put16(icmp, icmpw::CHECKSUM_AT, c);
     // The outer header: addresses only (ICMP has no pseudo-header).
-    wire::ipv4::set_addresses(pkt, src, dst);
+    ip.set_addresses(pkt, src, dst);
 }
 
 /// The RST that refuses the TCP segment `pkt` (header `ip`), from its destination, as
 /// Linux's `REJECT --reject-with tcp-reset` builds it: to a segment with ACK the reset
 /// carries that acknowledgment as its sequence number; to one without, sequence 0 and an
 /// ACK of everything the segment occupied. `None` for a RST (never answered) or an
-/// empty pool.
-pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<PacketBuf> {
+/// empty pool. The header it wrote comes along.
+pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<(PacketBuf, Ipv4Header)> {
     let l4 = parse_l4(pkt, ip)?;
     if ip.protocol != PROTO_TCP || l4.flags & TCP_RST != 0 {
         return None;
@@ -193,19 +196,16 @@ pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<Packet
     };
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + TCP_LEN)?;
-    wire::write_ipv4(
-        out,
-        &Ipv4Fields {
-            src: ip.dst,
-            dst: ip.src,
-            protocol: PROTO_TCP,
-            ttl: 64,
-            tos: 0,
-            dont_fragment: true,
-            id: 0,
-        },
-        IPV4_LEN + TCP_LEN,
-    );
+    let rip = Ipv4Fields {
+        src: ip.dst,
+        dst: ip.src,
+        protocol: PROTO_TCP,
+        ttl: 64,
+        tos: 0,
+        dont_fragment: true,
+        id: 0,
+    }
+    .emit(out, IPV4_LEN + TCP_LEN);
     let t = &mut out[IPV4_LEN..];
     TcpHeader {
         src_port: l4.tuple.dport,
@@ -219,7 +219,7 @@ pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<Packet
     let sum = checksum::pseudo_header(ip.dst.octets(), ip.src.octets(), PROTO_TCP, TCP_LEN as u16);
     let c = checksum::finish(checksum::add(sum, t));
     put16(t, tcp::CHECKSUM_AT, c);
-    Some(buf)
+    Some((buf, rip))
 }
 
 #[cfg(test)]
@@ -289,8 +289,9 @@ mod tests {
             let from = Tuple { proto, ..from };
             let to = Tuple { proto, ..to };
             let mut p = packet(proto, &from, &payload, udp_sum);
-            let ip = wire::parse_ipv4(&p).unwrap();
-            rewrite(&mut p, &ip, &to);
+            let mut ip = wire::parse_ipv4(&p).unwrap();
+            rewrite(&mut p, &mut ip, &to);
+            prop_assert_eq!(Ok(ip), wire::parse_ipv4(&p));
             let want = packet(proto, &to, &payload, udp_sum);
             let at = IPV4_LEN + l4_checksum_at(proto).unwrap();
             prop_assert_eq!(&p[..at], &want[..at]);
@@ -321,9 +322,10 @@ mod tests {
         p[IPV4_LEN + 4..IPV4_LEN + 8].copy_from_slice(&1000u32.to_be_bytes());
         let ip = wire::parse_ipv4(&p).unwrap();
         let pool = Pool::new(1, 256);
-        let r = tcp_reset(&pool, &p, &ip).unwrap();
+        let (r, written) = tcp_reset(&pool, &p, &ip).unwrap();
         let r = r.data();
         let rip = wire::parse_ipv4(r).unwrap();
+        assert_eq!(rip, written);
         assert_eq!((rip.src, rip.dst), (t.dst, t.src));
         let l4 = parse_l4(r, &rip).unwrap();
         assert_eq!(l4.tuple, t.reversed());

@@ -3,6 +3,7 @@
 
 use crate::config::{NodeConfig, Peer};
 use crate::counters::DropReason;
+use crate::mac::Mac;
 use crate::wire::udp::UdpHeader;
 use crate::wire::{self, Ipv4Fields, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP};
 
@@ -53,6 +54,8 @@ pub fn write_outer_udp(
 /// An underlay frame addressed to this node, its outer headers checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Outer {
+    /// The MAC the frame came from.
+    pub src_mac: Mac,
     pub ip: Ipv4Header,
     /// Offset of the IPv4 header in the frame.
     pub ip_at: usize,
@@ -93,6 +96,7 @@ pub fn parse(frame: &[u8], config: &NodeConfig) -> Result<Outer, DropReason> {
         None
     };
     Ok(Outer {
+        src_mac: eth.src,
         ip,
         ip_at: ETH_LEN,
         udp,
