@@ -2,17 +2,30 @@
 //! header in [`crate::wire`].
 
 /// Adds `data` as big-endian 16-bit words to `sum` (odd length padded with zero).
-pub fn add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-        // Fold early so the sum never overflows, whatever the length.
-        sum = (sum & 0xffff) + (sum >> 16);
+///
+/// It sums 32-bit words into a 64-bit accumulator and folds the carries in once at the
+/// end (RFC 1071 2(B) and (C): deferred carries, wider words), which gives the same
+/// one's-complement sum as adding 16-bit words one by one: the result is congruent to
+/// it modulo 0xffff, at most 0xffff, and zero only when every word is. It is on every
+/// packet's path (the ingress header check, every header the switch writes).
+pub fn add(sum: u32, data: &[u8]) -> u32 {
+    let mut acc = sum as u64;
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64;
     }
-    if let [last] = chunks.remainder() {
-        sum += (*last as u32) << 8;
+    let mut rest = words.remainder().chunks_exact(2);
+    for c in &mut rest {
+        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
     }
-    sum
+    if let [last] = rest.remainder() {
+        acc += (*last as u64) << 8;
+    }
+    // Fold 64 -> 16 bits with end-around carries.
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u32
 }
 
 /// Folds a running sum into the one's-complement checksum field value.
@@ -77,7 +90,28 @@ mod tests {
         assert_eq!(of(&hdr), 0);
     }
 
+    /// The definition: 16-bit words one at a time, folded as they go.
+    fn add_by_words(start: u32, data: &[u8]) -> u32 {
+        let mut sum = start as u64;
+        for c in data.chunks(2) {
+            sum += (c[0] as u64) << 8 | c.get(1).copied().unwrap_or(0) as u64;
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u32
+    }
+
     proptest! {
+        /// The wide, deferred-carry sum is the word-by-word one, start value included.
+        #[test]
+        fn wide_sum_matches_word_sum(data in proptest::collection::vec(any::<u8>(), 0..200),
+                                     start in any::<u32>()) {
+            prop_assert_eq!(add(start, &data), add_by_words(start, &data));
+            prop_assert_eq!(of(&data), finish(add_by_words(0, &data)));
+        }
+
         #[test]
         fn incremental_matches_full(mut data in proptest::collection::vec(any::<u8>(), 4..64),
                                     at in 0usize..30, new in any::<u16>()) {
