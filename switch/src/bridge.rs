@@ -50,9 +50,12 @@ pub struct MacEntry {
 }
 
 /// The bounded MAC learning table.
+///
+/// Entries expire `aging_ns` after they were last seen; every call that looks at ages
+/// takes it from the caller (the control snapshot's `mac_aging_ns`), so a live change of
+/// the aging time applies to the next packet.
 pub struct MacTable {
     slots: Box<[Slot]>,
-    aging_ns: AtomicU64,
 }
 
 fn pack(mac: Mac, port: PortId) -> u64 {
@@ -70,9 +73,8 @@ fn home(mac: Mac, len: usize) -> usize {
 }
 
 impl MacTable {
-    /// A table with `size` slots (rounded up to a power of two) whose entries expire after
-    /// `aging_ns` without traffic.
-    pub fn new(size: usize, aging_ns: u64) -> MacTable {
+    /// A table with `size` slots (rounded up to a power of two).
+    pub fn new(size: usize) -> MacTable {
         let size = size.max(PROBE).next_power_of_two();
         let slots = (0..size)
             .map(|_| Slot {
@@ -80,19 +82,11 @@ impl MacTable {
                 seen: AtomicU64::new(0),
             })
             .collect();
-        MacTable {
-            slots,
-            aging_ns: AtomicU64::new(aging_ns),
-        }
+        MacTable { slots }
     }
 
-    /// Changes the aging time (from the control plane).
-    pub fn set_aging(&self, aging_ns: u64) {
-        self.aging_ns.store(aging_ns, Ordering::Relaxed);
-    }
-
-    fn expired(&self, seen: u64, now: u64) -> bool {
-        now.saturating_sub(seen) > self.aging_ns.load(Ordering::Relaxed)
+    fn expired(seen: u64, now: u64, aging_ns: u64) -> bool {
+        now.saturating_sub(seen) > aging_ns
     }
 
     fn window(&self, mac: Mac) -> impl Iterator<Item = &Slot> {
@@ -102,7 +96,7 @@ impl MacTable {
     }
 
     /// Records that a frame from `mac` arrived on `port` at `now`.
-    pub fn learn(&self, mac: Mac, port: PortId, now: u64) -> Learned {
+    pub fn learn(&self, mac: Mac, port: PortId, now: u64, aging_ns: u64) -> Learned {
         let want = pack(mac, port);
         let mut spare: Option<(&Slot, u64)> = None;
         for slot in self.window(mac) {
@@ -127,7 +121,8 @@ impl MacTable {
                     Err(_) => Learned::Known,
                 };
             }
-            if spare.is_none() && (key == 0 || self.expired(slot.seen.load(Ordering::Relaxed), now))
+            if spare.is_none()
+                && (key == 0 || MacTable::expired(slot.seen.load(Ordering::Relaxed), now, aging_ns))
             {
                 spare = Some((slot, key));
             }
@@ -147,12 +142,12 @@ impl MacTable {
     }
 
     /// The port `mac` was last seen on, unless it expired.
-    pub fn lookup(&self, mac: Mac, now: u64) -> Option<PortId> {
+    pub fn lookup(&self, mac: Mac, now: u64, aging_ns: u64) -> Option<PortId> {
         self.window(mac).find_map(|slot| {
             let key = slot.key.load(Ordering::Acquire);
             (key != 0
                 && key >> 16 == mac.to_u64()
-                && !self.expired(slot.seen.load(Ordering::Relaxed), now))
+                && !MacTable::expired(slot.seen.load(Ordering::Relaxed), now, aging_ns))
             .then(|| unpack(key).1)
         })
     }
@@ -170,25 +165,25 @@ impl MacTable {
     }
 
     /// Number of live entries at `now`, without building the list.
-    pub fn count(&self, now: u64) -> usize {
+    pub fn count(&self, now: u64, aging_ns: u64) -> usize {
         self.slots
             .iter()
             .filter(|slot| {
                 slot.key.load(Ordering::Acquire) != 0
-                    && !self.expired(slot.seen.load(Ordering::Relaxed), now)
+                    && !MacTable::expired(slot.seen.load(Ordering::Relaxed), now, aging_ns)
             })
             .count()
     }
 
     /// Live entries, sorted by MAC.
-    pub fn entries(&self, now: u64) -> Vec<MacEntry> {
+    pub fn entries(&self, now: u64, aging_ns: u64) -> Vec<MacEntry> {
         let mut out: Vec<MacEntry> = self
             .slots
             .iter()
             .filter_map(|slot| {
                 let key = slot.key.load(Ordering::Acquire);
                 let seen = slot.seen.load(Ordering::Relaxed);
-                (key != 0 && !self.expired(seen, now)).then(|| {
+                (key != 0 && !MacTable::expired(seen, now, aging_ns)).then(|| {
                     let (mac, port) = unpack(key);
                     MacEntry {
                         mac,
@@ -214,54 +209,54 @@ mod tests {
 
     #[test]
     fn learns_moves_and_ages() {
-        let t = MacTable::new(64, 100);
-        assert_eq!(t.learn(mac(1), PortId(3), 10), Learned::New);
-        assert_eq!(t.learn(mac(1), PortId(3), 20), Learned::Known);
-        assert_eq!(t.lookup(mac(1), 50), Some(PortId(3)));
-        assert_eq!(t.learn(mac(1), PortId(4), 60), Learned::Moved);
-        assert_eq!(t.lookup(mac(1), 100), Some(PortId(4)));
-        assert_eq!(t.lookup(mac(1), 161), None, "aged out");
-        assert_eq!(t.lookup(mac(2), 0), None);
+        let t = MacTable::new(64);
+        assert_eq!(t.learn(mac(1), PortId(3), 10, 100), Learned::New);
+        assert_eq!(t.learn(mac(1), PortId(3), 20, 100), Learned::Known);
+        assert_eq!(t.lookup(mac(1), 50, 100), Some(PortId(3)));
+        assert_eq!(t.learn(mac(1), PortId(4), 60, 100), Learned::Moved);
+        assert_eq!(t.lookup(mac(1), 100, 100), Some(PortId(4)));
+        assert_eq!(t.lookup(mac(1), 161, 100), None, "aged out");
+        assert_eq!(t.lookup(mac(2), 0, 100), None);
     }
 
     #[test]
     fn full_window_reports_full_and_expired_slots_are_reused() {
         // 8 slots: the whole table is one probe window.
-        let t = MacTable::new(8, 1000);
+        let t = MacTable::new(8);
         for i in 0..8 {
-            assert_eq!(t.learn(mac(i), PortId(0), 0), Learned::New);
+            assert_eq!(t.learn(mac(i), PortId(0), 0, 1000), Learned::New);
         }
-        assert_eq!(t.learn(mac(100), PortId(0), 10), Learned::Full);
-        assert_eq!(t.lookup(mac(100), 10), None);
+        assert_eq!(t.learn(mac(100), PortId(0), 10, 1000), Learned::Full);
+        assert_eq!(t.lookup(mac(100), 10, 1000), None);
         // After aging, the old entries make room.
-        assert_eq!(t.learn(mac(100), PortId(1), 2000), Learned::New);
-        assert_eq!(t.lookup(mac(100), 2000), Some(PortId(1)));
-        assert_eq!(t.entries(2000).len(), 1);
-        assert_eq!(t.count(2000), 1);
+        assert_eq!(t.learn(mac(100), PortId(1), 2000, 1000), Learned::New);
+        assert_eq!(t.lookup(mac(100), 2000, 1000), Some(PortId(1)));
+        assert_eq!(t.entries(2000, 1000).len(), 1);
+        assert_eq!(t.count(2000, 1000), 1);
     }
 
     #[test]
     fn forget_port() {
-        let t = MacTable::new(64, 1000);
-        t.learn(mac(1), PortId(1), 0);
-        t.learn(mac(2), PortId(2), 0);
+        let t = MacTable::new(64);
+        t.learn(mac(1), PortId(1), 0, 1000);
+        t.learn(mac(2), PortId(2), 0, 1000);
         t.forget_port(PortId(1));
-        assert_eq!(t.lookup(mac(1), 0), None);
-        assert_eq!(t.lookup(mac(2), 0), Some(PortId(2)));
+        assert_eq!(t.lookup(mac(1), 0, 1000), None);
+        assert_eq!(t.lookup(mac(2), 0, 1000), Some(PortId(2)));
     }
 
     /// Many threads learning disjoint MACs at once: every MAC ends up on its own port,
     /// none on another's (a torn key/port pair would show here).
     #[test]
     fn concurrent_learning_never_mixes_mac_and_port() {
-        let t = Arc::new(MacTable::new(1 << 14, u64::MAX));
+        let t = Arc::new(MacTable::new(1 << 14));
         let threads: Vec<_> = (0..4u64)
             .map(|w| {
                 let t = Arc::clone(&t);
                 std::thread::spawn(move || {
                     for round in 0..3 {
                         for i in 0..500u64 {
-                            t.learn(mac(w * 1000 + i), PortId(w as u16), round);
+                            t.learn(mac(w * 1000 + i), PortId(w as u16), round, u64::MAX);
                         }
                     }
                 })
@@ -272,9 +267,12 @@ mod tests {
         }
         for w in 0..4u64 {
             for i in 0..500u64 {
-                assert_eq!(t.lookup(mac(w * 1000 + i), 3), Some(PortId(w as u16)));
+                assert_eq!(
+                    t.lookup(mac(w * 1000 + i), 3, u64::MAX),
+                    Some(PortId(w as u16))
+                );
             }
         }
-        assert_eq!(t.entries(3).len(), 2000);
+        assert_eq!(t.entries(3, u64::MAX).len(), 2000);
     }
 }

@@ -31,22 +31,7 @@
 //! system call, no allocation, no other wait in between. Waits never chain into a cycle:
 //! a `BUSY` writer waits for nobody, a `PENDING` one only for `BUSY` ones.
 //!
-//! ```
-//! # use podnet_switch::conntrack::*;
-//! # use std::net::Ipv4Addr;
-//! let ct = Conntrack::new(1024);
-//! let to = Timeouts::default();
-//! let client = Tuple::new(17, Ipv4Addr::new(10, 0, 1, 33), 40000, Ipv4Addr::new(10, 3, 0, 10), 53);
-//! let ep = Ipv4Addr::new(10, 0, 2, 7);
-//! // A worker that meets a new flow inserts it; one that races it gets the same flow back.
-//! let flow = Flow::new(client, Tuple { dst: ep, ..client }, Client::Routed);
-//! let ports = SnatPorts::default();
-//! let Insert::New { hit, .. } = ct.insert(flow, ports, 0, &to, 0) else { panic!() };
-//! let Insert::Existing(again) = ct.insert(flow, ports, 0, &to, 0) else { panic!() };
-//! assert_eq!(hit.flow, again.flow);
-//! // Replies are found by their own tuple.
-//! assert!(ct.find_reply(&hit.flow.reply(), 1, &to).is_some());
-//! ```
+//! (The unit test `insert_races_and_reply_lookup` shows a worker's use of the table.)
 //!
 //! Bounded: the table never grows. A key has two candidate buckets (its home); a new
 //! flow takes a free or expired slot there; when there is none it evicts the oldest flow
@@ -67,26 +52,21 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::control::SECOND;
 use crate::mac::Mac;
+use crate::time::SECOND;
+use crate::wire::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
 /// Slots per bucket: the probe window of a flow.
-pub const BUCKET: usize = 16;
+pub(crate) const BUCKET: usize = 16;
 
 /// Default number of slots, for about 32,000 flows: a simulated node or a test. Memory
 /// is taken only as slots are used (the tables come zeroed from the allocator).
-pub const DEFAULT_SIZE: usize = 1 << 16;
+pub(crate) const DEFAULT_SIZE: usize = 1 << 16;
 
 /// Slots for a node on a real host: 2,097,152, for 1,048,576 flows and more (kube-proxy's
 /// default `nf_conntrack_max` is 131,072); about 150 MiB when full.
 pub const HOST_SIZE: usize = 1 << 21;
-
-// TCP flag bits.
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
 
 // ---- the state word ---------------------------------------------------------------------
 
@@ -270,10 +250,6 @@ impl<const W: usize> SlotTable<W> {
             slots: zeroed(size),
             orders: zeroed(size / BUCKET),
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
     }
 
     /// The two buckets a hash selects (from its two halves).
@@ -629,7 +605,7 @@ fn tuple_hash(t: &Tuple) -> u64 {
 
 /// Where the client of a flow is, which decides where its replies go after translation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Client {
+pub(crate) enum Client {
     /// A pod, here or on another node: replies take the route lookup.
     Routed,
     /// The node's own stack, through the host port.
@@ -640,7 +616,7 @@ pub enum Client {
 
 /// A tracked flow: the tuple the client sent and what the switch turned it into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Flow {
+pub(crate) struct Flow {
     /// The original direction as the client sent it (to a VIP or a node port).
     pub orig: Tuple,
     /// The original direction as it leaves (to the endpoint, maybe from a node address).
@@ -651,6 +627,7 @@ pub struct Flow {
 }
 
 impl Flow {
+    #[cfg(test)]
     pub fn new(orig: Tuple, xlat: Tuple, client: Client) -> Flow {
         Flow {
             orig,
@@ -736,7 +713,7 @@ impl Flow {
 /// TCP connection states, as Linux's conntrack names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TcpState {
+pub(crate) enum TcpState {
     SynSent,
     SynRecv,
     Established,
@@ -769,7 +746,7 @@ const FIN_REPLY: u64 = 1 << 6;
 
 /// The direction of a packet within its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dir {
+pub(crate) enum Dir {
     /// From the client, as the flow was created.
     Orig,
     /// From the endpoint back to the client.
@@ -897,15 +874,14 @@ fn assured(proto: u8, aux: u64) -> bool {
 
 /// A tracked flow as a lookup found it.
 #[derive(Clone, Copy, Debug)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub flow: Flow,
-    /// Which direction the looked-up tuple matched.
-    pub dir: Dir,
     found: Found<5>,
 }
 
 impl Hit {
     /// The slot the flow lives in.
+    #[cfg(test)]
     pub fn slot(&self) -> usize {
         self.found.idx
     }
@@ -913,7 +889,7 @@ impl Hit {
 
 /// What [`Conntrack::insert`] did.
 #[derive(Debug)]
-pub enum Insert {
+pub(crate) enum Insert {
     /// The flow was tracked already (maybe inserted by another worker just now).
     Existing(Hit),
     /// A new entry; `evicted` when an unassured flow was pushed out to make room.
@@ -1046,7 +1022,7 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
 /// slot, as Linux keeps a second hash entry per connection for its reply direction. An
 /// index entry is valid while the slot it names holds a live flow with that reply tuple;
 /// a stale one counts as expired and is reused.
-pub struct Conntrack {
+pub(crate) struct Conntrack {
     table: SlotTable<5>,
     /// words: reply src << 32 | dst, sport << 48 | dport << 32 | proto << 24 | 1, slot.
     replies: SlotTable<3>,
@@ -1066,11 +1042,6 @@ impl Conntrack {
         }
     }
 
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.table.len()
-    }
-
     /// True once any flow was inserted: until then lookups can be skipped.
     pub fn is_used(&self) -> bool {
         self.used.load(Ordering::Relaxed)
@@ -1082,10 +1053,9 @@ impl Conntrack {
         now.saturating_sub(seen) > to.of(proto, slot.aux.load(Ordering::Relaxed))
     }
 
-    fn hit(&self, found: Found<5>, dir: Dir) -> Hit {
+    fn hit(&self, found: Found<5>) -> Hit {
         Hit {
             flow: Flow::decode(&found.words),
-            dir,
             found,
         }
     }
@@ -1097,7 +1067,7 @@ impl Conntrack {
         let f = self
             .table
             .find(home, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
-        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f, Dir::Orig))
+        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f))
     }
 
     /// The live flow whose reply tuple is `t`.
@@ -1125,19 +1095,13 @@ impl Conntrack {
             |w| Flow::decode(w).reply() == *t,
             false,
         )?;
-        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f, Dir::Reply))
+        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f))
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
     fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
-        let hit = self.hit(self.table.read(idx)?, Dir::Reply);
+        let hit = self.hit(self.table.read(idx)?);
         (hit.flow.reply() == *t && !self.expired(idx, t.proto, now, to)).then_some(hit)
-    }
-
-    /// The live flow `t` belongs to, in either direction.
-    pub fn find(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
-        self.find_orig(t, now, to, false)
-            .or_else(|| self.find_reply(t, now, to))
     }
 
     /// Tracks `flow`, whose first packet had TCP flags `flags`, unless its original tuple
@@ -1198,11 +1162,11 @@ impl Conntrack {
                 },
             );
             let (found, evicted) = match r {
-                Inserted::Existing(f) => return Insert::Existing(self.hit(f, Dir::Orig)),
+                Inserted::Existing(f) => return Insert::Existing(self.hit(f)),
                 Inserted::Full => return Insert::Full,
                 Inserted::New { found, evicted } => (found, evicted),
             };
-            let hit = self.hit(found, Dir::Orig);
+            let hit = self.hit(found);
             if !flow.is_snat() {
                 return Insert::New { hit, evicted };
             }
@@ -1378,6 +1342,34 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::{Arc, Barrier};
 
+    /// A worker that meets a new flow inserts it; one that races it gets the same flow.
+    #[test]
+    fn insert_races_and_reply_lookup() {
+        use std::net::Ipv4Addr;
+        let ct = Conntrack::new(1024);
+        let to = Timeouts::default();
+        let client = Tuple::new(
+            17,
+            Ipv4Addr::new(10, 0, 1, 33),
+            40000,
+            Ipv4Addr::new(10, 3, 0, 10),
+            53,
+        );
+        let ep = Ipv4Addr::new(10, 0, 2, 7);
+        // A worker that meets a new flow inserts it; one that races it gets the same flow back.
+        let flow = Flow::new(client, Tuple { dst: ep, ..client }, Client::Routed);
+        let ports = SnatPorts::default();
+        let Insert::New { hit, .. } = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        let Insert::Existing(again) = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        assert_eq!(hit.flow, again.flow);
+        // Replies are found by their own tuple.
+        assert!(ct.find_reply(&hit.flow.reply(), 1, &to).is_some());
+    }
+
     fn ip(d: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, 1, d)
     }
@@ -1476,7 +1468,7 @@ mod tests {
         assert!(ct.find_orig(&udp(1000), 100, &to, false).is_none());
         // Answer everything: nothing may go.
         for f in ct.table.live().collect::<Vec<_>>() {
-            ct.touch(&ct.hit(f, Dir::Reply), Dir::Reply, 0, 100);
+            ct.touch(&ct.hit(f), Dir::Reply, 0, 100);
         }
         let t = udp(3000);
         assert!(matches!(
@@ -1516,7 +1508,6 @@ mod tests {
         assert_eq!(hit.flow.xlat.sport, 5555);
         let r = ct.find_reply(&hit.flow.reply(), 0, &to).unwrap();
         assert_eq!(r.flow, hit.flow);
-        assert_eq!(r.dir, Dir::Reply);
         // A second client with the same port, masqueraded to the same address and
         // endpoint, gets another port; both replies find their own flow.
         let u = Tuple {

@@ -14,16 +14,6 @@ pub fn hash(packet: &[u8], ip: &Ipv4Header) -> u32 {
     (mix(a ^ mix(b)) >> 32) as u32
 }
 
-/// Hash of an Ethernet frame that is not IPv4 (ARP inside VXLAN): its two addresses.
-pub fn hash_l2(frame: &[u8]) -> u32 {
-    let mut w = [0u8; 16];
-    let n = frame.len().min(12);
-    w[..n].copy_from_slice(&frame[..n]);
-    let a = u64::from_be_bytes(w[..8].try_into().expect("8 bytes"));
-    let b = u64::from_be_bytes(w[8..].try_into().expect("8 bytes"));
-    (mix(a ^ mix(b)) >> 32) as u32
-}
-
 /// splitmix64's finaliser: every input bit affects every output bit.
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

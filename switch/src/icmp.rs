@@ -5,13 +5,11 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::buffer::{PacketBuf, Pool};
-use crate::checksum;
+use crate::wire::checksum;
+use crate::wire::icmp::{
+    is_query, IcmpHeader, DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ICMP_LEN, TIME_EXCEEDED,
+};
 use crate::wire::{self, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP};
-
-pub const ECHO_REPLY: u8 = 0;
-pub const DEST_UNREACHABLE: u8 = 3;
-pub const ECHO_REQUEST: u8 = 8;
-pub const TIME_EXCEEDED: u8 = 11;
 
 /// An error the gateway reports to a packet's source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,55 +54,50 @@ pub fn may_report(packet: &[u8], ip: &Ipv4Header) -> bool {
             return false;
         };
         // Only queries (echo, timestamp, ...) may be answered with an error.
-        return matches!(ty, ECHO_REQUEST | ECHO_REPLY | 13 | 14 | 15 | 16 | 17 | 18);
+        return is_query(ty);
     }
     true
 }
 
 /// Builds the error `kind` about `offender` (an IPv4 packet whose header is `ip`), sent
-/// from `from`. `None` when the pool is empty.
+/// from `from`, and the IPv4 header it wrote. `None` when the pool is empty.
 pub fn error(
     pool: &Arc<Pool>,
     offender: &[u8],
     ip: &Ipv4Header,
     from: Ipv4Addr,
     kind: IcmpError,
-) -> Option<PacketBuf> {
-    let quoted = &offender[..ip.total_len.min(MAX_ERROR_LEN - IPV4_LEN - 8)];
-    let icmp_len = 8 + quoted.len();
+) -> Option<(PacketBuf, Ipv4Header)> {
+    let quoted = &offender[..ip.total_len.min(MAX_ERROR_LEN - IPV4_LEN - ICMP_LEN)];
+    let icmp_len = ICMP_LEN + quoted.len();
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + icmp_len)?;
-    wire::write_ipv4(
-        out,
-        &Ipv4Fields {
-            src: from,
-            dst: ip.src,
-            protocol: PROTO_ICMP,
-            ttl: 64,
-            // Internetwork control, as Linux sends its ICMP errors.
-            tos: 0xc0,
-            dont_fragment: false,
-            id: 0,
-        },
-        IPV4_LEN + icmp_len,
-    );
+    let eip = Ipv4Fields {
+        src: from,
+        dst: ip.src,
+        protocol: PROTO_ICMP,
+        ttl: 64,
+        // Internetwork control, as Linux sends its ICMP errors.
+        tos: 0xc0,
+        dont_fragment: false,
+        id: 0,
+    }
+    .emit(out, IPV4_LEN + icmp_len);
     let icmp = &mut out[IPV4_LEN..];
     let (ty, code) = kind.type_code();
-    icmp[0] = ty;
-    icmp[1] = code;
-    icmp[2..8].fill(0);
+    let mut rest = [0u8; 4];
     if let IcmpError::FragmentationNeeded { mtu } = kind {
-        icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        rest[2..].copy_from_slice(&mtu.to_be_bytes());
     }
-    icmp[8..].copy_from_slice(quoted);
-    let c = checksum::of(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    Some(buf)
+    icmp[ICMP_LEN..].copy_from_slice(quoted);
+    IcmpHeader { ty, code, rest }.emit(icmp);
+    Some((buf, eip))
 }
 
 /// Turns an echo request (an IPv4 packet addressed to one of the gateway's addresses)
-/// into the reply, in place. `None` when it is not a well-formed echo request.
-pub fn echo_reply_in_place(packet: &mut [u8], ip: &Ipv4Header) -> Option<()> {
+/// into the reply, in place; `ip` follows. `None` when it is not a well-formed echo
+/// request.
+pub fn echo_reply_in_place(packet: &mut [u8], ip: &mut Ipv4Header) -> Option<()> {
     if ip.protocol != PROTO_ICMP || ip.is_later_fragment() || ip.flags & wire::FLAG_MF != 0 {
         return None;
     }
@@ -131,5 +124,6 @@ pub fn echo_reply_in_place(packet: &mut [u8], ip: &Ipv4Header) -> Option<()> {
     packet[10..12].fill(0);
     let c = checksum::of(&packet[..hl]);
     packet[10..12].copy_from_slice(&c.to_be_bytes());
+    (ip.src, ip.dst, ip.ttl) = (ip.dst, ip.src, 64);
     Some(())
 }

@@ -7,29 +7,37 @@
 //! and never blocks; see [`control`] for the concurrency rule and [`switch`] for the
 //! pipeline.
 
-pub mod bridge;
+mod balancer;
+mod bridge;
 pub mod buffer;
-pub mod checksum;
+mod config;
 pub mod conntrack;
 pub mod control;
 pub mod counters;
 pub mod flow;
-pub mod icmp;
+mod icmp;
 pub mod mac;
-pub mod nat;
-pub mod neighbour;
-pub mod routes;
+mod nat;
+mod neighbour;
+mod routes;
 pub mod services;
 pub mod switch;
-pub mod udpencap;
+mod time;
+mod udpencap;
 pub mod underlay;
 pub mod vxlan;
 pub mod wire;
 
+/// The checksum helpers' old path: they live beside the headers now.
+pub use wire::checksum;
+
+pub use bridge::MacEntry;
 pub use buffer::{PacketBuf, Pool};
+pub use conntrack::ConntrackEntry;
 pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
 pub use counters::{CounterSnapshot, DropReason};
 pub use mac::Mac;
+pub use neighbour::NeighbourEntry;
 pub use services::{Endpoint, Protocol, Service, ServicePort};
 pub use switch::Switch;
 

@@ -12,11 +12,14 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::buffer::{PacketBuf, Pool};
-use crate::checksum;
-use crate::conntrack::{Tuple, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-use crate::wire::{self, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-
-const TCP_LEN: usize = 20;
+use crate::conntrack::Tuple;
+use crate::wire::checksum;
+use crate::wire::icmp::{self as icmpw, ICMP_LEN};
+use crate::wire::tcp::{self, TcpHeader, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN};
+use crate::wire::udp;
+use crate::wire::{
+    self, get16, put16, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
 
 /// The transport header of a TCP or UDP packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,13 +37,7 @@ pub fn parse_l4(pkt: &[u8], ip: &Ipv4Header) -> Option<L4> {
     }
     let l4 = pkt.get(ip.header_len..ip.total_len)?;
     let flags = match ip.protocol {
-        PROTO_TCP => {
-            let doff = (*l4.get(12)? >> 4) as usize * 4;
-            if l4.len() < TCP_LEN || doff < TCP_LEN || doff > l4.len() {
-                return None;
-            }
-            l4[13]
-        }
+        PROTO_TCP => TcpHeader::parse(l4).ok()?.flags,
         PROTO_UDP if l4.len() >= wire::UDP_LEN => 0,
         _ => return None,
     };
@@ -56,19 +53,11 @@ pub fn parse_l4(pkt: &[u8], ip: &Ipv4Header) -> Option<L4> {
     })
 }
 
-fn get16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
 /// Offset of the checksum in a transport header.
 fn l4_checksum_at(proto: u8) -> Option<usize> {
     match proto {
-        PROTO_TCP => Some(16),
-        PROTO_UDP => Some(6),
+        PROTO_TCP => Some(tcp::CHECKSUM_AT),
+        PROTO_UDP => Some(udp::CHECKSUM_AT),
         _ => None,
     }
 }
@@ -80,12 +69,7 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
     let old_src: [u8; 4] = b[12..16].try_into().expect("4 bytes");
     let old_dst: [u8; 4] = b[16..20].try_into().expect("4 bytes");
     let (new_src, new_dst) = (to.src.octets(), to.dst.octets());
-    let mut ipc = get16(b, 10);
-    ipc = checksum::update32(ipc, old_src, new_src);
-    ipc = checksum::update32(ipc, old_dst, new_dst);
-    b[12..16].copy_from_slice(&new_src);
-    b[16..20].copy_from_slice(&new_dst);
-    put16(b, 10, ipc);
+    wire::ipv4::set_addresses(b, to.src, to.dst);
     let l4 = &mut b[hl..];
     if l4.len() < 4 {
         return;
@@ -114,10 +98,13 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
     put16(l4, at, c);
 }
 
-/// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`.
-pub fn rewrite(pkt: &mut [u8], ip: &Ipv4Header, to: &Tuple) {
+/// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`;
+/// `ip` follows.
+pub fn rewrite(pkt: &mut [u8], ip: &mut Ipv4Header, to: &Tuple) {
     let end = ip.total_len;
     rewrite_at(&mut pkt[..end], ip.header_len, ip.protocol, to);
+    ip.src = to.src;
+    ip.dst = to.dst;
 }
 
 /// An ICMP error that quotes a TCP or UDP packet.
@@ -137,10 +124,10 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
         return None;
     }
     let icmp = pkt.get(ip.header_len..ip.total_len)?;
-    if !matches!(icmp.first()?, 3 | 11 | 12) || icmp.len() < 8 + IPV4_LEN + 4 {
+    if !icmpw::is_error(*icmp.first()?) || icmp.len() < ICMP_LEN + IPV4_LEN + 4 {
         return None;
     }
-    let inner = &icmp[8..];
+    let inner = &icmp[ICMP_LEN..];
     let hl = (inner[0] & 0x0f) as usize * 4;
     if inner[0] >> 4 != 4 || hl < IPV4_LEN || inner.len() < hl + 4 {
         return None;
@@ -158,16 +145,16 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
             addr(16),
             get16(inner, hl + 2),
         ),
-        inner_at: ip.header_len + 8,
+        inner_at: ip.header_len + ICMP_LEN,
         inner_hl: hl,
     })
 }
 
 /// Translates an ICMP error: the quoted packet to `quoted`, the outer source and
-/// destination to `src` and `dst`; fixes every checksum involved.
+/// destination to `src` and `dst`; fixes every checksum involved. `ip` follows.
 pub fn rewrite_icmp_error(
     pkt: &mut [u8],
-    ip: &Ipv4Header,
+    ip: &mut Ipv4Header,
     e: &IcmpError,
     quoted: &Tuple,
     src: Ipv4Addr,
@@ -181,67 +168,58 @@ pub fn rewrite_icmp_error(
         quoted,
     );
     let icmp = &mut pkt[ip.header_len..end];
-    put16(icmp, 2, 0);
+    put16(icmp, icmpw::CHECKSUM_AT, 0);
     let c = checksum::of(icmp);
-    put16(icmp, 2, c);
+    put16(icmp, icmpw::CHECKSUM_AT, c);
     // The outer header: addresses only (ICMP has no pseudo-header).
-    let outer = &mut pkt[..ip.header_len];
-    let mut ipc = get16(outer, 10);
-    ipc = checksum::update32(ipc, outer[12..16].try_into().expect("4"), src.octets());
-    ipc = checksum::update32(ipc, outer[16..20].try_into().expect("4"), dst.octets());
-    outer[12..16].copy_from_slice(&src.octets());
-    outer[16..20].copy_from_slice(&dst.octets());
-    put16(outer, 10, ipc);
+    ip.set_addresses(pkt, src, dst);
 }
 
 /// The RST that refuses the TCP segment `pkt` (header `ip`), from its destination, as
 /// Linux's `REJECT --reject-with tcp-reset` builds it: to a segment with ACK the reset
 /// carries that acknowledgment as its sequence number; to one without, sequence 0 and an
 /// ACK of everything the segment occupied. `None` for a RST (never answered) or an
-/// empty pool.
-pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<PacketBuf> {
+/// empty pool. The header it wrote comes along.
+pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<(PacketBuf, Ipv4Header)> {
     let l4 = parse_l4(pkt, ip)?;
     if ip.protocol != PROTO_TCP || l4.flags & TCP_RST != 0 {
         return None;
     }
-    let tcp = &pkt[ip.header_len..ip.total_len];
-    let doff = (tcp[12] >> 4) as usize * 4;
-    let payload = (tcp.len() - doff) as u32;
-    let seq = u32::from_be_bytes(tcp[4..8].try_into().expect("4"));
-    let ack = u32::from_be_bytes(tcp[8..12].try_into().expect("4"));
+    let seg = &pkt[ip.header_len..ip.total_len];
+    let tcp = TcpHeader::parse(seg).ok()?;
+    let payload = (seg.len() - tcp.header_len) as u32;
     let (rseq, rack, rflags) = if l4.flags & TCP_ACK != 0 {
-        (ack, 0, TCP_RST)
+        (tcp.ack, 0, TCP_RST)
     } else {
         let used = payload + (l4.flags & TCP_SYN != 0) as u32 + (l4.flags & TCP_FIN != 0) as u32;
-        (0, seq.wrapping_add(used), TCP_RST | TCP_ACK)
+        (0, tcp.seq.wrapping_add(used), TCP_RST | TCP_ACK)
     };
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + TCP_LEN)?;
-    wire::write_ipv4(
-        out,
-        &Ipv4Fields {
-            src: ip.dst,
-            dst: ip.src,
-            protocol: PROTO_TCP,
-            ttl: 64,
-            tos: 0,
-            dont_fragment: true,
-            id: 0,
-        },
-        IPV4_LEN + TCP_LEN,
-    );
+    let rip = Ipv4Fields {
+        src: ip.dst,
+        dst: ip.src,
+        protocol: PROTO_TCP,
+        ttl: 64,
+        tos: 0,
+        dont_fragment: true,
+        id: 0,
+    }
+    .emit(out, IPV4_LEN + TCP_LEN);
     let t = &mut out[IPV4_LEN..];
-    put16(t, 0, l4.tuple.dport);
-    put16(t, 2, l4.tuple.sport);
-    t[4..8].copy_from_slice(&rseq.to_be_bytes());
-    t[8..12].copy_from_slice(&rack.to_be_bytes());
-    t[12] = (TCP_LEN as u8 / 4) << 4;
-    t[13] = rflags;
-    t[14..20].fill(0);
+    TcpHeader {
+        src_port: l4.tuple.dport,
+        dst_port: l4.tuple.sport,
+        seq: rseq,
+        ack: rack,
+        flags: rflags,
+        header_len: TCP_LEN,
+    }
+    .emit(t);
     let sum = checksum::pseudo_header(ip.dst.octets(), ip.src.octets(), PROTO_TCP, TCP_LEN as u16);
     let c = checksum::finish(checksum::add(sum, t));
-    put16(t, 16, c);
-    Some(buf)
+    put16(t, tcp::CHECKSUM_AT, c);
+    Some((buf, rip))
 }
 
 #[cfg(test)]
@@ -311,8 +289,9 @@ mod tests {
             let from = Tuple { proto, ..from };
             let to = Tuple { proto, ..to };
             let mut p = packet(proto, &from, &payload, udp_sum);
-            let ip = wire::parse_ipv4(&p).unwrap();
-            rewrite(&mut p, &ip, &to);
+            let mut ip = wire::parse_ipv4(&p).unwrap();
+            rewrite(&mut p, &mut ip, &to);
+            prop_assert_eq!(Ok(ip), wire::parse_ipv4(&p));
             let want = packet(proto, &to, &payload, udp_sum);
             let at = IPV4_LEN + l4_checksum_at(proto).unwrap();
             prop_assert_eq!(&p[..at], &want[..at]);
@@ -343,9 +322,10 @@ mod tests {
         p[IPV4_LEN + 4..IPV4_LEN + 8].copy_from_slice(&1000u32.to_be_bytes());
         let ip = wire::parse_ipv4(&p).unwrap();
         let pool = Pool::new(1, 256);
-        let r = tcp_reset(&pool, &p, &ip).unwrap();
+        let (r, written) = tcp_reset(&pool, &p, &ip).unwrap();
         let r = r.data();
         let rip = wire::parse_ipv4(r).unwrap();
+        assert_eq!(rip, written);
         assert_eq!((rip.src, rip.dst), (t.dst, t.src));
         let l4 = parse_l4(r, &rip).unwrap();
         assert_eq!(l4.tuple, t.reversed());

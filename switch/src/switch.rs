@@ -27,10 +27,12 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::balancer::{Balancer, Decision, Egress, Origin};
 use crate::bridge::{Learned, MacEntry, MacTable};
 use crate::buffer::{PacketBuf, Pool};
+use crate::config::{Backend, NodeConfig};
 use crate::conntrack::ConntrackEntry;
-use crate::control::{Backend, Control, NodeConfig, PortId, PortKind, Snapshot};
+use crate::control::{Control, PortId, PortKind, Snapshot};
 use crate::counters::{CounterSnapshot, Counters, DropReason, Tally};
 use crate::flow;
 use crate::icmp::{self, IcmpError};
@@ -38,7 +40,7 @@ use crate::mac::Mac;
 use crate::nat;
 use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::routes::NextHop;
-use crate::services::{self, Balancer, Decision, Egress, Origin, Service};
+use crate::services::{self, Service};
 use crate::udpencap;
 use crate::underlay;
 use crate::vxlan;
@@ -67,7 +69,7 @@ impl Default for Limits {
             mac_table: crate::bridge::DEFAULT_SIZE,
             arp_queue: crate::neighbour::DEFAULT_PENDING,
             conntrack: crate::conntrack::DEFAULT_SIZE,
-            affinity: crate::services::DEFAULT_AFFINITY_SIZE,
+            affinity: crate::balancer::DEFAULT_AFFINITY_SIZE,
         }
     }
 }
@@ -147,7 +149,7 @@ impl Switch {
     ) -> Result<Switch, String> {
         config.validate()?;
         Ok(Switch {
-            macs: MacTable::new(limits.mac_table, config.mac_aging_ns),
+            macs: MacTable::new(limits.mac_table),
             neighbours: NeighbourTable::new(config.subnet),
             pending: PendingQueue::new(limits.arp_queue),
             control: Control::new(config),
@@ -284,36 +286,36 @@ impl Switch {
     // ---- pod ports: the bridge ---------------------------------------------------------
 
     fn pod_rx(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf) -> Verdict {
-        let eth = classify(&mut buf)?;
+        let (eth, l3) = classify(&mut buf)?;
         if eth.src.is_multicast() {
             return Err(DropReason::Malformed);
         }
-        if self.macs.learn(eth.src, ingress, b.now) == Learned::Full {
+        if self
+            .macs
+            .learn(eth.src, ingress, b.now, b.snap.config.mac_aging_ns)
+            == Learned::Full
+        {
             b.node.mac_table_full += 1;
         }
         let gateway_mac = b.snap.config.gateway_mac();
         if eth.dst == gateway_mac {
-            return self.to_gateway(b, ingress, buf, eth);
+            return self.to_gateway(b, ingress, buf, l3);
         }
         if eth.dst.is_multicast() {
-            if eth.ethertype == ETHERTYPE_ARP {
-                let arp =
-                    wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+            if let L3::Arp(arp) = l3 {
                 if arp.target_ip == b.snap.config.gateway_ip() {
                     return self.gateway_arp(b, ingress, arp);
                 }
             }
             return self.flood(b, Some(ingress), buf);
         }
-        if eth.ethertype == ETHERTYPE_IPV4 && self.balancer.active(b.snap) {
+        if let (L3::Ipv4(mut ip), true) = (l3, self.balancer.active(b.snap)) {
             // Replies bridged between local pods (an endpoint answering a client on this
             // node over L2) go through conntrack, as br_netfilter puts them.
-            if let Ok(ip) = wire::parse_ipv4(&buf.data()[ETH_LEN..]) {
-                let pkt = &mut buf.data_mut()[ETH_LEN..];
-                self.balancer.bridged(b.snap, b.now, pkt, &ip);
-            }
+            let pkt = &mut buf.data_mut()[ETH_LEN..];
+            self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
         }
-        match self.macs.lookup(eth.dst, b.now) {
+        match self.macs.lookup(eth.dst, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
             Some(port) if b.snap.port(port).is_some() => {
                 b.send(port, buf);
@@ -350,24 +352,14 @@ impl Switch {
     }
 
     /// A frame addressed to the gateway's MAC.
-    fn to_gateway(
-        &self,
-        b: &mut Batch,
-        ingress: PortId,
-        mut buf: PacketBuf,
-        eth: wire::EthHeader,
-    ) -> Verdict {
-        match eth.ethertype {
-            ETHERTYPE_ARP => {
-                let arp =
-                    wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
-                self.gateway_arp(b, ingress, arp)
-            }
-            ETHERTYPE_IPV4 => {
+    fn to_gateway(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf, l3: L3) -> Verdict {
+        match l3 {
+            L3::Arp(arp) => self.gateway_arp(b, ingress, arp),
+            L3::Ipv4(ip) => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf, Origin::Pod)
+                self.router(b, buf, ip, Origin::Pod)
             }
-            _ => Err(DropReason::Unsupported),
+            L3::Other => Err(DropReason::Unsupported),
         }
     }
 
@@ -428,12 +420,10 @@ impl Switch {
     // ---- host port ---------------------------------------------------------------------
 
     fn host_rx(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf) -> Verdict {
-        let eth = classify(&mut buf)?;
+        let (eth, l3) = classify(&mut buf)?;
         self.host_mac.store(eth.src.to_u64(), Ordering::Relaxed);
-        match eth.ethertype {
-            ETHERTYPE_ARP => {
-                let arp =
-                    wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+        match l3 {
+            L3::Arp(arp) => {
                 if arp.operation != wire::ARP_REQUEST {
                     return Ok(Outcome::Consumed);
                 }
@@ -441,12 +431,12 @@ impl Switch {
                 self.arp_reply(b, ingress, &arp, b.snap.config.gateway_mac());
                 Ok(Outcome::Consumed)
             }
-            ETHERTYPE_IPV4 if eth.dst == b.snap.config.gateway_mac() => {
+            L3::Ipv4(ip) if eth.dst == b.snap.config.gateway_mac() => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf, Origin::Host)
+                self.router(b, buf, ip, Origin::Host)
             }
-            ETHERTYPE_IPV4 => Err(DropReason::NotForUs),
-            _ => Err(DropReason::Unsupported),
+            L3::Ipv4(_) => Err(DropReason::NotForUs),
+            L3::Other => Err(DropReason::Unsupported),
         }
     }
 
@@ -460,7 +450,7 @@ impl Switch {
             if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 buf.truncate(outer.ip.total_len);
-                return self.router(b, buf, Origin::Peer);
+                return self.router(b, buf, outer.ip, Origin::Peer);
             }
             // A host on the underlay that routes the service CIDR to this node.
             if b.snap.services.is_vip(outer.ip.dst) {
@@ -479,16 +469,16 @@ impl Switch {
                 buf.strip(udp.payload_at + inner_at)
                     .ok_or(DropReason::Malformed)?;
                 b.node.decap += 1;
-                let eth = classify(&mut buf)?;
+                let (eth, l3) = classify(&mut buf)?;
                 if eth.dst != config.vtep_mac {
                     return Err(DropReason::NotForUs);
                 }
-                if eth.ethertype != ETHERTYPE_IPV4 {
+                let L3::Ipv4(ip) = l3 else {
                     // flannel's VTEP neighbours are permanent: no ARP crosses the overlay.
                     return Err(DropReason::Unsupported);
-                }
+                };
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf, Origin::Peer)
+                self.router(b, buf, ip, Origin::Peer)
             }
             (Backend::Udp { port }, Some(udp)) if udp.dst_port == port => {
                 if b.snap.peer_by_underlay(outer.ip.src).is_none() {
@@ -497,12 +487,13 @@ impl Switch {
                 buf.truncate(udp.payload_end);
                 buf.strip(udp.payload_at).ok_or(DropReason::Malformed)?;
                 b.node.decap += 1;
-                let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+                // The inner packet's ingress: checked here, once.
+                let mut ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
                 buf.truncate(ip.total_len);
-                if !udpencap::decrement_ttl(buf.data_mut()) {
+                if !udpencap::decrement_ttl(buf.data_mut(), &mut ip) {
                     return Err(DropReason::TtlExceeded);
                 }
-                self.router(b, buf, Origin::Peer)
+                self.router(b, buf, ip, Origin::Peer)
             }
             // NodePorts on the underlay address (never the encapsulation ports above).
             _ if wire::ports(&buf.data()[ETH_LEN..], &outer.ip).is_some_and(|(_, dport)| {
@@ -523,10 +514,9 @@ impl Switch {
         mut buf: PacketBuf,
         outer: &underlay::Outer,
     ) -> Verdict {
-        let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
         buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
         buf.truncate(outer.ip.total_len);
-        self.router(b, buf, Origin::Underlay(eth.src))
+        self.router(b, buf, outer.ip, Origin::Underlay(outer.src_mac))
     }
 
     /// Hands a frame to the node's own stack through the host port, if one is attached.
@@ -542,10 +532,16 @@ impl Switch {
 
     // ---- router ------------------------------------------------------------------------
 
-    /// A routed IPv4 packet (the buffer starts at its header, which is valid) that came
-    /// from `from`.
-    fn router(&self, b: &mut Batch, mut buf: PacketBuf, from: Origin) -> Verdict {
-        let mut ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+    /// A routed IPv4 packet (the buffer starts at its header, `ip`, checked at ingress)
+    /// that came from `from`. From here on `ip` travels with the packet and every stage
+    /// that rewrites the bytes keeps it in step: nothing parses the packet again.
+    fn router(
+        &self,
+        b: &mut Batch,
+        mut buf: PacketBuf,
+        mut ip: Ipv4Header,
+        from: Origin,
+    ) -> Verdict {
         let mut egress = Egress::Route;
         if self.balancer.active(b.snap) {
             // Services first: a reply to one of the node's own addresses may belong to a
@@ -556,13 +552,10 @@ impl Switch {
             }
             let decision =
                 self.balancer
-                    .routed(b.snap, b.now, buf.data_mut(), &ip, from, &mut b.node);
+                    .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node);
             match decision {
                 Decision::Pass => {}
-                Decision::Forward(e) => {
-                    egress = e;
-                    ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
-                }
+                Decision::Forward(e) => egress = e,
                 Decision::Reject => {
                     self.reject(b, buf.data(), &ip, from);
                     return Err(DropReason::NoEndpoints);
@@ -571,31 +564,57 @@ impl Switch {
             }
         }
         if egress == Egress::Route && services::is_node_address(&b.snap.config, ip.dst) {
-            return self.to_node(b, buf, &ip);
+            return self.to_node(b, buf, ip);
         }
         if ip.ttl <= 1 {
             self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
             return Err(DropReason::TtlExceeded);
         }
-        self.send_out(b, buf, egress, Hop::Forward)
+        self.send_out(b, buf, ip, egress, Hop::Forward)
     }
 
     /// Sends a routed packet where the service stage said: the route lookup, or back to a
     /// client on the host port or the underlay.
-    fn send_out(&self, b: &mut Batch, buf: PacketBuf, egress: Egress, hop: Hop) -> Verdict {
+    fn send_out(
+        &self,
+        b: &mut Batch,
+        buf: PacketBuf,
+        ip: Ipv4Header,
+        egress: Egress,
+        hop: Hop,
+    ) -> Verdict {
         match egress {
-            Egress::Route => self.route(b, buf, hop),
-            Egress::Host => self.host_out(b, buf, hop),
-            Egress::Underlay(mac) => self.underlay_out(b, buf, mac, hop),
+            Egress::Route => self.route(b, buf, ip, hop),
+            Egress::Host => self.host_out(b, buf, ip, hop),
+            Egress::Underlay(mac) => self.underlay_out(b, buf, ip, mac, hop),
         }
     }
 
-    /// Sends a routed packet to the node's own stack through the host port.
-    fn host_out(&self, b: &mut Batch, mut buf: PacketBuf, hop: Hop) -> Verdict {
-        let port = b.snap.host.ok_or(DropReason::NoRoute)?;
-        if hop == Hop::Forward {
-            wire::decrement_ttl(buf.data_mut());
+    /// The last step before a routed packet gets its link header: the egress MTU check
+    /// (`mtu`, when the egress has one the packet must fit) and, for a forwarded packet,
+    /// the TTL decrement. Every egress goes through here, and nothing else touches the
+    /// TTL of a forwarded packet.
+    fn leave(
+        &self,
+        b: &mut Batch,
+        buf: &mut PacketBuf,
+        ip: &mut Ipv4Header,
+        mtu: Option<u16>,
+        hop: Hop,
+    ) -> Result<(), DropReason> {
+        if let Some(mtu) = mtu {
+            self.check_mtu(b, buf.data(), ip, mtu)?;
         }
+        if hop == Hop::Forward {
+            ip.decrement_ttl(buf.data_mut());
+        }
+        Ok(())
+    }
+
+    /// Sends a routed packet to the node's own stack through the host port.
+    fn host_out(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
+        let port = b.snap.host.ok_or(DropReason::NoRoute)?;
+        self.leave(b, &mut buf, &mut ip, None, hop)?;
         let dst = Mac::from_u64(self.host_mac.load(Ordering::Relaxed));
         let dst = if dst == Mac::ZERO {
             Mac::BROADCAST
@@ -611,13 +630,17 @@ impl Switch {
     /// Sends a routed packet, unencapsulated, out the underlay to a host on it (the
     /// client of a node port or a VIP): from this node's underlay MAC to `mac`, the MAC
     /// the client's frames came from.
-    fn underlay_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac, hop: Hop) -> Verdict {
+    fn underlay_out(
+        &self,
+        b: &mut Batch,
+        mut buf: PacketBuf,
+        mut ip: Ipv4Header,
+        mac: Mac,
+        hop: Hop,
+    ) -> Verdict {
         let port = b.snap.underlay.ok_or(DropReason::NoRoute)?;
-        let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
-        self.check_mtu(b, buf.data(), &ip, b.snap.config.underlay_mtu)?;
-        if hop == Hop::Forward {
-            wire::decrement_ttl(buf.data_mut());
-        }
+        let mtu = b.snap.config.underlay_mtu;
+        self.leave(b, &mut buf, &mut ip, Some(mtu), hop)?;
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
         wire::write_eth(eth, mac, b.snap.config.underlay_mac, ETHERTYPE_IPV4);
         b.send(port, buf);
@@ -642,7 +665,7 @@ impl Switch {
             Origin::Underlay(mac) => Egress::Underlay(mac),
         };
         let verdict = match answer {
-            Some(buf) => self.send_out(b, buf, egress, Hop::Originate),
+            Some((buf, ip)) => self.send_out(b, buf, ip, egress, Hop::Originate),
             None => Err(DropReason::NoBuffer),
         };
         b.account(verdict);
@@ -650,17 +673,17 @@ impl Switch {
 
     /// A packet for one of the node's own addresses: the host stack answers when a host
     /// port is attached; otherwise the gateway answers pings itself.
-    fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, ip: &Ipv4Header) -> Verdict {
+    fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header) -> Verdict {
         if b.snap.host.is_some() {
             // Delivered, not forwarded: the TTL stays.
-            return self.host_out(b, buf, Hop::Originate);
+            return self.host_out(b, buf, ip, Hop::Originate);
         }
-        if icmp::echo_reply_in_place(buf.data_mut(), ip).is_none() {
+        if icmp::echo_reply_in_place(buf.data_mut(), &mut ip).is_none() {
             return Err(DropReason::NotForUs);
         }
         buf.truncate(ip.total_len);
         b.node.generated += 1;
-        let verdict = self.route(b, buf, Hop::Originate);
+        let verdict = self.route(b, buf, ip, Hop::Originate);
         b.account(verdict);
         Ok(Outcome::Consumed)
     }
@@ -673,18 +696,18 @@ impl Switch {
         b.node.generated += 1;
         let verdict = match icmp::error(&self.pool, offender, ip, b.snap.config.gateway_ip(), kind)
         {
-            Some(mut buf) => {
+            Some((mut buf, mut eip)) => {
                 // About a translated packet: the client learns of it in its own terms.
                 let mut egress = Egress::Route;
                 if self.balancer.active(b.snap) {
-                    if let Ok(eip) = wire::parse_ipv4(buf.data()) {
-                        if let Some(e) = self.balancer.related(b.snap, b.now, buf.data_mut(), &eip)
-                        {
-                            egress = e;
-                        }
+                    if let Some(e) = self
+                        .balancer
+                        .related(b.snap, b.now, buf.data_mut(), &mut eip)
+                    {
+                        egress = e;
                     }
                 }
-                self.send_out(b, buf, egress, Hop::Originate)
+                self.send_out(b, buf, eip, egress, Hop::Originate)
             }
             None => Err(DropReason::NoBuffer),
         };
@@ -694,20 +717,16 @@ impl Switch {
     /// The route lookup and egress of a packet. A forwarded packet's TTL is decremented
     /// once its egress is known, so ICMP errors before that quote it as it arrived, as
     /// Linux's `ip_forward` does.
-    fn route(&self, b: &mut Batch, mut buf: PacketBuf, hop: Hop) -> Verdict {
-        let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+    fn route(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
         match b.snap.routes.lookup(ip.dst) {
-            Some(NextHop::Local) => self.to_local_pod(b, buf, &ip, hop),
-            Some(NextHop::Peer(i)) => self.to_peer(b, buf, &ip, i, hop),
+            Some(NextHop::Local) => self.to_local_pod(b, buf, ip, hop),
+            Some(NextHop::Peer(i)) => self.to_peer(b, buf, ip, i, hop),
             Some(NextHop::UnknownSubnet) => {
                 if matches!(b.snap.config.backend, Backend::Udp { .. })
                     && ip.protocol != wire::PROTO_ICMP
                 {
                     // flanneld answers after the kernel forwarded the packet to it.
-                    if hop == Hop::Forward {
-                        wire::decrement_ttl(buf.data_mut());
-                    }
-                    let ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
+                    self.leave(b, &mut buf, &mut ip, None, hop)?;
                     self.icmp_error(b, buf.data(), &ip, IcmpError::NetUnreachable);
                 }
                 Err(DropReason::NoRoute)
@@ -739,16 +758,13 @@ impl Switch {
         &self,
         b: &mut Batch,
         mut buf: PacketBuf,
-        ip: &Ipv4Header,
+        mut ip: Ipv4Header,
         hop: Hop,
     ) -> Verdict {
         let config = &b.snap.config;
-        self.check_mtu(b, buf.data(), ip, config.pod_mtu())?;
+        self.leave(b, &mut buf, &mut ip, Some(config.pod_mtu()), hop)?;
         if ip.dst == config.subnet.broadcast() {
             return Err(DropReason::NoRoute);
-        }
-        if hop == Hop::Forward {
-            wire::decrement_ttl(buf.data_mut());
         }
         match self
             .neighbours
@@ -776,7 +792,7 @@ impl Switch {
     fn bridge_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac) -> Verdict {
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
         wire::write_eth(eth, mac, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
-        match self.macs.lookup(mac, b.now) {
+        match self.macs.lookup(mac, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if b.snap.port(port).is_some() => {
                 b.send(port, buf);
                 Ok(Outcome::Forwarded)
@@ -829,7 +845,7 @@ impl Switch {
         &self,
         b: &mut Batch,
         mut buf: PacketBuf,
-        ip: &Ipv4Header,
+        mut ip: Ipv4Header,
         i: usize,
         hop: Hop,
     ) -> Verdict {
@@ -837,19 +853,16 @@ impl Switch {
         let config = &snap.config;
         let peer = &config.peers[i];
         let underlay = snap.underlay.ok_or(DropReason::NoRoute)?;
-        self.check_mtu(b, buf.data(), ip, config.pod_mtu())?;
-        if hop == Hop::Forward {
-            wire::decrement_ttl(buf.data_mut());
-        }
+        self.leave(b, &mut buf, &mut ip, Some(config.pod_mtu()), hop)?;
         match config.backend {
             Backend::Vxlan { vni, port } => {
-                let src_port = vxlan::source_port(flow::hash(buf.data(), ip));
+                let src_port = vxlan::source_port(flow::hash(buf.data(), &ip));
                 vxlan::encap(&mut buf, config, peer, vni, port, src_port)
                     .ok_or(DropReason::NoBuffer)?;
                 b.node.encap += 1;
             }
             Backend::Udp { port } => {
-                if !udpencap::decrement_ttl(buf.data_mut()) {
+                if !udpencap::decrement_ttl(buf.data_mut(), &mut ip) {
                     return Err(DropReason::TtlExceeded);
                 }
                 udpencap::encap(&mut buf, config, peer, port).ok_or(DropReason::NoBuffer)?;
@@ -870,10 +883,14 @@ impl Switch {
     pub fn counters(&self) -> CounterSnapshot {
         let mut s = self.counters.snapshot();
         s.queued = self.pending.len() as u64;
-        s.mac_entries = self.macs.count(self.last_now.load(Ordering::Relaxed)) as u64;
+        let snap = self.control.load();
+        s.mac_entries = self.macs.count(
+            self.last_now.load(Ordering::Relaxed),
+            snap.config.mac_aging_ns,
+        ) as u64;
         let ct = self.balancer.conntrack();
         if ct.is_used() {
-            let timeouts = self.control.load().conntrack_timeouts;
+            let timeouts = snap.conntrack_timeouts;
             s.conntrack_entries = ct.count(self.last_now.load(Ordering::Relaxed), &timeouts) as u64;
         }
         s
@@ -906,7 +923,8 @@ impl Switch {
 
     /// Learned MACs still live at `now`.
     pub fn mac_entries(&self, now: u64) -> Vec<MacEntry> {
-        self.macs.entries(now)
+        self.macs
+            .entries(now, self.control.load().config.mac_aging_ns)
     }
 
     /// Resolved neighbours still trusted at `now`.
@@ -939,20 +957,30 @@ impl Switch {
     }
 }
 
-/// Validates a frame's Ethernet header and, for IPv4 and ARP, its payload; trims
-/// Ethernet padding after an IPv4 packet. Other ethertypes pass unchecked: the bridge
-/// forwards them, the router refuses them.
-fn classify(buf: &mut PacketBuf) -> Result<wire::EthHeader, DropReason> {
+/// A frame's ingress check: validates its Ethernet header and, for IPv4 and ARP, its
+/// payload; trims Ethernet padding after an IPv4 packet. Other ethertypes pass
+/// unchecked: the bridge forwards them, the router refuses them. What it returns is
+/// what the rest of the pipeline reads.
+fn classify(buf: &mut PacketBuf) -> Result<(wire::EthHeader, L3), DropReason> {
     let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
-    match eth.ethertype {
+    let payload = &buf.data()[ETH_LEN..];
+    let l3 = match eth.ethertype {
         ETHERTYPE_IPV4 => {
-            let ip = wire::parse_ipv4(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
+            let ip = wire::parse_ipv4(payload).map_err(|_| DropReason::Malformed)?;
             buf.truncate(ETH_LEN + ip.total_len);
+            L3::Ipv4(ip)
         }
-        ETHERTYPE_ARP => {
-            wire::parse_arp(&buf.data()[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
-        }
-        _ => {}
-    }
-    Ok(eth)
+        ETHERTYPE_ARP => L3::Arp(wire::parse_arp(payload).map_err(|_| DropReason::Malformed)?),
+        _ => L3::Other,
+    };
+    Ok((eth, l3))
+}
+
+/// A frame's network-layer payload as its ingress check found it.
+#[derive(Clone, Copy, Debug)]
+enum L3 {
+    Ipv4(Ipv4Header),
+    Arp(Arp),
+    /// Another ethertype: forwarded by the bridge, refused by the router.
+    Other,
 }

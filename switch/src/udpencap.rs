@@ -6,20 +6,20 @@
 //! (decap), and answers a destination in no known subnet with ICMP net unreachable.
 
 use crate::buffer::PacketBuf;
-use crate::control::{NodeConfig, Peer};
+use crate::config::{NodeConfig, Peer};
 use crate::underlay::{self, OUTER_UDP_LEN};
-use crate::wire;
+use crate::wire::{self, Ipv4Header};
 
 /// Everything the UDP backend puts in front of the inner IP packet.
 pub const ENCAP_LEN: usize = OUTER_UDP_LEN;
 
-/// flanneld's TTL step. Returns `false` when the TTL ran out (the packet must go:
-/// flannel drops it silently).
-pub fn decrement_ttl(packet: &mut [u8]) -> bool {
-    if packet[8] <= 1 {
+/// flanneld's TTL step on `packet`, whose header is `ip`. Returns `false` when the TTL
+/// ran out (the packet must go: flannel drops it silently).
+pub fn decrement_ttl(packet: &mut [u8], ip: &mut Ipv4Header) -> bool {
+    if ip.ttl <= 1 {
         return false;
     }
-    wire::decrement_ttl(packet);
+    ip.decrement_ttl(packet);
     true
 }
 

@@ -1,17 +1,17 @@
 //! The outer headers on the underlay: what a node puts in front of a packet for another
 //! node, and what it checks on the way in.
 
-use std::net::Ipv4Addr;
-
-use crate::control::{NodeConfig, Peer};
+use crate::config::{NodeConfig, Peer};
 use crate::counters::DropReason;
+use crate::mac::Mac;
+use crate::wire::udp::UdpHeader;
 use crate::wire::{self, Ipv4Fields, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP};
 
 /// Bytes of outer Ethernet, IPv4 and UDP headers.
 pub const OUTER_UDP_LEN: usize = ETH_LEN + IPV4_LEN + wire::UDP_LEN;
 
 /// TTL of outer packets: Linux's default hop limit, which its VXLAN device uses too.
-pub const OUTER_TTL: u8 = 64;
+pub(crate) const OUTER_TTL: u8 = 64;
 
 /// Writes outer Ethernet + IPv4 + UDP headers from this node to `peer` into `hdr`
 /// (`OUTER_UDP_LEN` bytes, followed in the same slice by `payload_len` bytes of UDP
@@ -54,6 +54,8 @@ pub fn write_outer_udp(
 /// An underlay frame addressed to this node, its outer headers checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Outer {
+    /// The MAC the frame came from.
+    pub src_mac: Mac,
     pub ip: Ipv4Header,
     /// Offset of the IPv4 header in the frame.
     pub ip_at: usize,
@@ -83,30 +85,20 @@ pub fn parse(frame: &[u8], config: &NodeConfig) -> Result<Outer, DropReason> {
     let udp = if ip.protocol == PROTO_UDP && !ip.is_later_fragment() {
         let at = ETH_LEN + ip.header_len;
         let end = ETH_LEN + ip.total_len;
-        let h = frame
-            .get(at..at + wire::UDP_LEN)
-            .ok_or(DropReason::Malformed)?;
-        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
-        if len < wire::UDP_LEN || at + len > end {
-            return Err(DropReason::Malformed);
-        }
+        let h = UdpHeader::parse(&frame[at..end]).map_err(|_| DropReason::Malformed)?;
         Some(OuterUdp {
-            src_port: u16::from_be_bytes([h[0], h[1]]),
-            dst_port: u16::from_be_bytes([h[2], h[3]]),
+            src_port: h.src_port,
+            dst_port: h.dst_port,
             payload_at: at + wire::UDP_LEN,
-            payload_end: at + len,
+            payload_end: at + h.len,
         })
     } else {
         None
     };
     Ok(Outer {
+        src_mac: eth.src,
         ip,
         ip_at: ETH_LEN,
         udp,
     })
-}
-
-/// True when `ip` is one of this node's underlay-side addresses.
-pub fn is_node_address(config: &NodeConfig, ip: Ipv4Addr) -> bool {
-    ip == config.underlay_ip
 }

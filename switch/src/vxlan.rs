@@ -8,21 +8,19 @@
 //! flannel's permanent neighbour entry `<subnet>.0 -> VTEP MAC` gives the kernel.
 
 use crate::buffer::PacketBuf;
-use crate::control::{NodeConfig, Peer};
+use crate::config::{NodeConfig, Peer};
 use crate::counters::DropReason;
 use crate::underlay::{self, OUTER_UDP_LEN};
+use crate::wire::vxlan::VxlanHeader;
 use crate::wire::{self, ETHERTYPE_IPV4, ETH_LEN, VXLAN_LEN};
 
 /// Everything VXLAN puts in front of the inner IP packet.
-pub const ENCAP_LEN: usize = OUTER_UDP_LEN + VXLAN_LEN + ETH_LEN;
-
-/// The "I" flag: the VNI field is valid.
-const FLAG_VNI: u8 = 0x08;
+pub(crate) const ENCAP_LEN: usize = OUTER_UDP_LEN + VXLAN_LEN + ETH_LEN;
 
 /// Outer UDP source ports come from Linux's default local port range, [32768, 61000),
 /// as the kernel's `udp_flow_src_port` picks them.
-pub const SRC_PORT_MIN: u16 = 32768;
-pub const SRC_PORT_END: u16 = 61000;
+pub(crate) const SRC_PORT_MIN: u16 = 32768;
+pub(crate) const SRC_PORT_END: u16 = 61000;
 
 /// The outer UDP source port for an inner flow hash: scaled into the range the same way
 /// Linux does, `(hash * range) >> 32`.
@@ -32,7 +30,7 @@ pub fn source_port(flow_hash: u32) -> u16 {
 }
 
 /// Wraps the IPv4 packet in `buf` for `peer`. `None` when the headroom is too small.
-pub fn encap(
+pub(crate) fn encap(
     buf: &mut PacketBuf,
     config: &NodeConfig,
     peer: &Peer,
@@ -45,16 +43,7 @@ pub fn encap(
     let (outer, rest) = hdr.split_at_mut(OUTER_UDP_LEN);
     let udp_payload = VXLAN_LEN + ETH_LEN + inner_len;
     let (vx, inner_eth) = rest.split_at_mut(VXLAN_LEN);
-    vx.copy_from_slice(&[
-        FLAG_VNI,
-        0,
-        0,
-        0,
-        (vni >> 16) as u8,
-        (vni >> 8) as u8,
-        vni as u8,
-        0,
-    ]);
+    VxlanHeader { vni }.emit(vx);
     wire::write_eth(inner_eth, peer.vtep_mac, config.vtep_mac, ETHERTYPE_IPV4);
     underlay::write_outer_udp(outer, config, peer, src_port, dst_port, udp_payload, false);
     Some(())
@@ -62,13 +51,9 @@ pub fn encap(
 
 /// Checks the VXLAN header at the start of `payload` (the outer UDP payload) and returns
 /// the inner frame's offset in it.
-pub fn check_header(payload: &[u8], vni: u32) -> Result<usize, DropReason> {
-    let h = payload.get(..VXLAN_LEN).ok_or(DropReason::Malformed)?;
-    if h[0] & FLAG_VNI == 0 {
-        return Err(DropReason::Malformed);
-    }
-    let got = (h[4] as u32) << 16 | (h[5] as u32) << 8 | h[6] as u32;
-    if got != vni {
+pub(crate) fn check_header(payload: &[u8], vni: u32) -> Result<usize, DropReason> {
+    let h = VxlanHeader::parse(payload).map_err(|_| DropReason::Malformed)?;
+    if h.vni != vni {
         return Err(DropReason::BadVni);
     }
     if payload.len() < VXLAN_LEN + ETH_LEN {

@@ -70,6 +70,21 @@ fn bridge_entries_age_out() {
 }
 
 #[test]
+fn a_live_change_of_the_mac_aging_time_applies() {
+    let mut a = node('a', Backend::VXLAN, 3);
+    a.send(a.pod(0), &l2_frame(Mac::BROADCAST, mac(10)));
+    a.sw.control().update(|c| c.mac_aging_ns = 10 * SECOND);
+    a.now += 11 * SECOND;
+    let out = a.send(a.pod(2), &l2_frame(mac(10), mac(12)));
+    assert_eq!(out.len(), 2, "aged out under the new time: flooded again");
+    assert_eq!(
+        a.sw.mac_entries(a.now).len(),
+        1,
+        "only the sender just learned"
+    );
+}
+
+#[test]
 fn bridge_table_full_still_floods_and_counts() {
     let c = NodeConfig::example();
     let limits = podnet_switch::switch::Limits {

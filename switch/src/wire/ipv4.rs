@@ -1,0 +1,274 @@
+//! IPv4 (RFC 791): the header the router reads once at ingress and then updates in
+//! place (TTL, addresses) with incremental checksum fixes.
+
+use std::net::Ipv4Addr;
+
+use pnet_packet::ip::IpNextHeaderProtocol;
+pub use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::Packet;
+
+use super::{checksum, get16, put16, Malformed};
+
+/// Bytes of an IPv4 header without options.
+pub const IPV4_LEN: usize = 20;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Bit of the IPv4 flags field: don't fragment.
+pub const FLAG_DF: u8 = 0b010;
+/// Bit of the IPv4 flags field: more fragments.
+pub const FLAG_MF: u8 = 0b001;
+
+/// Offsets in the header of the fields the datapath rewrites.
+const TTL_AT: usize = 8;
+const CHECKSUM_AT: usize = 10;
+const SRC_AT: usize = 12;
+const DST_AT: usize = 16;
+
+/// The fields of a validated IPv4 header (the repr the pipeline carries along with the
+/// packet, kept in step with the bytes by the functions that rewrite them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Header {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    /// Header length in bytes.
+    pub header_len: usize,
+    /// Total length in bytes, never more than the bytes present.
+    pub total_len: usize,
+    pub flags: u8,
+    /// Fragment offset in 8-byte units.
+    pub frag_offset: u16,
+    pub tos: u8,
+}
+
+impl Ipv4Header {
+    /// Validates the IPv4 packet at the start of `b`: version 4, IHL at least 5, header
+    /// and total length within the bytes present, header checksum correct.
+    pub fn parse(b: &[u8]) -> Result<Ipv4Header, Malformed> {
+        let ip = Ipv4Packet::new(b).ok_or(Malformed)?;
+        let header_len = ip.get_header_length() as usize * 4;
+        let total_len = ip.get_total_length() as usize;
+        if ip.get_version() != 4
+            || header_len < IPV4_LEN
+            || header_len > b.len()
+            || total_len < header_len
+            || total_len > b.len()
+            || checksum::of(&b[..header_len]) != 0
+        {
+            return Err(Malformed);
+        }
+        Ok(Ipv4Header {
+            src: ip.get_source(),
+            dst: ip.get_destination(),
+            protocol: ip.get_next_level_protocol().0,
+            ttl: ip.get_ttl(),
+            header_len,
+            total_len,
+            flags: ip.get_flags(),
+            frag_offset: ip.get_fragment_offset(),
+            tos: (ip.get_dscp() << 2) | ip.get_ecn(),
+        })
+    }
+
+    pub fn dont_fragment(&self) -> bool {
+        self.flags & FLAG_DF != 0
+    }
+
+    /// True for the second and later fragments, which carry no transport header.
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag_offset != 0
+    }
+
+    /// The transport payload's range within the packet.
+    pub fn payload(&self) -> std::ops::Range<usize> {
+        self.header_len..self.total_len
+    }
+
+    /// The transport ports of a TCP or UDP packet `b` (whose header this is), when it
+    /// carries its transport header (first fragment, long enough).
+    pub fn ports(&self, b: &[u8]) -> Option<(u16, u16)> {
+        if !matches!(self.protocol, PROTO_TCP | PROTO_UDP) || self.is_later_fragment() {
+            return None;
+        }
+        let l4 = b.get(self.header_len..self.header_len + 4)?;
+        Some((get16(l4, 0), get16(l4, 2)))
+    }
+
+    /// Decrements the TTL of `b` (whose header this is), fixing the header checksum
+    /// incrementally (RFC 1624).
+    pub fn decrement_ttl(&mut self, b: &mut [u8]) {
+        self.ttl = decrement_ttl(b);
+    }
+
+    /// Sets the source and destination addresses of `b` (whose header this is), fixing
+    /// the header checksum incrementally. The transport checksum, whose pseudo-header
+    /// covers them too, is the caller's.
+    pub fn set_addresses(&mut self, b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+        set_addresses(b, src, dst);
+        self.src = src;
+        self.dst = dst;
+    }
+}
+
+/// Sets the addresses of the IPv4 header at the start of `b` (checked before, or a
+/// quote whose 20 fixed bytes are present), fixing its checksum incrementally.
+pub(crate) fn set_addresses(b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
+    let old_src: [u8; 4] = b[SRC_AT..SRC_AT + 4].try_into().expect("4 bytes");
+    let old_dst: [u8; 4] = b[DST_AT..DST_AT + 4].try_into().expect("4 bytes");
+    let mut c = get16(b, CHECKSUM_AT);
+    c = checksum::update32(c, old_src, src.octets());
+    c = checksum::update32(c, old_dst, dst.octets());
+    b[SRC_AT..SRC_AT + 4].copy_from_slice(&src.octets());
+    b[DST_AT..DST_AT + 4].copy_from_slice(&dst.octets());
+    put16(b, CHECKSUM_AT, c);
+}
+
+/// Validates the IPv4 packet at the start of `b` ([`Ipv4Header::parse`]).
+pub fn parse_ipv4(b: &[u8]) -> Result<Ipv4Header, Malformed> {
+    Ipv4Header::parse(b)
+}
+
+/// The fields of an outer or generated IPv4 header (the repr to emit).
+#[derive(Debug, Clone, Copy)]
+pub struct Ipv4Fields {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    pub dont_fragment: bool,
+    pub id: u16,
+}
+
+impl Ipv4Fields {
+    /// Writes a 20-byte header (no options) for a packet of `total_len` bytes into the
+    /// first 20 bytes of `b`, checksum included. Returns the header as the pipeline
+    /// carries it, so that a packet the switch builds needs no parse.
+    pub fn emit(&self, b: &mut [u8], total_len: usize) -> Ipv4Header {
+        let mut ip = MutableIpv4Packet::new(&mut b[..IPV4_LEN]).expect("20 bytes");
+        ip.set_version(4);
+        ip.set_header_length(5);
+        ip.set_dscp(self.tos >> 2);
+        ip.set_ecn(self.tos & 3);
+        ip.set_total_length(total_len as u16);
+        ip.set_identification(self.id);
+        let flags = if self.dont_fragment { FLAG_DF } else { 0 };
+        ip.set_flags(flags);
+        ip.set_fragment_offset(0);
+        ip.set_ttl(self.ttl);
+        ip.set_next_level_protocol(IpNextHeaderProtocol(self.protocol));
+        ip.set_checksum(0);
+        ip.set_source(self.src);
+        ip.set_destination(self.dst);
+        let c = checksum::of(ip.packet());
+        ip.set_checksum(c);
+        Ipv4Header {
+            src: self.src,
+            dst: self.dst,
+            protocol: self.protocol,
+            ttl: self.ttl,
+            header_len: IPV4_LEN,
+            total_len,
+            flags,
+            frag_offset: 0,
+            tos: self.tos,
+        }
+    }
+}
+
+/// Writes a 20-byte IPv4 header ([`Ipv4Fields::emit`]).
+pub fn write_ipv4(b: &mut [u8], f: &Ipv4Fields, total_len: usize) {
+    f.emit(b, total_len);
+}
+
+/// Decrements the TTL of the valid IPv4 header at the start of `b`, fixing the header
+/// checksum incrementally (RFC 1624). Returns the new TTL.
+pub fn decrement_ttl(b: &mut [u8]) -> u8 {
+    let old = get16(b, TTL_AT);
+    b[TTL_AT] = b[TTL_AT].wrapping_sub(1);
+    let c = checksum::update16(get16(b, CHECKSUM_AT), old, get16(b, TTL_AT));
+    put16(b, CHECKSUM_AT, c);
+    b[TTL_AT]
+}
+
+/// The transport ports of a TCP or UDP packet ([`Ipv4Header::ports`]).
+pub fn ports(b: &[u8], ip: &Ipv4Header) -> Option<(u16, u16)> {
+    ip.ports(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 10.0.1.2:12345 -> 10.0.2.3:53 UDP, DF, ID 0x1234, TTL 64, checksum 0x1199.
+    const PKT: [u8; 28] = [
+        0x45, 0x00, 0x00, 0x1c, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x11, 0x99, 10, 0, 1, 2, 10, 0,
+        2, 3, 0x30, 0x39, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00,
+    ];
+
+    fn with_checksum(mut p: [u8; 28]) -> [u8; 28] {
+        p[10..12].fill(0);
+        let c = checksum::of(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn parses_literal_bytes_and_emits_them_back() {
+        let h = Ipv4Header::parse(&PKT).unwrap();
+        assert_eq!(h.src, Ipv4Addr::new(10, 0, 1, 2));
+        assert_eq!(h.dst, Ipv4Addr::new(10, 0, 2, 3));
+        assert_eq!(h.protocol, PROTO_UDP);
+        assert_eq!((h.ttl, h.header_len, h.total_len), (64, 20, 28));
+        assert!(h.dont_fragment());
+        assert_eq!(h.ports(&PKT), Some((12345, 53)));
+        let mut out = [0u8; IPV4_LEN];
+        let fields = Ipv4Fields {
+            src: h.src,
+            dst: h.dst,
+            protocol: h.protocol,
+            ttl: h.ttl,
+            tos: h.tos,
+            dont_fragment: h.dont_fragment(),
+            id: 0x1234,
+        };
+        assert_eq!(fields.emit(&mut out, h.total_len), h);
+        assert_eq!(out, PKT[..IPV4_LEN]);
+    }
+
+    #[test]
+    fn refuses_truncated_and_inconsistent_headers() {
+        let mut bad_ihl = PKT;
+        bad_ihl[0] = 0x44;
+        let mut too_long = PKT;
+        too_long[3] = 0x40;
+        let mut shorter_than_header = PKT;
+        shorter_than_header[3] = 0x10;
+        let mut v6 = PKT;
+        v6[0] = 0x65;
+        for p in [bad_ihl, too_long, shorter_than_header, v6] {
+            assert_eq!(Ipv4Header::parse(&with_checksum(p)), Err(Malformed));
+        }
+        let mut bad_sum = PKT;
+        bad_sum[11] ^= 1;
+        assert_eq!(Ipv4Header::parse(&bad_sum), Err(Malformed));
+        assert_eq!(Ipv4Header::parse(&PKT[..19]), Err(Malformed));
+        assert_eq!(Ipv4Header::parse(&PKT[..27]), Err(Malformed));
+    }
+
+    #[test]
+    fn ttl_decrement_and_address_rewrite_keep_checksum_valid() {
+        let mut p = PKT;
+        let mut h = Ipv4Header::parse(&p).unwrap();
+        h.decrement_ttl(&mut p);
+        assert_eq!(h.ttl, 63);
+        let (a, b) = (Ipv4Addr::new(192, 168, 7, 9), Ipv4Addr::new(10, 3, 0, 50));
+        h.set_addresses(&mut p, a, b);
+        assert_eq!(checksum::of(&p[..20]), 0);
+        assert_eq!(Ipv4Header::parse(&p), Ok(h));
+    }
+}
