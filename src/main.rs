@@ -161,17 +161,23 @@ struct SimArgs {
 const INVALID: u8 = 2;
 const RUN_FAILED: u8 = 3;
 
-fn sim(args: SimArgs) -> ExitCode {
-    let loaded = match &args.scenario {
+/// The scenario file, or the built-in quickstart when none is given; an invalid one is
+/// reported and gives the exit status.
+fn scenario_or_quickstart(path: Option<&std::path::Path>) -> Result<scenario::Scenario, ExitCode> {
+    match path {
         Some(path) => scenario::load(path),
         None => scenario::parse("quickstart.yaml", run::QUICKSTART),
-    };
-    let sc = match loaded {
+    }
+    .map_err(|e| {
+        eprintln!("podnet: {e}");
+        ExitCode::from(INVALID)
+    })
+}
+
+fn sim(args: SimArgs) -> ExitCode {
+    let sc = match scenario_or_quickstart(args.scenario.as_deref()) {
         Ok(sc) => sc,
-        Err(e) => {
-            eprintln!("podnet: {e}");
-            return ExitCode::from(INVALID);
-        }
+        Err(code) => return code,
     };
     let until_ns = match args.until.as_deref().map(units::parse_duration) {
         None => None,
@@ -342,16 +348,9 @@ fn help(path: &[String]) -> ExitCode {
 }
 
 fn tui(args: TuiArgs) -> ExitCode {
-    let loaded = match &args.scenario {
-        Some(path) => scenario::load(path),
-        None => scenario::parse("quickstart.yaml", run::QUICKSTART),
-    };
-    let sc = match loaded {
+    let sc = match scenario_or_quickstart(args.scenario.as_deref()) {
         Ok(sc) => sc,
-        Err(e) => {
-            eprintln!("podnet: {e}");
-            return ExitCode::from(INVALID);
-        }
+        Err(code) => return code,
     };
     match podnet_tui::term::run(sc, args.faults_out) {
         Ok(()) => ExitCode::SUCCESS,
