@@ -525,7 +525,13 @@ pub fn run(path: &Path) -> Result<(), SetupError> {
     let config = spec.config.clone();
     let room = (config.underlay_mtu as usize + 64).max(2048);
     let pool = Pool::new(4096 + spec.workers * BATCH * 4, room);
-    let switch = Switch::new(config.clone(), pool).map_err(SetupError::invalid)?;
+    // A host node's conntrack holds a million flows and more; the slots cost memory only
+    // as they are used.
+    let limits = podnet_switch::switch::Limits {
+        conntrack: podnet_switch::conntrack::HOST_SIZE,
+        ..Default::default()
+    };
+    let switch = Switch::with_limits(config.clone(), pool, limits).map_err(SetupError::invalid)?;
     // Every node picks its endpoints with its own sequence.
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
