@@ -8,30 +8,17 @@
 
 use std::net::Ipv4Addr;
 
+use podnet_switch::wire::icmp::{
+    self as icmpw, DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, FRAG_NEEDED, ICMP_LEN,
+};
+use podnet_switch::wire::ipv4::Ipv4Packet;
+use podnet_switch::wire::tcp::{TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN};
+use podnet_switch::wire::{ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, UDP_LEN, VXLAN_LEN};
+
 use crate::marker::RequestId;
 use crate::scenario::{Backend, Cluster};
 
-const ETH_LEN: usize = 14;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const IPV4_MIN_LEN: usize = 20;
-const UDP_LEN: usize = 8;
-const VXLAN_LEN: usize = 8;
-
-/// IP protocol numbers.
-pub const PROTO_ICMP: u8 = 1;
-/// TCP.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
-
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACHABLE: u8 = 3;
-const ICMP_ECHO_REQUEST: u8 = 8;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-
+pub use podnet_switch::wire::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 /// How deep encapsulations may nest before the inspector stops looking inside.
 const MAX_DEPTH: usize = 4;
 
@@ -252,12 +239,12 @@ fn describe(ip: &Ipv4, encapsulated: bool) -> Inspected {
                 return out;
             };
             out.icmp_type = Some(icmp_type);
-            if matches!(icmp_type, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
+            if matches!(icmp_type, ECHO_REQUEST | ECHO_REPLY) {
                 out.icmp_ident = be16(l4, 4);
-                let data = l4.get(8..);
+                let data = l4.get(ICMP_LEN..);
                 out.payload_len = data.map_or(0, <[u8]>::len);
                 out.marker = data.and_then(crate::payload::marker);
-            } else if is_icmp_error(icmp_type) {
+            } else if icmpw::is_error(icmp_type) {
                 out.icmp_error = icmp_error(l4);
             }
         }
@@ -266,20 +253,15 @@ fn describe(ip: &Ipv4, encapsulated: bool) -> Inspected {
     out
 }
 
-/// Destination unreachable, source quench, redirect, time exceeded, parameter problem.
-fn is_icmp_error(icmp_type: u8) -> bool {
-    matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
-}
-
 fn icmp_error(icmp: &[u8]) -> Option<IcmpError> {
     let icmp_type = *icmp.first()?;
     let code = *icmp.get(1)?;
-    let next_hop_mtu = if icmp_type == ICMP_DEST_UNREACHABLE && code == 4 {
+    let next_hop_mtu = if icmp_type == DEST_UNREACHABLE && code == FRAG_NEEDED {
         be16(icmp, 6).unwrap_or(0)
     } else {
         0
     };
-    let inner = Ipv4::parse(icmp.get(8..)?)?;
+    let inner = Ipv4::parse(icmp.get(ICMP_LEN..)?)?;
     let mut quoted = Quoted {
         src: inner.src,
         dst: inner.dst,
@@ -303,9 +285,9 @@ fn icmp_error(icmp: &[u8]) -> Option<IcmpError> {
                 quoted.marker = udp_payload(l4).and_then(crate::payload::marker);
             }
             PROTO_ICMP => {
-                if matches!(l4.first(), Some(&(ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY))) {
+                if matches!(l4.first(), Some(&(ECHO_REQUEST | ECHO_REPLY))) {
                     quoted.icmp_ident = be16(l4, 4);
-                    quoted.marker = l4.get(8..).and_then(crate::payload::marker);
+                    quoted.marker = l4.get(ICMP_LEN..).and_then(crate::payload::marker);
                 }
             }
             _ => {}
@@ -322,7 +304,7 @@ fn icmp_error(icmp: &[u8]) -> Option<IcmpError> {
 /// The payload of a TCP segment, when its data offset is sane and present.
 fn tcp_payload(tcp: &[u8]) -> Option<&[u8]> {
     let offset = usize::from(*tcp.get(12)? >> 4) * 4;
-    if offset < 20 {
+    if offset < TCP_LEN {
         return None;
     }
     tcp.get(offset..)
@@ -357,28 +339,28 @@ struct Ipv4<'a> {
 }
 
 impl<'a> Ipv4<'a> {
+    /// Reads the header through the wire view; unlike the datapath's parse, no checksum
+    /// check and a total length past the bytes present is cut to what is there.
     fn parse(b: &'a [u8]) -> Option<Ipv4<'a>> {
-        let header = b.get(..IPV4_MIN_LEN)?;
-        if header[0] >> 4 != 4 {
+        let view = Ipv4Packet::new(b)?;
+        if view.get_version() != 4 {
             return None;
         }
-        let header_len = usize::from(header[0] & 0x0f) * 4;
-        if header_len < IPV4_MIN_LEN || header_len > b.len() {
+        let header_len = usize::from(view.get_header_length()) * 4;
+        if header_len < IPV4_LEN || header_len > b.len() {
             return None;
         }
-        let total_len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let total_len = usize::from(view.get_total_length());
         if total_len < header_len {
             return None;
         }
-        let end = total_len.min(b.len());
-        let frag_offset = u16::from_be_bytes([header[6], header[7]]) & 0x1fff;
         Some(Ipv4 {
-            src: Ipv4Addr::new(header[12], header[13], header[14], header[15]),
-            dst: Ipv4Addr::new(header[16], header[17], header[18], header[19]),
-            protocol: header[9],
-            ttl: header[8],
-            later_fragment: frag_offset != 0,
-            payload: b.get(header_len..end)?,
+            src: view.get_source(),
+            dst: view.get_destination(),
+            protocol: view.get_next_level_protocol().0,
+            ttl: view.get_ttl(),
+            later_fragment: view.get_fragment_offset() != 0,
+            payload: b.get(header_len..total_len.min(b.len()))?,
         })
     }
 }
@@ -386,7 +368,11 @@ impl<'a> Ipv4<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use podnet_switch::checksum;
+    use podnet_switch::wire::icmp::IcmpHeader;
+    use podnet_switch::wire::tcp::TcpHeader;
+    use podnet_switch::wire::vxlan::VxlanHeader;
+    use podnet_switch::wire::{write_eth, write_udp, Ipv4Fields};
+    use podnet_switch::Mac;
     use proptest::prelude::*;
 
     const VXLAN: EncapPorts = EncapPorts {
@@ -404,61 +390,80 @@ mod tests {
     const NODE_B: Ipv4Addr = Ipv4Addr::new(172, 16, 0, 3);
 
     fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
-        let total = (20 + payload.len()) as u16;
-        let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, protocol, 0, 0];
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p.extend_from_slice(&src.octets());
-        p.extend_from_slice(&dst.octets());
-        let c = checksum::of(&p);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0; IPV4_LEN];
         p.extend_from_slice(payload);
+        let total = p.len();
+        Ipv4Fields {
+            src,
+            dst,
+            protocol,
+            ttl: 64,
+            tos: 0,
+            dont_fragment: true,
+            id: 1,
+        }
+        .emit(&mut p, total);
         p
     }
 
     fn ethernet(packet: &[u8]) -> Vec<u8> {
-        let mut f = vec![0x0a, 0x58, 0, 0, 0, 1, 0x0a, 0x58, 0, 0, 0, 2, 0x08, 0x00];
+        let mut f = vec![0; ETH_LEN];
+        write_eth(
+            &mut f,
+            Mac([0x0a, 0x58, 0, 0, 0, 1]),
+            Mac([0x0a, 0x58, 0, 0, 0, 2]),
+            ETHERTYPE_IPV4,
+        );
         f.extend_from_slice(packet);
         f
     }
 
     fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-        let mut u = Vec::new();
-        u.extend_from_slice(&src_port.to_be_bytes());
-        u.extend_from_slice(&dst_port.to_be_bytes());
-        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        u.extend_from_slice(&[0, 0]);
+        let mut u = vec![0; UDP_LEN];
+        write_udp(&mut u, src_port, dst_port, payload.len(), None);
         u.extend_from_slice(payload);
         u
     }
 
+    /// A segment with a 24-byte header (an MSS option), so that the data offset is read.
     fn tcp(src_port: u16, dst_port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut t = Vec::new();
-        t.extend_from_slice(&src_port.to_be_bytes());
-        t.extend_from_slice(&dst_port.to_be_bytes());
-        t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]); // seq, ack
-        t.extend_from_slice(&[0x60, flags, 0xff, 0xff, 0, 0, 0, 0]); // 24-byte header
-        t.extend_from_slice(&[2, 4, 0x05, 0xb4]); // MSS option
+        let mut t = vec![0; TCP_LEN];
+        TcpHeader {
+            src_port,
+            dst_port,
+            seq: 1,
+            ack: 0,
+            flags,
+            header_len: TCP_LEN,
+        }
+        .emit(&mut t);
+        t[12] = 6 << 4;
+        t.extend_from_slice(&[2, 4, 0x05, 0xb4]);
         t.extend_from_slice(payload);
         t
     }
 
+    fn icmp(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut m = vec![0; ICMP_LEN];
+        m.extend_from_slice(body);
+        IcmpHeader { ty, code, rest }.emit(&mut m);
+        m
+    }
+
     fn echo(request: bool, ident: u16, payload: &[u8]) -> Vec<u8> {
-        let mut e = vec![if request { 8 } else { 0 }, 0, 0, 0];
-        e.extend_from_slice(&ident.to_be_bytes());
-        e.extend_from_slice(&[0, 7]);
-        e.extend_from_slice(payload);
-        e
+        let ty = if request { ECHO_REQUEST } else { ECHO_REPLY };
+        let [i0, i1] = ident.to_be_bytes();
+        icmp(ty, 0, [i0, i1, 0, 7], payload)
     }
 
     fn icmp_error_msg(icmp_type: u8, code: u8, mtu: u16, offender: &[u8]) -> Vec<u8> {
-        let mut e = vec![icmp_type, code, 0, 0, 0, 0];
-        e.extend_from_slice(&mtu.to_be_bytes());
-        e.extend_from_slice(offender);
-        e
+        let [m0, m1] = mtu.to_be_bytes();
+        icmp(icmp_type, code, [0, 0, m0, m1], offender)
     }
 
     fn vxlan_frame(inner_frame: &[u8]) -> Vec<u8> {
-        let mut v = vec![0x08, 0, 0, 0, 0, 0, 1, 0]; // I flag, VNI 1
+        let mut v = vec![0; VXLAN_LEN];
+        VxlanHeader { vni: 1 }.emit(&mut v);
         v.extend_from_slice(inner_frame);
         ethernet(&ipv4(NODE_A, NODE_B, PROTO_UDP, &udp(40000, 8472, &v)))
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use crate::buffer::{PacketBuf, Pool};
 use crate::wire::checksum;
 use crate::wire::icmp::{
-    is_query, IcmpHeader, DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ICMP_LEN, TIME_EXCEEDED,
+    is_query, IcmpHeader, DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, FRAG_NEEDED, ICMP_LEN,
+    TIME_EXCEEDED,
 };
 use crate::wire::{self, Ipv4Fields, Ipv4Header, IPV4_LEN, PROTO_ICMP};
 
@@ -29,7 +30,7 @@ impl IcmpError {
         match self {
             IcmpError::NetUnreachable => (DEST_UNREACHABLE, 0),
             IcmpError::PortUnreachable => (DEST_UNREACHABLE, 3),
-            IcmpError::FragmentationNeeded { .. } => (DEST_UNREACHABLE, 4),
+            IcmpError::FragmentationNeeded { .. } => (DEST_UNREACHABLE, FRAG_NEEDED),
             IcmpError::TimeExceeded => (TIME_EXCEEDED, 0),
         }
     }

@@ -11,15 +11,24 @@ pub const ICMP_LEN: usize = 8;
 /// Offset of the checksum in the header.
 pub const CHECKSUM_AT: usize = 2;
 
+/// Code of "fragmentation needed and DF set" under [`DEST_UNREACHABLE`].
+pub const FRAG_NEEDED: u8 = 4;
+
 pub const ECHO_REPLY: u8 = 0;
 pub const DEST_UNREACHABLE: u8 = 3;
+pub const SOURCE_QUENCH: u8 = 4;
+pub const REDIRECT: u8 = 5;
 pub const ECHO_REQUEST: u8 = 8;
 pub const TIME_EXCEEDED: u8 = 11;
 pub const PARAMETER_PROBLEM: u8 = 12;
 
-/// True for an error message, the kind that quotes the packet it is about.
+/// True for an error message, the kind that quotes the packet it is about (the set
+/// Linux's conntrack treats as related to a flow).
 pub fn is_error(ty: u8) -> bool {
-    matches!(ty, DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM)
+    matches!(
+        ty,
+        DEST_UNREACHABLE | SOURCE_QUENCH | REDIRECT | TIME_EXCEEDED | PARAMETER_PROBLEM
+    )
 }
 
 /// True for a query (echo, timestamp, information, address mask, and their replies):
