@@ -15,15 +15,15 @@ use std::os::fd::RawFd;
 
 use podnet_switch::buffer::PacketBuf;
 use podnet_switch::checksum;
-use podnet_switch::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP};
+use podnet_switch::wire::ipv4::{Ipv4Packet, MutableIpv4Packet};
+use podnet_switch::wire::tcp::{self, MutableTcpPacket, TcpHeader, TCP_ACK, TCP_FIN, TCP_PSH};
+use podnet_switch::wire::Packet;
+use podnet_switch::wire::{EthHeader, ETHERTYPE_IPV4, ETH_LEN, FLAG_MF, IPV4_LEN, PROTO_TCP};
 
 use crate::offload::VNET_HDR_LEN;
 
 const F_NEEDS_CSUM: u8 = 1;
 const GSO_TCPV4: u8 = 1;
-const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
-const FIN: u8 = 0x01;
 /// The most payload one merged packet carries (IPv4's total length is 16 bits).
 const MAX_PAYLOAD: usize = 65535 - 20 - 60;
 /// The most segments one merged packet joins (the kernel takes at most 64 per GSO packet).
@@ -44,34 +44,39 @@ pub struct Segment {
 /// [`PacketBuf::checksum_known_good`]).
 pub fn segment(buf: &PacketBuf) -> Option<Segment> {
     let frame = buf.data();
-    if frame.len() < ETH_LEN + 40 || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4 {
+    if EthHeader::parse(frame).ok()?.ethertype != ETHERTYPE_IPV4 {
         return None;
     }
     let ip = &frame[ETH_LEN..];
-    if ip[0] != 0x45 || ip[9] != PROTO_TCP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+    let view = Ipv4Packet::new(ip)?;
+    if view.get_version() != 4
+        || view.get_header_length() != 5
+        || view.get_next_level_protocol().0 != PROTO_TCP
+        || view.get_flags() & FLAG_MF != 0
+        || view.get_fragment_offset() != 0
+        || usize::from(view.get_total_length()) != ip.len()
+    {
         return None;
     }
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let doff = (ip[20 + 12] >> 4) as usize * 4;
-    if total != ip.len() || doff < 20 || 20 + doff >= total {
+    let tcp = &ip[IPV4_LEN..];
+    let t = TcpHeader::parse(tcp).ok()?;
+    if t.header_len >= tcp.len() || t.flags & !(TCP_PSH | TCP_FIN) != TCP_ACK {
         return None;
     }
-    let flags = ip[20 + 13];
-    if flags & !(PSH | FIN) != ACK {
-        return None;
-    }
-    let tcp = &ip[20..total];
-    let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
-    let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
-    let sum = checksum::pseudo_header(src, dst, PROTO_TCP, tcp.len() as u16);
+    let sum = checksum::pseudo_header(
+        view.get_source().octets(),
+        view.get_destination().octets(),
+        PROTO_TCP,
+        tcp.len() as u16,
+    );
     if !buf.checksum_known_good() && checksum::finish(checksum::add(sum, tcp)) != 0 {
         return None;
     }
     Some(Segment {
-        hdr_len: ETH_LEN + 20 + doff,
-        payload: total - 20 - doff,
-        seq: u32::from_be_bytes(tcp[4..8].try_into().expect("4 bytes")),
-        flags,
+        hdr_len: ETH_LEN + IPV4_LEN + t.header_len,
+        payload: tcp.len() - t.header_len,
+        seq: t.seq,
+        flags: t.flags,
     })
 }
 
@@ -87,7 +92,7 @@ pub fn continues(
 ) -> bool {
     let h = first.hdr_len;
     next.hdr_len == h
-        && last.flags == ACK
+        && last.flags == TCP_ACK
         && last.payload == first.payload
         && next.payload <= first.payload
         && next.seq == last.seq.wrapping_add(last.payload as u32)
@@ -110,23 +115,28 @@ fn merged_header(first: &[u8], seg: &Segment, last_flags: u8, payload: usize, ou
     let h = seg.hdr_len;
     let (vnet, hdr) = out.split_at_mut(VNET_HDR_LEN);
     hdr[..h].copy_from_slice(&first[..h]);
-    let ip = &mut hdr[ETH_LEN..h];
-    let tcp_len = h - ETH_LEN - 20 + payload;
-    ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
-    ip[10..12].fill(0);
-    let c = checksum::of(&ip[..20]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip[20 + 13] = ACK | (last_flags & (PSH | FIN));
-    let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
-    let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
-    let pseudo = !checksum::finish(checksum::pseudo_header(src, dst, PROTO_TCP, tcp_len as u16));
-    ip[20 + 16..20 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    let (ip, tcp) = hdr[ETH_LEN..h].split_at_mut(IPV4_LEN);
+    let tcp_len = tcp.len() + payload;
+    let mut ipv = MutableIpv4Packet::new(ip).expect("20 bytes");
+    ipv.set_total_length((IPV4_LEN + tcp_len) as u16);
+    ipv.set_checksum(0);
+    let c = checksum::of(ipv.packet());
+    ipv.set_checksum(c);
+    let sum = checksum::pseudo_header(
+        ipv.get_source().octets(),
+        ipv.get_destination().octets(),
+        PROTO_TCP,
+        tcp_len as u16,
+    );
+    let mut tcpv = MutableTcpPacket::new(tcp).expect("a whole TCP header");
+    tcpv.set_flags(TCP_ACK | (last_flags & (TCP_PSH | TCP_FIN)));
+    tcpv.set_checksum(!checksum::finish(sum));
     vnet[0] = F_NEEDS_CSUM;
     vnet[1] = GSO_TCPV4;
     vnet[2..4].copy_from_slice(&(h as u16).to_le_bytes());
     vnet[4..6].copy_from_slice(&(seg.payload as u16).to_le_bytes());
-    vnet[6..8].copy_from_slice(&((ETH_LEN + 20) as u16).to_le_bytes());
-    vnet[8..10].copy_from_slice(&16u16.to_le_bytes());
+    vnet[6..8].copy_from_slice(&((ETH_LEN + IPV4_LEN) as u16).to_le_bytes());
+    vnet[8..10].copy_from_slice(&(tcp::CHECKSUM_AT as u16).to_le_bytes());
 }
 
 /// Writes a run of segments (`run`, described by `segs`, two to [`MAX_SEGMENTS`]) to the offloading
@@ -183,7 +193,7 @@ mod tests {
         f[ETH_LEN + 12..ETH_LEN + 20].copy_from_slice(&[10, 0, 1, 10, 10, 0, 1, 11]);
         f[ETH_LEN + 24..ETH_LEN + 28].copy_from_slice(&77u32.to_be_bytes());
         f[ETH_LEN + 32] = 5 << 4;
-        f[ETH_LEN + 33] = ACK | PSH;
+        f[ETH_LEN + 33] = TCP_ACK | TCP_PSH;
         let pool = Pool::new(8, 2048);
         let mut out = Vec::new();
         crate::offload::segment_tcp4(&f, 1400, &pool, &mut out).unwrap();
@@ -200,7 +210,7 @@ mod tests {
         let ip = &hdr[VNET_HDR_LEN + ETH_LEN..VNET_HDR_LEN + 54];
         assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, 40 + 4000);
         assert_eq!(checksum::of(&ip[..20]), 0);
-        assert_eq!(ip[33], ACK | PSH);
+        assert_eq!(ip[33], TCP_ACK | TCP_PSH);
         assert_eq!(&hdr[..2], &[F_NEEDS_CSUM, GSO_TCPV4]);
         assert_eq!(u16::from_le_bytes([hdr[4], hdr[5]]), 1400);
         // Completing the partial checksum over the whole gives a valid packet.
@@ -220,7 +230,7 @@ mod tests {
         f[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&140u16.to_be_bytes());
         f[ETH_LEN + 9] = PROTO_TCP;
         f[ETH_LEN + 32] = 5 << 4;
-        f[ETH_LEN + 33] = ACK;
+        f[ETH_LEN + 33] = TCP_ACK;
         let pool = Pool::new(2, 2048);
         let mut out = Vec::new();
         crate::offload::segment_tcp4(&f, 1400, &pool, &mut out).unwrap();

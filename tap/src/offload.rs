@@ -11,7 +11,11 @@ use std::sync::Arc;
 
 use podnet_switch::buffer::{PacketBuf, Pool};
 use podnet_switch::checksum;
-use podnet_switch::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP};
+use podnet_switch::wire::ipv4::{Ipv4Packet, MutableIpv4Packet};
+use podnet_switch::wire::tcp::{MutableTcpPacket, TcpHeader, TCP_CWR, TCP_FIN, TCP_PSH};
+use podnet_switch::wire::{
+    udp, EthHeader, Packet, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_TCP, PROTO_UDP,
+};
 
 /// `struct virtio_net_hdr` (without `num_buffers`), as tun uses it by default.
 pub const VNET_HDR_LEN: usize = 10;
@@ -104,7 +108,9 @@ fn fill_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), Sp
     }
     let mut c = checksum::of(&frame[start..]);
     // A UDP checksum computed as 0 is sent as all ones (RFC 768).
-    let is_udp = frame.len() > ETH_LEN + 9 && frame[ETH_LEN + 9] == PROTO_UDP && offset == 6;
+    let is_udp = offset == udp::CHECKSUM_AT
+        && Ipv4Packet::new(&frame[ETH_LEN.min(frame.len())..])
+            .is_some_and(|ip| ip.get_next_level_protocol().0 == PROTO_UDP);
     if c == 0 && is_udp {
         c = 0xffff;
     }
@@ -121,27 +127,30 @@ pub fn segment_tcp4(
     out: &mut Vec<PacketBuf>,
 ) -> Result<(), SplitError> {
     let bad = SplitError::Malformed;
-    if frame.len() < ETH_LEN + 20 || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4 {
+    if EthHeader::parse(frame).map_err(|_| bad)?.ethertype != ETHERTYPE_IPV4 {
         return Err(bad);
     }
     let ip_at = ETH_LEN;
-    let ihl = (frame[ip_at] & 0x0f) as usize * 4;
-    if ihl < 20 || frame[ip_at + 9] != PROTO_TCP {
+    // Read through the views without the datapath's validation: the kernel's total length
+    // and checksums of a super-segment are rewritten per segment anyway.
+    let ip = Ipv4Packet::new(&frame[ip_at..]).ok_or(bad)?;
+    let ihl = usize::from(ip.get_header_length()) * 4;
+    if ihl < IPV4_LEN || ip.get_next_level_protocol().0 != PROTO_TCP {
         return Err(bad);
     }
     let tcp_at = ip_at + ihl;
-    let doff = (*frame.get(tcp_at + 12).ok_or(bad)? >> 4) as usize * 4;
-    let hdr_end = tcp_at + doff;
-    if doff < 20 || hdr_end > frame.len() || mss == 0 {
+    let tcp = TcpHeader::parse(frame.get(tcp_at..).ok_or(bad)?).map_err(|_| bad)?;
+    let hdr_end = tcp_at + tcp.header_len;
+    if mss == 0 {
         return Err(bad);
     }
     let headers = &frame[..hdr_end];
     let payload = &frame[hdr_end..];
-    let id0 = u16::from_be_bytes([frame[ip_at + 4], frame[ip_at + 5]]);
-    let seq0 = u32::from_be_bytes(frame[tcp_at + 4..tcp_at + 8].try_into().unwrap());
-    let flags0 = frame[tcp_at + 13];
-    let src: [u8; 4] = frame[ip_at + 12..ip_at + 16].try_into().unwrap();
-    let dst: [u8; 4] = frame[ip_at + 16..ip_at + 20].try_into().unwrap();
+    let (id0, src, dst) = (
+        ip.get_identification(),
+        ip.get_source(),
+        ip.get_destination(),
+    );
     let n = payload.len().div_ceil(mss).max(1);
     for i in 0..n {
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
@@ -151,27 +160,28 @@ pub fn segment_tcp4(
             .ok_or(SplitError::NoBuffer)?;
         seg[..headers.len()].copy_from_slice(headers);
         seg[headers.len()..].copy_from_slice(chunk);
-        let ip_len = (ihl + doff + chunk.len()) as u16;
-        seg[ip_at + 2..ip_at + 4].copy_from_slice(&ip_len.to_be_bytes());
-        seg[ip_at + 4..ip_at + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        seg[ip_at + 10..ip_at + 12].fill(0);
-        let ipc = checksum::of(&seg[ip_at..ip_at + ihl]);
-        seg[ip_at + 10..ip_at + 12].copy_from_slice(&ipc.to_be_bytes());
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        seg[tcp_at + 4..tcp_at + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut flags = flags0;
+        let (ip_bytes, tcp_bytes) = seg[ip_at..].split_at_mut(ihl);
+        let mut ipv = MutableIpv4Packet::new(ip_bytes).expect("a whole IPv4 header");
+        ipv.set_total_length((ihl + tcp.header_len + chunk.len()) as u16);
+        ipv.set_identification(id0.wrapping_add(i as u16));
+        ipv.set_checksum(0);
+        let ipc = checksum::of(ipv.packet());
+        ipv.set_checksum(ipc);
+        let mut flags = tcp.flags;
         if i + 1 < n {
-            flags &= !(0x01 | 0x08); // FIN and PSH only on the last segment
+            flags &= !(TCP_FIN | TCP_PSH); // only on the last segment
         }
         if i > 0 {
-            flags &= !0x80; // CWR only on the first
+            flags &= !TCP_CWR; // only on the first
         }
-        seg[tcp_at + 13] = flags;
-        seg[tcp_at + 16..tcp_at + 18].fill(0);
-        let tcp_len = (doff + chunk.len()) as u16;
-        let sum = checksum::pseudo_header(src, dst, PROTO_TCP, tcp_len);
-        let c = checksum::finish(checksum::add(sum, &seg[tcp_at..]));
-        seg[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
+        let mut tcpv = MutableTcpPacket::new(tcp_bytes).expect("a whole TCP header");
+        tcpv.set_sequence(tcp.seq.wrapping_add((i * mss) as u32));
+        tcpv.set_flags(flags);
+        tcpv.set_checksum(0);
+        let tcp_len = tcpv.packet().len() as u16;
+        let sum = checksum::pseudo_header(src.octets(), dst.octets(), PROTO_TCP, tcp_len);
+        let c = checksum::finish(checksum::add(sum, tcpv.packet()));
+        tcpv.set_checksum(c);
         buf.mark_checksum_known_good();
         out.push(buf);
     }

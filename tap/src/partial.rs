@@ -21,47 +21,46 @@
 //! pseudo-header sum per packet and works on any underlay a UDP socket reaches.
 
 use podnet_switch::checksum;
-use podnet_switch::wire::{ETHERTYPE_IPV4, ETH_LEN, PROTO_TCP, PROTO_UDP, VXLAN_LEN};
+use podnet_switch::wire::{
+    tcp, udp, EthHeader, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, FLAG_MF, PROTO_TCP, PROTO_UDP,
+    VXLAN_LEN,
+};
 
 /// Completes the checksum of the IPv4 TCP or UDP packet `ip` when it is partial. Returns
 /// true when it did.
 pub fn complete_ipv4(ip: &mut [u8]) -> bool {
-    if ip.len() < 20 || ip[0] >> 4 != 4 {
+    let Ok(h) = Ipv4Header::parse(ip) else {
         return false;
-    }
-    let ihl = (ip[0] & 0x0f) as usize * 4;
-    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    };
     // A fragment's checksum covers the whole datagram: not ours to judge.
-    let fragmented = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-    if ihl < 20 || total < ihl || total > ip.len() || fragmented {
+    if h.flags & FLAG_MF != 0 || h.is_later_fragment() {
         return false;
     }
-    let at = match ip[9] {
-        PROTO_TCP => 16,
-        PROTO_UDP => 6,
+    let at = match h.protocol {
+        PROTO_TCP => tcp::CHECKSUM_AT,
+        PROTO_UDP => udp::CHECKSUM_AT,
         _ => return false,
     };
-    let l4 = &ip[ihl..total];
-    if l4.len() < at + 2 {
+    let l4 = &mut ip[h.payload()];
+    let Some(field) = l4.get(at..at + 2) else {
         return false;
-    }
-    let field = u16::from_be_bytes([l4[at], l4[at + 1]]);
+    };
+    let field = u16::from_be_bytes([field[0], field[1]]);
     // UDP checksum 0: none was sent.
-    if ip[9] == PROTO_UDP && field == 0 {
+    if h.protocol == PROTO_UDP && field == 0 {
         return false;
     }
-    let src: [u8; 4] = ip[12..16].try_into().expect("4 bytes");
-    let dst: [u8; 4] = ip[16..20].try_into().expect("4 bytes");
-    let pseudo = !checksum::finish(checksum::pseudo_header(src, dst, ip[9], l4.len() as u16));
-    if field != pseudo {
+    let pseudo =
+        checksum::pseudo_header(h.src.octets(), h.dst.octets(), h.protocol, l4.len() as u16);
+    if field != !checksum::finish(pseudo) {
         return false;
     }
     let mut c = checksum::of(l4);
     // A UDP checksum computed as 0 is sent as all ones (RFC 768).
-    if c == 0 && ip[9] == PROTO_UDP {
+    if c == 0 && h.protocol == PROTO_UDP {
         c = 0xffff;
     }
-    ip[ihl + at..ihl + at + 2].copy_from_slice(&c.to_be_bytes());
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 
@@ -71,49 +70,83 @@ pub fn complete_vxlan(payload: &mut [u8]) -> bool {
     let Some(frame) = payload.get_mut(VXLAN_LEN..) else {
         return false;
     };
-    if frame.len() < ETH_LEN || u16::from_be_bytes([frame[12], frame[13]]) != ETHERTYPE_IPV4 {
-        return false;
+    match EthHeader::parse(frame) {
+        Ok(eth) if eth.ethertype == ETHERTYPE_IPV4 => complete_ipv4(&mut frame[ETH_LEN..]),
+        _ => false,
     }
-    complete_ipv4(&mut frame[ETH_LEN..])
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+    use podnet_switch::wire::tcp::{TcpHeader, TCP_ACK, TCP_LEN, TCP_PSH};
+    use podnet_switch::wire::vxlan::VxlanHeader;
+    use podnet_switch::wire::{write_eth, write_udp, Ipv4Fields, IPV4_LEN, UDP_LEN};
+    use podnet_switch::Mac;
+
+    const SRC: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
+    const DST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+
+    /// Offset of `proto`'s checksum in a packet with a 20-byte IPv4 header.
+    fn checksum_at(proto: u8) -> usize {
+        IPV4_LEN
+            + if proto == PROTO_TCP {
+                tcp::CHECKSUM_AT
+            } else {
+                udp::CHECKSUM_AT
+            }
+    }
 
     /// An IPv4 packet of `proto` from 10.0.2.10 to 10.0.1.10 with a complete checksum.
     fn packet(proto: u8, payload: &[u8]) -> Vec<u8> {
-        let l4_len = if proto == PROTO_TCP { 20 } else { 8 } + payload.len();
-        let mut p = vec![0u8; 20 + l4_len];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&((20 + l4_len) as u16).to_be_bytes());
-        p[8] = 64;
-        p[9] = proto;
-        p[12..16].copy_from_slice(&[10, 0, 2, 10]);
-        p[16..20].copy_from_slice(&[10, 0, 1, 10]);
-        p[20..22].copy_from_slice(&4000u16.to_be_bytes());
-        p[22..24].copy_from_slice(&80u16.to_be_bytes());
-        if proto == PROTO_TCP {
-            p[32] = 5 << 4;
-            p[33] = 0x18;
-            p[40..].copy_from_slice(payload);
-        } else {
-            p[24..26].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            p[28..].copy_from_slice(payload);
+        let header = if proto == PROTO_TCP { TCP_LEN } else { UDP_LEN };
+        let l4_len = header + payload.len();
+        let mut p = vec![0u8; IPV4_LEN + header];
+        p.extend_from_slice(payload);
+        Ipv4Fields {
+            src: SRC,
+            dst: DST,
+            protocol: proto,
+            ttl: 64,
+            tos: 0,
+            dont_fragment: false,
+            id: 0,
         }
-        let at = 20 + if proto == PROTO_TCP { 16 } else { 6 };
-        let sum = checksum::pseudo_header([10, 0, 2, 10], [10, 0, 1, 10], proto, l4_len as u16);
-        let c = checksum::finish(checksum::add(sum, &p[20..]));
-        p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        .emit(&mut p, IPV4_LEN + l4_len);
+        if proto == PROTO_TCP {
+            TcpHeader {
+                src_port: 4000,
+                dst_port: 80,
+                seq: 0,
+                ack: 0,
+                flags: TCP_PSH | TCP_ACK,
+                header_len: TCP_LEN,
+            }
+            .emit(&mut p[IPV4_LEN..]);
+            let sum = checksum::pseudo_header(SRC.octets(), DST.octets(), proto, l4_len as u16);
+            let c = checksum::finish(checksum::add(sum, &p[IPV4_LEN..]));
+            let at = checksum_at(proto);
+            p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        } else {
+            write_udp(
+                &mut p[IPV4_LEN..],
+                4000,
+                80,
+                payload.len(),
+                Some((SRC, DST)),
+            );
+        }
         p
     }
 
     /// What the kernel leaves in a CHECKSUM_PARTIAL packet's field.
     fn partial(p: &[u8], proto: u8) -> Vec<u8> {
         let mut q = p.to_vec();
-        let at = 20 + if proto == PROTO_TCP { 16 } else { 6 };
-        let l4_len = (p.len() - 20) as u16;
-        let s = checksum::pseudo_header([10, 0, 2, 10], [10, 0, 1, 10], proto, l4_len);
+        let at = checksum_at(proto);
+        let l4_len = (p.len() - IPV4_LEN) as u16;
+        let s = checksum::pseudo_header(SRC.octets(), DST.octets(), proto, l4_len);
         q[at..at + 2].copy_from_slice(&(!checksum::finish(s)).to_be_bytes());
         q
     }
@@ -152,9 +185,14 @@ mod tests {
     #[test]
     fn inside_a_vxlan_payload() {
         let good = packet(PROTO_TCP, &[7u8; 100]);
-        let mut payload = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-        payload.extend_from_slice(&[0u8; 12]);
-        payload.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let mut payload = vec![0; VXLAN_LEN + ETH_LEN];
+        VxlanHeader { vni: 1 }.emit(&mut payload);
+        write_eth(
+            &mut payload[VXLAN_LEN..],
+            Mac::ZERO,
+            Mac::ZERO,
+            ETHERTYPE_IPV4,
+        );
         payload.extend_from_slice(&partial(&good, PROTO_TCP));
         assert!(complete_vxlan(&mut payload));
         assert_eq!(&payload[VXLAN_LEN + ETH_LEN..], &good[..]);
@@ -164,7 +202,11 @@ mod tests {
     fn fragments_and_short_packets_are_not_touched() {
         let good = packet(PROTO_UDP, &[1u8; 40]);
         let mut frag = partial(&good, PROTO_UDP);
-        frag[6] = 0x20; // MF
+        frag[6] = FLAG_MF << 5;
+        // The header checksum as a sender would have it, so only the fragment stops it.
+        frag[10..12].fill(0);
+        let c = checksum::of(&frag[..IPV4_LEN]);
+        frag[10..12].copy_from_slice(&c.to_be_bytes());
         let before = frag.clone();
         assert!(!complete_ipv4(&mut frag));
         assert_eq!(frag, before);

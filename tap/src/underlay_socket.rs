@@ -19,8 +19,11 @@ use podnet_switch::buffer::PacketBuf;
 use podnet_switch::control::NodeConfig;
 use podnet_switch::mac::Mac;
 use podnet_switch::underlay::OUTER_UDP_LEN;
+use podnet_switch::wire::ipv4::Ipv4Packet;
+use podnet_switch::wire::tcp::TcpHeader;
+use podnet_switch::wire::udp::UdpHeader;
 use podnet_switch::wire::{
-    self, Ipv4Fields, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN,
+    self, Ipv4Fields, Packet, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN,
 };
 
 use crate::SetupError;
@@ -205,13 +208,15 @@ fn segment_super_frame(
     }
     let (vxlan, frame) = payload.split_at(wire::VXLAN_LEN);
     let ip = frame.get(ETH_LEN..).ok_or(SplitError::Malformed)?;
-    if ip.len() < 20 || ip[9] != wire::PROTO_TCP {
+    let ip = Ipv4Packet::new(ip).ok_or(SplitError::Malformed)?;
+    if ip.get_next_level_protocol().0 != wire::PROTO_TCP {
         return Err(SplitError::Unsupported);
     }
-    let ihl = (ip[0] & 0x0f) as usize * 4;
-    let doff = (*ip.get(ihl + 12).ok_or(SplitError::Malformed)? >> 4) as usize * 4;
+    let ihl = usize::from(ip.get_header_length()) * 4;
+    let tcp = ip.packet().get(ihl..).ok_or(SplitError::Malformed)?;
+    let tcp = TcpHeader::parse(tcp).map_err(|_| SplitError::Malformed)?;
     let mss = (config.pod_mtu() as usize)
-        .checked_sub(ihl + doff)
+        .checked_sub(ihl + tcp.header_len)
         .filter(|&m| m > 0)
         .ok_or(SplitError::Malformed)?;
     let at = out.len();
@@ -457,15 +462,11 @@ pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
     }
     let at = ETH_LEN + ip.header_len;
     let end = ETH_LEN + ip.total_len;
-    let udp = frame.get(at..at + UDP_LEN)?;
-    let dport = u16::from_be_bytes([udp[2], udp[3]]);
-    let len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
-    if len < UDP_LEN || at + len > end {
-        return None;
-    }
+    let datagram = &frame[at..end];
+    let udp = UdpHeader::parse(datagram).ok()?;
     Some((
-        SocketAddrV4::new(ip.dst, dport),
-        &frame[at + UDP_LEN..at + len],
+        SocketAddrV4::new(ip.dst, udp.dst_port),
+        &datagram[udp.payload()],
     ))
 }
 

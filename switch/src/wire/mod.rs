@@ -27,6 +27,8 @@ pub use ipv4::{
     decrement_ttl, parse_ipv4, ports, write_ipv4, Ipv4Fields, Ipv4Header, FLAG_DF, FLAG_MF,
     IPV4_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
+/// The traits of the views: `packet()`, `payload()` and their `_mut` forms.
+pub use pnet_packet::{MutablePacket, Packet};
 pub use udp::{write_udp, UDP_LEN};
 pub use vxlan::VXLAN_LEN;
 

@@ -14,7 +14,9 @@ pub const CHECKSUM_AT: usize = 16;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+pub const TCP_CWR: u8 = 0x80;
 
 /// A TCP header (the repr; options are skipped, and the window and urgent pointer are
 /// not kept).
