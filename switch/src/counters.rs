@@ -140,6 +140,12 @@ impl Counters {
         }
     }
 
+    /// Adds transmitted packets and bytes (a port's share of a batch).
+    pub fn add_tx(&self, packets: u64, bytes: u64) {
+        self.tx_packets.fetch_add(packets, Relaxed);
+        self.tx_bytes.fetch_add(bytes, Relaxed);
+    }
+
     /// Counts one drop directly (outside a batch).
     pub fn count_drop(&self, reason: DropReason) {
         self.drops[reason as usize].fetch_add(1, Relaxed);

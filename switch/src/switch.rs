@@ -243,38 +243,44 @@ impl Switch {
     }
 
     /// Adds a batch's tallies to the shared counters, including per-port transmit counts.
+    /// Those are summed over the batch first, so that each port that sent pays one pair
+    /// of atomic adds per batch rather than one per run of packets to it (a bridge that
+    /// sends to random ports has a run per packet).
     fn finish(&self, b: Batch, first_tx: usize, ingress: Option<PortId>) -> Tally {
         let mut node = b.node;
-        let mut run: Option<(PortId, Tally)> = None;
+        const PORTS: usize = 16;
+        let mut sent = [(PortId(u16::MAX), 0u64, 0u64); PORTS];
+        let mut n = 0;
         for (port, buf) in &b.tx[first_tx..] {
+            let len = buf.len() as u64;
             node.tx_packets += 1;
-            node.tx_bytes += buf.len() as u64;
-            match &mut run {
-                Some((p, t)) if p == port => {
-                    t.tx_packets += 1;
-                    t.tx_bytes += buf.len() as u64;
+            node.tx_bytes += len;
+            match sent[..n].iter_mut().find(|s| s.0 == *port) {
+                Some(s) => {
+                    s.1 += 1;
+                    s.2 += len;
                 }
-                _ => {
-                    if let Some((p, t)) = run.take() {
-                        self.port_add(b.snap, p, &t);
-                    }
-                    let t = Tally {
-                        tx_packets: 1,
-                        tx_bytes: buf.len() as u64,
-                        ..Tally::default()
-                    };
-                    run = Some((*port, t));
+                None if n < PORTS => {
+                    sent[n] = (*port, 1, len);
+                    n += 1;
                 }
+                None => self.port_tx(b.snap, *port, 1, len),
             }
         }
-        if let Some((p, t)) = run {
-            self.port_add(b.snap, p, &t);
+        for &(port, packets, bytes) in &sent[..n] {
+            self.port_tx(b.snap, port, packets, bytes);
         }
         if let Some(p) = ingress {
             self.port_add(b.snap, p, &b.ingress);
         }
         self.counters.add(&node);
         node
+    }
+
+    fn port_tx(&self, snap: &Snapshot, port: PortId, packets: u64, bytes: u64) {
+        if let Some(p) = snap.port(port) {
+            p.counters.add_tx(packets, bytes);
+        }
     }
 
     fn port_add(&self, snap: &Snapshot, port: PortId, t: &Tally) {
