@@ -155,6 +155,15 @@ struct SimArgs {
     /// 50 lines).
     #[arg(long)]
     full: bool,
+    /// Prints a generated scale scenario instead of running one: SHAPE is
+    /// nodes=N[,pods=P][,services=S] (default 30 pods a node, a service per 150 pods up to
+    /// 1000).
+    #[arg(long, value_name = "SHAPE", conflicts_with = "scenario")]
+    generate: Option<String>,
+    /// Prints the wall-clock time of building and running the world and the packet-hops
+    /// per second on stderr (the report itself stays deterministic).
+    #[arg(long)]
+    timing: bool,
 }
 
 /// Exit statuses (docs/cli.md).
@@ -175,6 +184,19 @@ fn scenario_or_quickstart(path: Option<&std::path::Path>) -> Result<scenario::Sc
 }
 
 fn sim(args: SimArgs) -> ExitCode {
+    if let Some(shape) = &args.generate {
+        return match podnet_sim::generate::Shape::parse(shape) {
+            Ok(shape) => {
+                let yaml = podnet_sim::generate::scenario_yaml(&shape);
+                let _ = std::io::stdout().lock().write_all(yaml.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("podnet: --generate: {e}");
+                ExitCode::from(INVALID)
+            }
+        };
+    }
     let sc = match scenario_or_quickstart(args.scenario.as_deref()) {
         Ok(sc) => sc,
         Err(code) => return code,
@@ -196,6 +218,7 @@ fn sim(args: SimArgs) -> ExitCode {
         until_ns,
         pcap_dir: args.pcap,
     };
+    let started = std::time::Instant::now();
     let report = match run::run(sc, &opts) {
         Ok(r) => r,
         Err(e) => {
@@ -203,6 +226,15 @@ fn sim(args: SimArgs) -> ExitCode {
             return ExitCode::from(RUN_FAILED);
         }
     };
+    if args.timing {
+        let wall = started.elapsed().as_secs_f64();
+        eprintln!(
+            "podnet: {} events, {} packet-hops in {wall:.2} s wall: {:.2} M packet-hops/s",
+            report.events,
+            report.packet_hops,
+            report.packet_hops as f64 / wall.max(1e-9) / 1e6
+        );
+    }
     let text = if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => s + "\n",

@@ -48,7 +48,7 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(out, "scenario {}: {verdict}", report.scenario);
     let _ = writeln!(
         out,
-        "  seed {}, sim time {}{}, {} events, trace {}",
+        "  seed {}, sim time {}{}, {} events, {} packet-hops, trace {}",
         report.seed,
         duration(report.sim_time_ns),
         if report.stopped_early {
@@ -57,6 +57,7 @@ fn header(out: &mut String, report: &Report) {
             ""
         },
         report.events,
+        report.packet_hops,
         report.trace_hash
     );
 }
@@ -515,6 +516,7 @@ mod tests {
             passed: false,
             sim_time_ns: 10_000_000_000,
             events: 183_422,
+            packet_hops: 920_114,
             trace_hash: "9f2c41d07ab3e815".into(),
             stopped_early: false,
             traffic: vec![svc, bulk, blocked],
@@ -585,7 +587,7 @@ mod tests {
         assert_eq!(lines[0], "scenario quickstart: FAILED");
         assert_eq!(
             lines[1],
-            "  seed 42, sim time 10 s, 183422 events, trace 9f2c41d07ab3e815"
+            "  seed 42, sim time 10 s, 183422 events, 920114 packet-hops, trace 9f2c41d07ab3e815"
         );
         let expected = [
             "cluster",
@@ -682,7 +684,7 @@ mod tests {
         let text = render(&report, Detail::Summary);
         assert_eq!(
             text,
-            "scenario quickstart: PASSED\n  seed 42, sim time 1.25 s, 183422 events, trace 9f2c41d07ab3e815\n"
+            "scenario quickstart: PASSED\n  seed 42, sim time 1.25 s, 183422 events, 920114 packet-hops, trace 9f2c41d07ab3e815\n"
         );
     }
 

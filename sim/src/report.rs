@@ -44,6 +44,8 @@ pub struct Report {
     pub sim_time_ns: u64,
     /// Events the simulator processed.
     pub events: u64,
+    /// Packet-hops: links crossed plus switch passes ([`crate::world::World::packet_hops`]).
+    pub packet_hops: u64,
     /// Hash of every packet delivery (time, place, bytes) in order, 16 hex digits.
     pub trace_hash: String,
     /// True when `--until` stopped the run before the scenario's duration.

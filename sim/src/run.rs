@@ -12,7 +12,7 @@ use crate::report::{
     ClusterNode, ClusterPod, ClusterReport, ClusterService, ClusterServicePort, ExpectationReport,
     NodeReport, Report, TrafficReport,
 };
-use crate::scenario::{Backend, Scenario, Service, TrafficTarget};
+use crate::scenario::{Backend, Scenario, TrafficTarget};
 use crate::stats;
 use crate::world::{Attach, Options, World};
 
@@ -101,6 +101,7 @@ pub fn report(world: &World) -> Report {
         passed: expectations.iter().all(|e| e.passed || !e.judged),
         sim_time_ns: world.now(),
         events: world.events(),
+        packet_hops: world.packet_hops(),
         trace_hash: world.trace_hash(),
         stopped_early: stopped_early(world),
         traffic,
@@ -150,7 +151,7 @@ pub fn traffic_and_expectations(world: &World) -> (Vec<TrafficReport>, Vec<Expec
         };
         if let Some(svc) = service {
             ctx.endpoints
-                .insert(t.name.clone(), endpoints(world, svc).len());
+                .insert(t.name.clone(), world.endpoints_of(&svc.name).len());
         }
     }
     let expectations = expect::evaluate(&sc.expect, &sc.traffic, &traffic, &ctx);
@@ -174,18 +175,6 @@ fn node_reports(world: &World) -> Vec<NodeReport> {
                 counters,
             }
         })
-        .collect()
-}
-
-/// The pods (alive now) a service selects, by name.
-fn endpoints(world: &World, svc: &Service) -> Vec<String> {
-    world
-        .pods()
-        .values()
-        .filter(|p| {
-            !svc.selector.is_empty() && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-        })
-        .map(|p| p.name.clone())
         .collect()
 }
 
@@ -233,7 +222,7 @@ fn cluster(world: &World) -> ClusterReport {
                         node_port: p.node_port,
                     })
                     .collect(),
-                endpoints: endpoints(world, s),
+                endpoints: world.endpoints_of(&s.name).to_vec(),
             })
             .collect(),
     }

@@ -274,7 +274,9 @@ impl Balancer {
         }
         match Balancer::service_of(snap, flow.orig.dst, flow.orig.dport, flow.orig.proto) {
             Some((p, external)) => {
-                p.target_port == flow.xlat.dport && p.candidates(external).contains(&flow.xlat.dst)
+                p.target_port == flow.xlat.dport
+                    && p.candidates(external, snap.config.subnet)
+                        .contains(&flow.xlat.dst)
             }
             None => false,
         }
@@ -387,7 +389,8 @@ impl Balancer {
             // A reset of no connection this node knows: nothing to send it to.
             return Decision::Drop(DropReason::NoEndpoints);
         }
-        let candidates = port.candidates(external);
+        let candidates = port.candidates(external, config.subnet);
+        let candidates: &[Ipv4Addr] = &candidates;
         if candidates.is_empty() {
             return if external && port.local_policy {
                 Decision::Drop(DropReason::NoEndpoints)

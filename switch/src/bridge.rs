@@ -12,6 +12,7 @@
 //! the next frame repairs; they never corrupt a MAC/port pair.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crate::control::PortId;
 use crate::mac::Mac;
@@ -54,8 +55,12 @@ pub struct MacEntry {
 /// Entries expire `aging_ns` after they were last seen; every call that looks at ages
 /// takes it from the caller (the control snapshot's `mac_aging_ns`), so a live change of
 /// the aging time applies to the next packet.
+///
+/// The slots are allocated when the first MAC is learned: a bridge that never sees a frame
+/// (most nodes of a large simulated cluster) costs a few words.
 pub struct MacTable {
-    slots: Box<[Slot]>,
+    size: usize,
+    slots: OnceLock<Box<[Slot]>>,
 }
 
 fn pack(mac: Mac, port: PortId) -> u64 {
@@ -75,29 +80,41 @@ fn home(mac: Mac, len: usize) -> usize {
 impl MacTable {
     /// A table with `size` slots (rounded up to a power of two).
     pub fn new(size: usize) -> MacTable {
-        let size = size.max(PROBE).next_power_of_two();
-        let slots = (0..size)
-            .map(|_| Slot {
-                key: AtomicU64::new(0),
-                seen: AtomicU64::new(0),
-            })
-            .collect();
-        MacTable { slots }
+        MacTable {
+            size: size.max(PROBE).next_power_of_two(),
+            slots: OnceLock::new(),
+        }
+    }
+
+    /// The slots, empty until the first [`MacTable::learn`].
+    fn slots(&self) -> &[Slot] {
+        self.slots.get().map_or(&[], |s| s)
     }
 
     fn expired(seen: u64, now: u64, aging_ns: u64) -> bool {
         now.saturating_sub(seen) > aging_ns
     }
 
+    /// The slots `mac` may live in (none before the first MAC is learned).
     fn window(&self, mac: Mac) -> impl Iterator<Item = &Slot> {
-        let len = self.slots.len();
+        let slots = self.slots();
+        let len = self.size;
         let h = home(mac, len);
-        (0..PROBE).map(move |i| &self.slots[(h + i) & (len - 1)])
+        let probe = if slots.is_empty() { 0 } else { PROBE };
+        (0..probe).map(move |i| &slots[(h + i) & (len - 1)])
     }
 
     /// Records that a frame from `mac` arrived on `port` at `now`.
     pub fn learn(&self, mac: Mac, port: PortId, now: u64, aging_ns: u64) -> Learned {
         let want = pack(mac, port);
+        self.slots.get_or_init(|| {
+            (0..self.size)
+                .map(|_| Slot {
+                    key: AtomicU64::new(0),
+                    seen: AtomicU64::new(0),
+                })
+                .collect()
+        });
         let mut spare: Option<(&Slot, u64)> = None;
         for slot in self.window(mac) {
             let key = slot.key.load(Ordering::Acquire);
@@ -154,7 +171,7 @@ impl MacTable {
 
     /// Forgets every MAC learned on `port` (the port went away).
     pub fn forget_port(&self, port: PortId) {
-        for slot in self.slots.iter() {
+        for slot in self.slots().iter() {
             let key = slot.key.load(Ordering::Acquire);
             if key != 0 && unpack(key).1 == port {
                 let _ = slot
@@ -166,7 +183,7 @@ impl MacTable {
 
     /// Number of live entries at `now`, without building the list.
     pub fn count(&self, now: u64, aging_ns: u64) -> usize {
-        self.slots
+        self.slots()
             .iter()
             .filter(|slot| {
                 slot.key.load(Ordering::Acquire) != 0
@@ -178,7 +195,7 @@ impl MacTable {
     /// Live entries, sorted by MAC.
     pub fn entries(&self, now: u64, aging_ns: u64) -> Vec<MacEntry> {
         let mut out: Vec<MacEntry> = self
-            .slots
+            .slots()
             .iter()
             .filter_map(|slot| {
                 let key = slot.key.load(Ordering::Acquire);

@@ -8,13 +8,17 @@
 //! The free list is a lock-free bounded queue (crossbeam's `ArrayQueue`). A buffer goes
 //! back to its pool when it is dropped, from whichever thread drops it.
 //!
-//! No allocation per packet: every buffer is allocated once in [`Pool::new`]; `alloc`
-//! pops one from the queue and `Drop` pushes it back. When the pool is empty `alloc`
-//! returns `None` and the caller counts a `no_buffer` drop — the pool never grows. (How
-//! this was checked: `tests::steady_state_allocates_nothing` runs the pool under a
-//! counting global allocator, and the pipeline's hot path only moves `PacketBuf`s.)
+//! No allocation per packet in the steady state: a buffer is allocated the first time the
+//! pool has none free and fewer than its `count` exist (so a pool sized for bursts costs
+//! only what it has used: a simulated cluster of thousands of mostly idle nodes does not
+//! hold 512 buffers per node), and lives from then on; `alloc` pops one from the queue and
+//! `Drop` pushes it back. When all `count` are in use `alloc` returns `None` and the caller
+//! counts a `no_buffer` drop — the pool never grows past its count. (How this was checked:
+//! `tests::steady_state_allocates_nothing` runs the pool under a counting global
+//! allocator, and the pipeline's hot path only moves `PacketBuf`s.)
 
 use crossbeam_queue::ArrayQueue;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes kept free in front of a fresh buffer for headers to be prepended.
@@ -27,22 +31,37 @@ pub const DEFAULT_DATA_ROOM: usize = 9216;
 pub struct Pool {
     free: ArrayQueue<Box<[u8]>>,
     size: usize,
+    /// Buffers allocated so far, at most `count`.
+    made: AtomicUsize,
+    count: usize,
 }
 
 impl Pool {
-    /// A pool of `count` buffers, each with [`HEADROOM`] plus `data_room` bytes.
+    /// A pool of up to `count` buffers, each with [`HEADROOM`] plus
+    /// `data_room` bytes, allocated as they are first needed.
     pub fn new(count: usize, data_room: usize) -> Arc<Pool> {
-        let size = HEADROOM + data_room;
-        let free = ArrayQueue::new(count.max(1));
-        for _ in 0..count {
-            let _ = free.push(vec![0u8; size].into_boxed_slice());
-        }
-        Arc::new(Pool { free, size })
+        Arc::new(Pool {
+            free: ArrayQueue::new(count.max(1)),
+            size: HEADROOM + data_room,
+            made: AtomicUsize::new(0),
+            count,
+        })
     }
 
     /// Takes an empty buffer, or `None` when all are in use.
     pub fn alloc(self: &Arc<Self>) -> Option<PacketBuf> {
-        let data = self.free.pop()?;
+        let data = match self.free.pop() {
+            Some(data) => data,
+            None => {
+                // Claim one of the buffers not made yet, if any is left.
+                self.made
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                        (m < self.count).then_some(m + 1)
+                    })
+                    .ok()?;
+                vec![0u8; self.size].into_boxed_slice()
+            }
+        };
         Some(PacketBuf {
             data: Some(data),
             start: HEADROOM,
@@ -60,9 +79,9 @@ impl Pool {
         Some(buf)
     }
 
-    /// Buffers currently free.
+    /// Buffers currently free (also those not allocated yet).
     pub fn available(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.count - self.made.load(Ordering::Relaxed)
     }
 
     /// Buffers in the pool, free or in use.
@@ -243,6 +262,24 @@ mod tests {
     }
 
     #[test]
+    fn buffers_are_made_on_demand_up_to_the_count() {
+        let pool = Pool::new(3, 64);
+        assert_eq!(pool.made.load(Ordering::Relaxed), 0);
+        let a = pool.alloc().unwrap();
+        drop(a);
+        let b = pool.alloc().unwrap();
+        // The freed one is reused rather than a second made.
+        assert_eq!(pool.made.load(Ordering::Relaxed), 1);
+        let c = pool.alloc().unwrap();
+        let d = pool.alloc().unwrap();
+        assert!(pool.alloc().is_none());
+        assert_eq!(pool.available(), 0);
+        drop((b, c, d));
+        assert_eq!(pool.available(), 3);
+        assert_eq!(pool.capacity(), 3);
+    }
+
+    #[test]
     fn prepend_uses_headroom_without_moving_data() {
         let pool = Pool::new(1, 64);
         let mut buf = pool.alloc_from(&[1, 2, 3]).unwrap();
@@ -259,6 +296,7 @@ mod tests {
     #[test]
     fn steady_state_allocates_nothing() {
         let pool = Pool::new(4, 64);
+        drop(pool.alloc());
         let before = alloc_count::get();
         for _ in 0..1000 {
             let mut buf = pool.alloc().unwrap();

@@ -7,6 +7,7 @@ use ipnetwork::Ipv4Network;
 
 use crate::conntrack::SnatPorts;
 use crate::mac::Mac;
+use crate::peers::Peers;
 use crate::time::SECOND;
 use crate::wire::udp::{FLANNEL_UDP_PORT, VXLAN_PORT};
 
@@ -102,7 +103,10 @@ pub struct NodeConfig {
     pub underlay_mtu: u16,
     pub vtep_mac: Mac,
     pub backend: Backend,
-    pub peers: Vec<Peer>,
+    /// The other nodes. Shared, not copied, between nodes given the same list; it may
+    /// hold this node itself (the entry with this node's underlay address), which is then
+    /// ignored, so one cluster-wide list serves every node ([`Peers`]).
+    pub peers: Peers,
     /// Learned MACs expire after this long without traffic from them (ns).
     pub mac_aging_ns: u64,
     /// Resolved neighbours are trusted this long after their last ARP (ns).
@@ -131,7 +135,7 @@ impl NodeConfig {
             underlay_mtu: 1500,
             vtep_mac: vtep_mac_for(underlay_ip),
             backend,
-            peers: Vec::new(),
+            peers: Peers::default(),
             mac_aging_ns: 300 * SECOND,
             neighbour_timeout_ns: 60 * SECOND,
             arp_wait_ns: SECOND,
@@ -191,6 +195,15 @@ impl NodeConfig {
             ));
         }
         for p in &self.peers {
+            if p.underlay_ip == self.underlay_ip {
+                if p.subnet != self.subnet {
+                    return Err(format!(
+                        "peer {} has this node's underlay address {} but subnet {}, not {}",
+                        p.name, p.underlay_ip, p.subnet, self.subnet
+                    ));
+                }
+                continue;
+            }
             if p.subnet.prefix() < 16 || p.subnet.prefix() > 30 {
                 return Err(format!(
                     "peer {} subnet {} must be between /16 and /30",

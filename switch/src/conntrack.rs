@@ -49,6 +49,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -233,7 +234,28 @@ unsafe impl<const W: usize> Zeroable for Slot<W> {
 
 /// A fixed array of slots in buckets, with the insert protocol of the module
 /// documentation. Used for conntrack entries, their reply index, and session affinity.
+///
+/// Memory is taken as the table is used, a segment of [`SEGMENT`] slots at a time: a
+/// segment is allocated by the first insert that lands in it, so a table that tracks a
+/// handful of flows (most nodes of a large simulated cluster) costs a few segments, not
+/// its full size, and lookups in a segment never written find nothing without touching
+/// memory. The geometry (size, buckets, homes) is the full table's from the start, so
+/// where a flow lives does not depend on what was allocated. Allocating a segment runs
+/// once (a `OnceLock`: workers racing for the same new segment wait for that one
+/// allocation, the only time they do).
 pub(crate) struct SlotTable<const W: usize> {
+    /// Slots, a power of two of at least one bucket.
+    size: usize,
+    segments: Box<[OnceLock<Segment<W>>]>,
+}
+
+/// Slots per segment: 64 buckets.
+const SEGMENT: usize = 64 * BUCKET;
+
+/// The state word of a slot in a segment not allocated yet: free. Only ever read.
+static UNUSED: AtomicU64 = AtomicU64::new(FREE);
+
+struct Segment<const W: usize> {
     states: Box<[AtomicU64]>,
     slots: Box<[Slot<W>]>,
     /// Per bucket: the next insert order number of the inserts whose home starts there.
@@ -246,15 +268,50 @@ impl<const W: usize> SlotTable<W> {
         let size = size.max(BUCKET).next_power_of_two();
         const { assert!(FREE == 0) };
         SlotTable {
-            states: zeroed(size),
-            slots: zeroed(size),
-            orders: zeroed(size / BUCKET),
+            size,
+            segments: (0..size.div_ceil(SEGMENT))
+                .map(|_| OnceLock::new())
+                .collect(),
         }
+    }
+
+    /// Slots per segment (fewer in a table smaller than one).
+    fn segment_len(&self) -> usize {
+        self.size.min(SEGMENT)
+    }
+
+    /// The segment of slot `idx`, allocated (all free) if it was not yet.
+    fn segment(&self, idx: usize) -> &Segment<W> {
+        let n = self.segment_len();
+        self.segments[idx / n].get_or_init(|| Segment {
+            states: zeroed(n),
+            slots: zeroed(n),
+            orders: zeroed(n / BUCKET),
+        })
+    }
+
+    /// Slot `idx`'s state word to read: [`UNUSED`] (free) in a segment not allocated.
+    fn state(&self, idx: usize) -> &AtomicU64 {
+        let n = self.segment_len();
+        self.segments[idx / n]
+            .get()
+            .map_or(&UNUSED, |s| &s.states[idx % n])
+    }
+
+    /// Slot `idx`'s state word to write (allocating its segment).
+    fn state_mut(&self, idx: usize) -> &AtomicU64 {
+        &self.segment(idx).states[idx % self.segment_len()]
+    }
+
+    /// The insert order counter of `bucket`.
+    fn order(&self, bucket: usize) -> &AtomicU64 {
+        let idx = bucket * BUCKET;
+        &self.segment(idx).orders[(idx % self.segment_len()) / BUCKET]
     }
 
     /// The two buckets a hash selects (from its two halves).
     pub fn home(&self, hash: u64) -> Home {
-        let mask = self.orders.len() - 1;
+        let mask = self.size / BUCKET - 1;
         Home {
             first: ((hash >> 32) as usize) & mask,
             second: (mix(hash) as usize) & mask,
@@ -270,21 +327,24 @@ impl<const W: usize> SlotTable<W> {
     }
 
     pub fn slot(&self, idx: usize) -> &Slot<W> {
-        &self.slots[idx]
+        &self.segment(idx).slots[idx % self.segment_len()]
     }
 
     /// Reads slot `idx`'s words if its state is still `s` afterwards (the seqlock read).
     fn read_at(&self, idx: usize, s: State) -> Option<[u64; W]> {
-        let slot = &self.slots[idx];
+        let slot = self.slot(idx);
         let words = std::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
-        (self.states[idx].load(Ordering::Relaxed) == s.0).then_some(words)
+        (self.state(idx).load(Ordering::Relaxed) == s.0).then_some(words)
     }
 
     /// Slot `idx` if it is live.
     pub fn read(&self, idx: usize) -> Option<Found<W>> {
+        if idx >= self.size {
+            return None;
+        }
         loop {
-            let s = State(self.states.get(idx)?.load(Ordering::Acquire));
+            let s = State(self.state(idx).load(Ordering::Acquire));
             if s.phase() != LIVE {
                 return None;
             }
@@ -310,7 +370,7 @@ impl<const W: usize> SlotTable<W> {
     ) -> Option<Found<W>> {
         for idx in self.slots_of(home) {
             loop {
-                let s = State(self.states[idx].load(Ordering::Acquire));
+                let s = State(self.state(idx).load(Ordering::Acquire));
                 let t = match tag_of {
                     TagOf::Orig => s.otag(),
                     TagOf::Reply => s.rtag(),
@@ -320,7 +380,7 @@ impl<const W: usize> SlotTable<W> {
                 }
                 if s.phase() != LIVE {
                     if wait && matches!(tag_of, TagOf::Orig) {
-                        wait_change(&self.states[idx], s.0);
+                        wait_change(self.state(idx), s.0);
                         continue;
                     }
                     break;
@@ -343,7 +403,7 @@ impl<const W: usize> SlotTable<W> {
 
     /// Frees a live entry, unless it changed since it was found.
     pub fn remove(&self, f: &Found<W>) -> bool {
-        self.states[f.idx]
+        self.state_mut(f.idx)
             .compare_exchange(
                 f.state.0,
                 f.state.with_phase(FREE).0,
@@ -385,26 +445,27 @@ impl<const W: usize> SlotTable<W> {
             let (words, rtag) = make();
             let version = old.version() + 1;
             let busy = State::new(BUSY, otag, rtag, version);
-            if self.states[idx]
+            if self
+                .state_mut(idx)
                 .compare_exchange(old.0, busy.0, Ordering::SeqCst, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
             }
             fence(Ordering::Release);
-            let slot = &self.slots[idx];
+            let slot = self.slot(idx);
             for (w, v) in slot.words.iter().zip(words) {
                 w.store(v, Ordering::Relaxed);
             }
             init(slot);
-            let order = self.orders[home.first].fetch_add(1, Ordering::SeqCst);
+            let order = self.order(home.first).fetch_add(1, Ordering::SeqCst);
             slot.order.store(order, Ordering::Relaxed);
             let pending = busy.with_phase(PENDING);
-            self.states[idx].store(pending.0, Ordering::SeqCst);
+            self.state_mut(idx).store(pending.0, Ordering::SeqCst);
             // 3. Did an earlier insert of the same key get there first?
             if self.first_of_key(home, idx, otag, order, &key, &victim) {
                 let live = busy.with_phase(LIVE);
-                self.states[idx].store(live.0, Ordering::SeqCst);
+                self.state_mut(idx).store(live.0, Ordering::SeqCst);
                 return Inserted::New {
                     found: Found {
                         idx,
@@ -414,7 +475,8 @@ impl<const W: usize> SlotTable<W> {
                     evicted,
                 };
             }
-            self.states[idx].store(busy.with_phase(FREE).0, Ordering::SeqCst);
+            self.state_mut(idx)
+                .store(busy.with_phase(FREE).0, Ordering::SeqCst);
         }
     }
 
@@ -430,15 +492,15 @@ impl<const W: usize> SlotTable<W> {
     ) -> bool {
         for idx in self.slots_of(home).filter(|&i| i != me) {
             loop {
-                let s = State(self.states[idx].load(Ordering::SeqCst));
+                let s = State(self.state(idx).load(Ordering::SeqCst));
                 if s.phase() == FREE || s.otag() != otag {
                     break;
                 }
                 if s.phase() == BUSY {
-                    wait_change(&self.states[idx], s.0);
+                    wait_change(self.state(idx), s.0);
                     continue;
                 }
-                let theirs = self.slots[idx].order.load(Ordering::Relaxed);
+                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
                 let Some(words) = self.read_at(idx, s) else {
                     continue;
                 };
@@ -471,7 +533,7 @@ impl<const W: usize> SlotTable<W> {
         let mut free: [(usize, Option<(usize, State)>); 2] = [(0, None); 2];
         for (i, bucket) in home.buckets().enumerate() {
             for idx in self.range(bucket) {
-                let s = State(self.states[idx].load(Ordering::Acquire));
+                let s = State(self.state(idx).load(Ordering::Acquire));
                 if s.phase() == FREE {
                     free[i].0 += 1;
                     free[i].1.get_or_insert((idx, s));
@@ -489,7 +551,7 @@ impl<const W: usize> SlotTable<W> {
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
         for idx in self.slots_of(home) {
-            let s = State(self.states[idx].load(Ordering::Acquire));
+            let s = State(self.state(idx).load(Ordering::Acquire));
             if s.phase() != LIVE {
                 continue;
             }
@@ -515,12 +577,23 @@ impl<const W: usize> SlotTable<W> {
 
     /// Every live slot.
     pub fn live(&self) -> impl Iterator<Item = Found<W>> + '_ {
-        (0..self.slots.len()).filter_map(|idx| self.read(idx))
+        let n = self.segment_len();
+        self.segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.get().is_some())
+            .flat_map(move |(i, _)| i * n..(i + 1) * n)
+            .filter_map(|idx| self.read(idx))
     }
 
     /// Frees every slot. Only for a restart: entries being inserted meanwhile may survive.
     pub fn clear(&self) {
-        for s in self.states.iter() {
+        for s in self
+            .segments
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(|seg| seg.states.iter())
+        {
             let cur = State(s.load(Ordering::Acquire));
             if cur.phase() == LIVE {
                 let _ = s.compare_exchange(
@@ -1658,12 +1731,12 @@ mod tests {
         let table = &ct.table;
         let one = table.home(0);
         let put = |idx: usize, phase: u64, words: [u64; 5], order: u64| {
-            for (a, v) in table.slots[idx].words.iter().zip(words) {
+            for (a, v) in table.slot(idx).words.iter().zip(words) {
                 a.store(v, Ordering::Relaxed);
             }
-            table.slots[idx].order.store(order, Ordering::Relaxed);
+            table.slot(idx).order.store(order, Ordering::Relaxed);
             let s = State::new(phase, t.tag(), 0, 1);
-            table.states[idx].store(s.0, Ordering::SeqCst);
+            table.state_mut(idx).store(s.0, Ordering::SeqCst);
         };
         put(3, PENDING, w, 5);
         put(9, PENDING, w, 6);

@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 
 use crate::conntrack::Timeouts;
 use crate::counters::Counters;
-use crate::routes::{NextHop, RouteTable};
+use crate::routes::NextHop;
 use crate::services::{Endpoint, Service, ServiceTable};
 
 pub use crate::config::{underlay_mac_for, vtep_mac_for, Backend, NodeConfig, Peer};
@@ -67,8 +67,6 @@ pub struct Snapshot {
     pub config: NodeConfig,
     /// Indexed by `PortId.0`; `None` for a removed port.
     pub ports: Vec<Option<Port>>,
-    /// Derived from `config`; rebuilt on every publish.
-    pub routes: RouteTable,
     /// Pod ports, for flooding; derived from `ports`.
     pub pod_ports: Vec<PortId>,
     /// The underlay port, if one is attached.
@@ -88,12 +86,6 @@ impl Snapshot {
         services: Arc<ServiceTable>,
         conntrack_timeouts: Timeouts,
     ) -> Snapshot {
-        let mut routes = RouteTable::default();
-        routes.insert(config.pod_cidr, NextHop::UnknownSubnet);
-        for (i, p) in config.peers.iter().enumerate() {
-            routes.insert(p.subnet, NextHop::Peer(i));
-        }
-        routes.insert(config.subnet, NextHop::Local);
         let of_kind = |kind: PortKind| {
             ports
                 .iter()
@@ -107,7 +99,6 @@ impl Snapshot {
         Snapshot {
             config,
             ports,
-            routes,
             pod_ports,
             underlay,
             host,
@@ -117,9 +108,9 @@ impl Snapshot {
     }
 
     /// A copy with other services.
-    fn with_services(&self, services: ServiceTable) -> Snapshot {
+    fn with_services(&self, services: Arc<ServiceTable>) -> Snapshot {
         Snapshot {
-            services: Arc::new(services),
+            services,
             ..self.clone()
         }
     }
@@ -129,9 +120,35 @@ impl Snapshot {
         self.ports.get(id.0 as usize).and_then(Option::as_ref)
     }
 
-    /// The peer whose underlay address is `ip`.
+    /// The peer whose underlay address is `ip` (never this node itself).
     pub fn peer_by_underlay(&self, ip: Ipv4Addr) -> Option<&Peer> {
-        self.config.peers.iter().find(|p| p.underlay_ip == ip)
+        if ip == self.config.underlay_ip {
+            return None;
+        }
+        self.config.peers.by_underlay(ip)
+    }
+
+    /// Where a packet to `ip` goes: the longest of this node's subnet (local), a peer's
+    /// subnet and the pod CIDR (an unknown subnet) that holds it. Of equal prefixes this
+    /// node's subnet wins, then a peer's, as if the three were one table filled in the
+    /// order pod CIDR, peers, own subnet. The peer routes are the shared list's own
+    /// ([`crate::Peers`]): no node copies them.
+    pub(crate) fn next_hop(&self, ip: Ipv4Addr) -> Option<NextHop> {
+        let c = &self.config;
+        let own = c
+            .subnet
+            .contains(ip)
+            .then_some((c.subnet.prefix(), 2, NextHop::Local));
+        let peer = c.peers.route(ip).map(|(len, i)| (len, 1, NextHop::Peer(i)));
+        let cidr =
+            c.pod_cidr
+                .contains(ip)
+                .then_some((c.pod_cidr.prefix(), 0, NextHop::UnknownSubnet));
+        [own, peer, cidr]
+            .into_iter()
+            .flatten()
+            .max_by_key(|&(len, rank, _)| (len, rank))
+            .map(|(_, _, hop)| hop)
     }
 }
 
@@ -162,16 +179,11 @@ impl Control {
         self.current.rcu(|cur| {
             let mut config = cur.config.clone();
             f(&mut config);
-            // Which endpoints are local depends on the subnet: derive the table again.
-            let services = ServiceTable::new(
-                cur.services.list().to_vec(),
-                &config,
-                cur.services.generation() + 1,
-            );
+            // The service table does not depend on the node: it stays as it is.
             Snapshot::build(
                 config,
                 cur.ports.clone(),
-                Arc::new(services),
+                Arc::clone(&cur.services),
                 cur.conntrack_timeouts,
             )
         });
@@ -228,8 +240,29 @@ impl Control {
             if result.is_err() {
                 return Arc::clone(cur);
             }
-            let table = ServiceTable::new(list, &cur.config, cur.services.generation() + 1);
-            Arc::new(cur.with_services(table))
+            let table = ServiceTable::new(list, cur.services.generation() + 1);
+            Arc::new(cur.with_services(Arc::new(table)))
+        });
+        result
+    }
+
+    /// Publishes a service table built elsewhere, shared with other nodes: a cluster
+    /// builds one table and hands the same `Arc` to every node instead of one copy each.
+    /// Its generation must be above the current one (so that stale UDP flows are
+    /// flushed); it is refused otherwise, changing nothing.
+    pub fn set_service_table(&self, table: Arc<ServiceTable>) -> Result<(), String> {
+        let mut result = Ok(());
+        self.current.rcu(|cur| {
+            if table.generation() <= cur.services.generation() {
+                result = Err(format!(
+                    "service table generation {} is not above the current {}",
+                    table.generation(),
+                    cur.services.generation()
+                ));
+                return Arc::clone(cur);
+            }
+            result = Ok(());
+            Arc::new(cur.with_services(Arc::clone(&table)))
         });
         result
     }
@@ -322,9 +355,58 @@ mod tests {
     }
 
     #[test]
+    fn one_cluster_wide_peer_list_serves_every_node() {
+        let subnet = |i: u8| format!("10.0.{i}.0/24").parse().unwrap();
+        let ip = |i: u8| Ipv4Addr::new(172, 16, 0, i);
+        let peers: crate::Peers = (1..=3)
+            .map(|i| Peer::new(&format!("n{i}"), ip(i), subnet(i)))
+            .collect();
+        for i in 1..=3u8 {
+            let mut c = NodeConfig::new(
+                &format!("n{i}"),
+                subnet(i),
+                "10.0.0.0/16".parse().unwrap(),
+                ip(i),
+                Backend::VXLAN,
+            );
+            c.peers = peers.clone();
+            assert!(c.validate().is_ok());
+            let snap = Control::new(c).load();
+            assert!(snap.config.peers.shares(&peers));
+            for j in 1..=3u8 {
+                let hop = snap.next_hop(Ipv4Addr::new(10, 0, j, 7));
+                if i == j {
+                    assert_eq!(hop, Some(NextHop::Local));
+                    assert!(snap.peer_by_underlay(ip(j)).is_none());
+                } else {
+                    let Some(NextHop::Peer(k)) = hop else {
+                        panic!("{hop:?}")
+                    };
+                    assert_eq!(snap.config.peers[k].name, format!("n{j}"));
+                    assert_eq!(snap.peer_by_underlay(ip(j)).unwrap().name, format!("n{j}"));
+                }
+            }
+            let unknown = snap.next_hop(Ipv4Addr::new(10, 0, 9, 1));
+            assert_eq!(unknown, Some(NextHop::UnknownSubnet));
+            assert_eq!(snap.next_hop(Ipv4Addr::new(10, 1, 0, 1)), None);
+        }
+        // This node's own entry must say this node's subnet.
+        let mut c = NodeConfig::example();
+        c.peers = vec![Peer::new(
+            "me",
+            c.underlay_ip,
+            "10.0.7.0/24".parse().unwrap(),
+        )]
+        .into();
+        assert!(c.validate().unwrap_err().contains("underlay address"));
+    }
+
+    #[test]
     fn validate_rejects_overlap_and_tiny_mtu() {
         let mut c = NodeConfig::example();
-        c.peers[0].subnet = "10.0.1.0/25".parse().unwrap();
+        let mut peer = c.peers[0].clone();
+        peer.subnet = "10.0.1.0/25".parse().unwrap();
+        c.peers = vec![peer].into();
         assert!(c.validate().unwrap_err().contains("overlaps"));
         let mut c = NodeConfig::example();
         c.underlay_mtu = 600;

@@ -19,6 +19,7 @@ mod icmp;
 pub mod mac;
 mod nat;
 mod neighbour;
+mod peers;
 mod routes;
 pub mod services;
 pub mod switch;
@@ -38,6 +39,7 @@ pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
 pub use counters::{CounterSnapshot, DropReason};
 pub use mac::Mac;
 pub use neighbour::NeighbourEntry;
+pub use peers::Peers;
 pub use services::{Endpoint, Protocol, Service, ServicePort};
 pub use switch::Switch;
 

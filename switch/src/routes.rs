@@ -49,12 +49,12 @@ impl RouteTable {
         }
     }
 
-    /// The next hop of the longest prefix holding `ip`.
-    pub fn lookup(&self, ip: Ipv4Addr) -> Option<NextHop> {
+    /// The longest prefix holding `ip`: its length and next hop.
+    pub fn lookup_prefix(&self, ip: Ipv4Addr) -> Option<(u8, NextHop)> {
         let ip = u32::from(ip);
         self.by_len.iter().find_map(|(len, table)| {
             let mask = if *len == 0 { 0 } else { u32::MAX << (32 - len) };
-            table.get(&(ip & mask)).copied()
+            table.get(&(ip & mask)).map(|hop| (*len, *hop))
         })
     }
 }
@@ -88,12 +88,15 @@ mod tests {
         t.insert("10.0.0.0/16".parse().unwrap(), NextHop::UnknownSubnet);
         t.insert("10.0.1.0/24".parse().unwrap(), NextHop::Local);
         t.insert("10.0.2.0/24".parse().unwrap(), NextHop::Peer(0));
-        let hop = |s: &str| t.lookup(s.parse().unwrap());
+        let hop = |s: &str| t.lookup_prefix(s.parse().unwrap()).map(|(_, hop)| hop);
         assert_eq!(hop("10.0.1.33"), Some(NextHop::Local));
         assert_eq!(hop("10.0.2.144"), Some(NextHop::Peer(0)));
         assert_eq!(hop("10.0.3.1"), Some(NextHop::UnknownSubnet));
         assert_eq!(hop("10.1.0.1"), None);
         t.insert("0.0.0.0/0".parse().unwrap(), NextHop::Peer(7));
-        assert_eq!(t.lookup("8.8.8.8".parse().unwrap()), Some(NextHop::Peer(7)));
+        assert_eq!(
+            t.lookup_prefix("8.8.8.8".parse().unwrap()),
+            Some((0, NextHop::Peer(7)))
+        );
     }
 }

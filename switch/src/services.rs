@@ -14,10 +14,13 @@
 //! client IP and drop when there are none. Encapsulated packets never reach the stage:
 //! the router sees inner packets only, and outer headers are written after translation.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+
+use ipnetwork::Ipv4Network;
 
 use crate::config::{Backend, NodeConfig};
 use crate::time::SECOND;
@@ -176,24 +179,32 @@ pub(crate) struct PortEntry {
     pub target_port: u16,
     /// Every endpoint, in the order given, without duplicates.
     pub endpoints: Vec<Ipv4Addr>,
-    /// Those in this node's subnet.
-    pub local: Vec<Ipv4Addr>,
     pub affinity_ns: Option<u64>,
     pub local_policy: bool,
 }
 
 impl PortEntry {
-    /// The endpoints a flow may use: external flows of a `Local` service only local ones.
-    pub(crate) fn candidates(&self, external: bool) -> &[Ipv4Addr] {
+    /// The endpoints a flow may use: external flows of a `Local` service only those in
+    /// `subnet`, this node's (picked out here, per new flow, so that the table itself does
+    /// not depend on the node and one table serves a whole cluster).
+    pub(crate) fn candidates(&self, external: bool, subnet: Ipv4Network) -> Cow<'_, [Ipv4Addr]> {
         if external && self.local_policy {
-            &self.local
+            Cow::Owned(
+                self.endpoints
+                    .iter()
+                    .copied()
+                    .filter(|ip| subnet.contains(*ip))
+                    .collect(),
+            )
         } else {
-            &self.endpoints
+            Cow::Borrowed(&self.endpoints)
         }
     }
 }
 
-/// The services of a snapshot and their lookup maps, built once per publish.
+/// The services of a snapshot and their lookup maps, built once per publish. Nothing in
+/// it depends on the node, so one table may be shared by every node of a cluster
+/// ([`crate::control::Control::set_service_table`]).
 #[derive(Debug, Default)]
 pub struct ServiceTable {
     list: Vec<Service>,
@@ -238,8 +249,8 @@ impl ServiceTable {
         Ok(())
     }
 
-    /// The table for `list` on the node `config` describes (`list` must be valid).
-    pub fn new(list: Vec<Service>, config: &NodeConfig, generation: u64) -> ServiceTable {
+    /// The table for `list` (which must be valid), numbered `generation`.
+    pub fn new(list: Vec<Service>, generation: u64) -> ServiceTable {
         let mut t = ServiceTable {
             generation,
             ..ServiceTable::default()
@@ -252,11 +263,6 @@ impl ServiceTable {
                     endpoints.push(e.ip);
                 }
             }
-            let local: Vec<Ipv4Addr> = endpoints
-                .iter()
-                .copied()
-                .filter(|ip| config.subnet.contains(*ip))
-                .collect();
             for p in &s.ports {
                 let i = t.ports.len();
                 t.ports.push(PortEntry {
@@ -265,7 +271,6 @@ impl ServiceTable {
                     proto: p.protocol.number(),
                     target_port: p.target_port,
                     endpoints: endpoints.clone(),
-                    local: local.clone(),
                     affinity_ns: (s.session_affinity == SessionAffinity::ClientIP)
                         .then_some(s.affinity_timeout_ns),
                     local_policy: s.external_traffic_policy == TrafficPolicy::Local,

@@ -724,7 +724,7 @@ impl Switch {
     /// once its egress is known, so ICMP errors before that quote it as it arrived, as
     /// Linux's `ip_forward` does.
     fn route(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
-        match b.snap.routes.lookup(ip.dst) {
+        match b.snap.next_hop(ip.dst) {
             Some(NextHop::Local) => self.to_local_pod(b, buf, ip, hop),
             Some(NextHop::Peer(i)) => self.to_peer(b, buf, ip, i, hop),
             Some(NextHop::UnknownSubnet) => {

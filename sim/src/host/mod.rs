@@ -111,8 +111,165 @@ pub struct Request {
     pub framing: Framing,
 }
 
-/// The simulated stack of one host and its apps.
+/// One simulated host, whose stack is made when it is first needed.
+///
+/// A cluster of 150,000 pods where a few hundred talk cannot afford a smoltcp interface, a
+/// socket set and 64 KiB socket buffers per pod up front (about 200 KiB each). A `Host`
+/// keeps its configuration and what it listens on, and builds its [`Stack`] the first
+/// time a frame arrives, a request starts or it is polled, exactly as it would have been
+/// built at creation: the same creation time, the same seed, the same listeners in the
+/// same order. Nothing random is drawn and no timer runs before then, so the stack
+/// behaves, frame for frame, as one built eagerly. Until then it has nothing to say:
+/// no timers, no events, no requests.
 pub struct Host {
+    config: HostConfig,
+    /// When it was created, for the stack's clock.
+    born_ns: u64,
+    /// What `listen` asked for before the stack exists, in order.
+    listening: Vec<(u16, Protocol)>,
+    stack: Option<Box<Stack>>,
+}
+
+impl Host {
+    /// A host with nothing listening and no requests, at time `now_ns`.
+    ///
+    /// Panics if the MAC is not unicast (checked now) or an address is not a unicast
+    /// address (checked when the stack is built).
+    pub fn new(config: HostConfig, now_ns: u64) -> Host {
+        assert!(!config.mac.is_multicast(), "{}: multicast MAC", config.name);
+        Host {
+            config,
+            born_ns: now_ns,
+            listening: Vec::new(),
+            stack: None,
+        }
+    }
+
+    /// The stack, built now if it was not yet.
+    fn stack(&mut self) -> &mut Stack {
+        let Host {
+            config,
+            born_ns,
+            listening,
+            stack,
+        } = self;
+        stack.get_or_insert_with(|| {
+            let mut s = Stack::new(config.clone(), *born_ns);
+            for (port, protocol) in listening.drain(..) {
+                s.listen(port, protocol);
+            }
+            Box::new(s)
+        })
+    }
+
+    /// True once the stack was built.
+    pub fn is_built(&self) -> bool {
+        self.stack.is_some()
+    }
+
+    /// The name it was built with.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// See [`Stack::listen`].
+    pub fn listen(&mut self, port: u16, protocol: Protocol) {
+        match &mut self.stack {
+            Some(s) => s.listen(port, protocol),
+            None => self.listening.push((port, protocol)),
+        }
+    }
+
+    /// A frame arrived from the wire (handled at the next [`Host::poll`]). A frame the
+    /// stack would ignore without a trace (another host's unicast, an ARP request for
+    /// another address: what a bridge floods to every pod) does not build it.
+    pub fn receive(&mut self, frame: &[u8]) {
+        if self.stack.is_some() || self.wants(frame) {
+            self.stack().receive(frame);
+        }
+    }
+
+    /// True when `frame` would reach a stack that has not been built: unicast to this
+    /// host or broadcast, and IPv4, or ARP asking for one of its addresses. Anything else
+    /// [`link`] drops, learning nothing (it learns only from ARP for its own addresses
+    /// or about neighbours it knows, and a stack not built knows none).
+    fn wants(&self, frame: &[u8]) -> bool {
+        let Some(eth) = frame.get(..ETH_HEADER) else {
+            return false;
+        };
+        if eth[0..6] != self.config.mac.0 && eth[0..6] != [0xff; 6] {
+            return false;
+        }
+        match [eth[12], eth[13]] {
+            [0x08, 0x00] => true,
+            [0x08, 0x06] => frame.get(38..42).is_some_and(|tpa| {
+                let tpa = Ipv4Addr::new(tpa[0], tpa[1], tpa[2], tpa[3]);
+                self.config.addrs.iter().any(|n| n.ip() == tpa)
+            }),
+            _ => false,
+        }
+    }
+
+    /// See [`Stack::poll`]. A stack not built has nothing to do: no frames, no requests,
+    /// no timers (listening sockets send nothing until a frame comes).
+    pub fn poll(&mut self, now_ns: u64, out: &mut Vec<Vec<u8>>) {
+        if let Some(s) = &mut self.stack {
+            s.poll(now_ns, out);
+        }
+    }
+
+    /// See [`Stack::poll_at`]; None before the stack exists (it has no timers yet).
+    pub fn poll_at(&mut self, now_ns: u64) -> Option<u64> {
+        self.stack.as_mut()?.poll_at(now_ns)
+    }
+
+    /// See [`Stack::start`].
+    pub fn start(&mut self, req: Request, now_ns: u64) -> Result<(), String> {
+        self.stack().start(req, now_ns)
+    }
+
+    /// See [`Stack::cancel`].
+    pub fn cancel(&mut self, id: RequestId) {
+        if let Some(s) = &mut self.stack {
+            s.cancel(id);
+        }
+    }
+
+    /// The local (source) port, or ICMP identifier for ping, of a running request.
+    pub fn local_port(&self, id: RequestId) -> Option<u16> {
+        self.stack.as_ref()?.local_port(id)
+    }
+
+    /// Events since the last call, in the order they happened.
+    pub fn take_events(&mut self) -> Vec<HostEvent> {
+        self.stack
+            .as_mut()
+            .map(|s| s.take_events())
+            .unwrap_or_default()
+    }
+
+    /// Requests started and not yet completed, refused or cancelled.
+    pub fn outstanding(&self) -> usize {
+        self.stack.as_ref().map_or(0, |s| s.outstanding())
+    }
+
+    /// Sockets the stack holds (listeners, connections, requests, closing ones); before
+    /// it is built, the listeners it will have.
+    pub fn socket_count(&self) -> usize {
+        match &self.stack {
+            Some(s) => s.socket_count(),
+            None => {
+                let mut l: Vec<_> = self.listening.iter().filter(|(p, _)| *p != 0).collect();
+                l.sort();
+                l.dedup();
+                l.len()
+            }
+        }
+    }
+}
+
+/// The smoltcp stack of one host and its apps.
+struct Stack {
     name: String,
     mtu: u16,
     iface: Interface,
@@ -242,11 +399,11 @@ fn port_unreachable(frame: &[u8]) -> Option<(u16, Ipv4Addr, u16)> {
     ))
 }
 
-impl Host {
-    /// A host with nothing listening and no requests, at time `now_ns`.
+impl Stack {
+    /// A stack with nothing listening and no requests, at time `now_ns`.
     ///
     /// Panics if the MAC is not unicast or an address is not a unicast address.
-    pub fn new(config: HostConfig, now_ns: u64) -> Host {
+    fn new(config: HostConfig, now_ns: u64) -> Stack {
         let mut wire = Wire::new(usize::from(config.mtu));
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = config.seed;
@@ -261,7 +418,7 @@ impl Host {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
         assert!(!config.mac.is_multicast(), "{}: multicast MAC", config.name);
-        Host {
+        Stack {
             link: Link::new(config.mac.0, config.addrs.clone(), config.gateway),
             name: config.name,
             mtu: config.mtu,
@@ -282,11 +439,6 @@ impl Host {
             polled_us: None,
             scratch: Vec::new(),
         }
-    }
-
-    /// The name it was built with.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Answer TCP on `port` by echoing every byte back, to any number of concurrent
@@ -680,7 +832,7 @@ impl Host {
 
     /// Services every app: clients send, read and finish; servers echo.
     fn run_apps(&mut self, now_ns: u64) {
-        let Host {
+        let Stack {
             sockets,
             clients,
             tcp_servers,
@@ -756,7 +908,7 @@ impl Host {
 
     /// Drops finished server connections and closing sockets.
     fn reap(&mut self, now_ns: u64) {
-        let Host {
+        let Stack {
             sockets,
             tcp_servers,
             lingering,

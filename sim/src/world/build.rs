@@ -51,6 +51,7 @@ impl World {
             seq: INJECTED_SEQS,
             queue: BinaryHeap::new(),
             events: 0,
+            hops: 0,
             rng: seed,
             trace: 0xcbf2_9ce4_8422_2325,
             nodes: Vec::new(),
@@ -71,6 +72,13 @@ impl World {
             scratch_rx: Vec::with_capacity(1),
             scratch_tx: Vec::with_capacity(64),
             scratch_frames: Vec::new(),
+            peers: sc
+                .nodes
+                .iter()
+                .map(|p| Peer::new(&p.name, p.ip, p.subnet))
+                .collect(),
+            service_generation: 0,
+            endpoints: Vec::new(),
             sc,
         };
         for i in 0..w.sc.nodes.len() {
@@ -164,12 +172,8 @@ impl World {
         c.underlay_mtu = sc.underlay.mtu;
         let np = sc.cluster.node_port_range;
         c.snat_ports = podnet_switch::conntrack::SnatPorts::excluding(np.first, np.last);
-        c.peers = sc
-            .nodes
-            .iter()
-            .filter(|p| p.name != n.name)
-            .map(|p| Peer::new(&p.name, p.ip, p.subnet))
-            .collect();
+        // The cluster-wide list, this node included (its switch skips itself).
+        c.peers = self.peers.clone();
         let pool: Arc<Pool> = Pool::new(512, sc.underlay.mtu as usize + 128);
         let sw = Switch::new(c, pool).map_err(|e| format!("node {}: {e}", n.name))?;
         sw.set_seed(name_seed(self.seed, &n.name));
@@ -236,9 +240,18 @@ impl World {
     }
 
     /// Programs every node's service table from the scenario's services and the pods
-    /// alive now.
+    /// alive now: one table, built once and shared by every node's switch.
     pub(super) fn configure_services(&mut self) -> Result<(), String> {
         use podnet_switch::services as svc;
+        // The pods of each label, in name order, so that a service's endpoints are found
+        // without scanning every pod for every service.
+        let mut by_label: HashMap<(&str, &str), Vec<&Pod>> = HashMap::new();
+        for pod in self.pods.values() {
+            for (k, v) in &pod.labels {
+                by_label.entry((k, v)).or_default().push(pod);
+            }
+        }
+        let mut endpoints = Vec::with_capacity(self.sc.services.len());
         let list: Vec<svc::Service> = self
             .sc
             .services
@@ -256,14 +269,22 @@ impl World {
                     }
                     out = out.with_port(port);
                 }
-                // Endpoints follow the labels of the pods alive now, in name order.
-                for pod in self.pods.values() {
-                    let selected = !s.selector.is_empty()
-                        && s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v));
-                    if selected {
-                        out = out.with_endpoint(pod.ip, &pod.node);
-                    }
+                // Endpoints follow the labels of the pods alive now, in name order: those
+                // of the selector's first label that have all the others too.
+                let selected: Vec<&Pod> = match s.selector.iter().next() {
+                    None => Vec::new(),
+                    Some((k, v)) => by_label
+                        .get(&(k.as_str(), v.as_str()))
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .filter(|pod| s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)))
+                        .collect(),
+                };
+                for pod in &selected {
+                    out = out.with_endpoint(pod.ip, &pod.node);
                 }
+                endpoints.push(selected.iter().map(|p| p.name.clone()).collect());
                 out.session_affinity = match s.session_affinity {
                     crate::scenario::SessionAffinity::None => svc::SessionAffinity::None,
                     crate::scenario::SessionAffinity::ClientIp => svc::SessionAffinity::ClientIP,
@@ -276,12 +297,16 @@ impl World {
                 out
             })
             .collect();
+        svc::ServiceTable::validate(&list).map_err(|e| format!("services: {e}"))?;
+        self.service_generation += 1;
+        let table = Arc::new(svc::ServiceTable::new(list, self.service_generation));
         for n in &self.nodes {
             n.switch
                 .control()
-                .set_services(list.clone())
+                .set_service_table(Arc::clone(&table))
                 .map_err(|e| format!("services of {}: {e}", n.spec.name))?;
         }
+        self.endpoints = endpoints;
         Ok(())
     }
 }

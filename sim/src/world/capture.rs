@@ -18,6 +18,8 @@ impl World {
     /// Adds a delivery to the trace hash. `place` identifies where: a switch port
     /// (`1 << 32 | node << 16 | port`) or a host (`2 << 32 | host`).
     pub(super) fn trace_delivery(&mut self, place: u64, frame: &[u8]) {
+        // A delivery is the end of one link.
+        self.hops += 1;
         let mut h = fnv(self.trace, &self.now.to_be_bytes());
         h = fnv(h, &place.to_be_bytes());
         h = fnv(h, &(frame.len() as u64).to_be_bytes());

@@ -94,6 +94,7 @@ impl World {
             self.dropped(&frame, DropReason::NodeDown);
             return;
         }
+        self.hops += 1;
         let Some(buf) = self.nodes[node].switch.pool().alloc_from(&frame) else {
             self.dropped(&frame, DropReason::TableFull);
             return;
@@ -179,15 +180,15 @@ impl World {
             Ok((to, at)) => {
                 if let Some(&h) = self.member_hosts.get(&to) {
                     self.schedule(at, Event::ToHost { host: h, frame });
-                } else if let Some(node) = self.nodes.iter().position(|n| n.member == to) {
+                } else if let Some(node) = self.node_of_member(to) {
                     let port = self.nodes[node].underlay;
                     self.schedule(at, Event::ToSwitch { node, port, frame });
                 }
             }
             Err(reason) => {
                 if reason == DropReason::Firewall {
-                    if let Some(node) = self.nodes.iter_mut().find(|n| n.member == to) {
-                        node.firewall_drops += 1;
+                    if let Some(node) = self.node_of_member(to) {
+                        self.nodes[node].firewall_drops += 1;
                     }
                 }
                 let (a, b) = (

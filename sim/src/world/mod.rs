@@ -18,7 +18,7 @@ use std::sync::Arc;
 use ipnetwork::Ipv4Network;
 use podnet_switch::control::{self as swctl, NodeConfig, Peer};
 use podnet_switch::counters::Tally;
-use podnet_switch::{Mac, Pool, PortId, PortKind, Switch};
+use podnet_switch::{Mac, Peers, Pool, PortId, PortKind, Switch};
 
 use crate::host::{Host, HostConfig, HostEvent, Request};
 use crate::inspect::{self, EncapPorts, Inspected};
@@ -173,6 +173,8 @@ pub struct World {
     seq: u64,
     queue: BinaryHeap<Queued>,
     events: u64,
+    /// Packet-hops so far: see [`World::packet_hops`].
+    hops: u64,
     rng: u64,
     trace: u64,
     pub(crate) nodes: Vec<NodeSim>,
@@ -199,6 +201,13 @@ pub struct World {
     scratch_rx: Vec<podnet_switch::PacketBuf>,
     scratch_tx: Vec<(PortId, podnet_switch::PacketBuf)>,
     scratch_frames: Vec<Vec<u8>>,
+    /// Every node as a peer: one list, shared by every node's switch.
+    peers: Peers,
+    /// The generation of the service table last published to the nodes.
+    service_generation: u64,
+    /// The pods each service selects now (by the scenario's order of services), in
+    /// name order.
+    endpoints: Vec<Vec<String>>,
 }
 
 /// splitmix64: a small, well-mixed, seedable generator.
@@ -256,6 +265,13 @@ impl World {
         self.events
     }
 
+    /// Packet-hops so far: one for every link a frame crossed to be delivered (a pod's
+    /// or a node's virtual cable, the underlay) and one for every pass through a switch.
+    /// The simulator's unit of work, beside events.
+    pub fn packet_hops(&self) -> u64 {
+        self.hops
+    }
+
     /// The scenario being run.
     pub fn scenario(&self) -> &Scenario {
         &self.sc
@@ -302,6 +318,25 @@ impl World {
     /// Pods alive now, by name.
     pub fn pods(&self) -> &BTreeMap<String, Pod> {
         &self.pods
+    }
+
+    /// The pods (alive now) the service named `service` selects, in name order.
+    pub fn endpoints_of(&self, service: &str) -> &[String] {
+        self.sc
+            .services
+            .iter()
+            .position(|s| s.name == service)
+            .and_then(|i| self.endpoints.get(i))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The node whose underlay member is `member`, if it is a node.
+    pub(crate) fn node_of_member(&self, member: usize) -> Option<usize> {
+        // Nodes are the first members, in order (see `World::new`).
+        self.nodes
+            .get(member)
+            .filter(|n| n.member == member)
+            .map(|_| member)
     }
 
     /// The underlay: each member's link state, latency, loss and partition group.
