@@ -71,6 +71,7 @@ impl World {
             scratch_rx: Vec::with_capacity(1),
             scratch_tx: Vec::with_capacity(64),
             scratch_frames: Vec::new(),
+            recorder: None,
             sc,
         };
         for i in 0..w.sc.nodes.len() {
@@ -251,6 +252,7 @@ impl World {
                         Protocol::Udp => svc::Protocol::Udp,
                     };
                     let mut port = svc::ServicePort::new(proto, p.port, p.target_port);
+                    port.name = p.name.clone().unwrap_or_default();
                     if let Some(np) = p.node_port {
                         port = port.with_node_port(np);
                     }

@@ -34,6 +34,7 @@ mod build;
 mod capture;
 mod events;
 mod faults;
+mod probe;
 mod requests;
 
 /// Delay of the virtual cable between a pod (or a node's own stack) and its switch.
@@ -199,6 +200,8 @@ pub struct World {
     scratch_rx: Vec<podnet_switch::PacketBuf>,
     scratch_tx: Vec<(PortId, podnet_switch::PacketBuf)>,
     scratch_frames: Vec<Vec<u8>>,
+    /// Follows the probe of `podnet trace` ([`crate::trace`]); `None` in every other run.
+    recorder: Option<Box<crate::trace::Recorder>>,
 }
 
 /// splitmix64: a small, well-mixed, seedable generator.
