@@ -258,17 +258,12 @@ fn sim(args: SimArgs) -> ExitCode {
         }
     };
     let text = if args.json {
-        let json = serde_json::to_value(&report).map(|mut v| {
-            if args.trace_failures {
-                let traces: serde_json::Map<_, _> = traces
-                    .iter()
-                    .filter_map(|(name, t)| Some((name.clone(), serde_json::to_value(t).ok()?)))
-                    .collect();
-                v["failure_traces"] = traces.into();
-            }
-            v
-        });
-        match json.and_then(|v| serde_json::to_string_pretty(&v)) {
+        let json = if args.trace_failures {
+            serde_json::to_string_pretty(&podnet_sim::trace::WithTraces::new(&report, &traces))
+        } else {
+            serde_json::to_string_pretty(&report)
+        };
+        match json {
             Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("podnet: {e}");

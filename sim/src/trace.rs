@@ -46,6 +46,8 @@ pub struct TraceOptions {
     pub bytes: u64,
     /// Overrides the scenario's seed.
     pub seed: Option<u64>,
+    /// How long the probe waits for its answer before it counts as lost.
+    pub timeout_ns: u64,
 }
 
 impl TraceOptions {
@@ -57,11 +59,12 @@ impl TraceOptions {
             at_ns: None,
             bytes: 64,
             seed: None,
+            timeout_ns: PROBE_TIMEOUT_NS,
         }
     }
 }
 
-/// How long the probe may take before it counts as lost (a traffic entry's default).
+/// How long the probe waits by default (a traffic entry's default timeout).
 const PROBE_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// One hop of the trace.
@@ -178,7 +181,7 @@ pub fn trace(sc: Scenario, opts: &TraceOptions) -> Result<Trace, TraceError> {
     let world_opts = Options {
         seed: opts.seed,
         // Room for the probe to finish even at the very end of the scenario.
-        until_ns: Some(sc.duration_ns.max(at + 2 * PROBE_TIMEOUT_NS)),
+        until_ns: Some(sc.duration_ns.max(at + 2 * opts.timeout_ns)),
         log: false,
     };
     let mut world = World::new(sc, &world_opts).map_err(TraceError::Run)?;
@@ -194,7 +197,7 @@ pub fn trace(sc: Scenario, opts: &TraceOptions) -> Result<Trace, TraceError> {
         bytes: opts.bytes,
         start_ns: world.now(),
         interval_ns: 0,
-        timeout_ns: PROBE_TIMEOUT_NS,
+        timeout_ns: opts.timeout_ns,
         source_port: None,
     };
     let id = world.start_probe(probe).map_err(TraceError::Invalid)?;
@@ -259,6 +262,24 @@ pub fn trace_failures(
         .collect()
 }
 
+/// The JSON report of `podnet sim --trace-failures --json`: the report's fields, then
+/// `failure_traces` by traffic name.
+#[derive(Serialize)]
+pub struct WithTraces<'a> {
+    #[serde(flatten)]
+    report: &'a crate::report::Report,
+    failure_traces: std::collections::BTreeMap<&'a str, &'a Trace>,
+}
+
+impl<'a> WithTraces<'a> {
+    pub fn new(report: &'a crate::report::Report, traces: &'a [(String, Trace)]) -> Self {
+        WithTraces {
+            report,
+            failure_traces: traces.iter().map(|(n, t)| (n.as_str(), t)).collect(),
+        }
+    }
+}
+
 /// The trace options that repeat request `traffic` of `sc` sent at `at_ns`: its source,
 /// target (as written), transport and size.
 pub fn options_for(sc: &Scenario, traffic: usize, at_ns: u64) -> TraceOptions {
@@ -271,6 +292,7 @@ pub fn options_for(sc: &Scenario, traffic: usize, at_ns: u64) -> TraceOptions {
     });
     o.at_ns = Some(at_ns);
     o.bytes = t.bytes;
+    o.timeout_ns = t.timeout_ns;
     o
 }
 

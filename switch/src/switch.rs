@@ -1190,7 +1190,11 @@ impl std::fmt::Display for RouteObject<'_> {
                     ),
                 }
             }
-            _ => write!(f, "no route: in no node's subnet"),
+            _ => write!(
+                f,
+                "routes of {} (pod CIDR {})",
+                config.name, config.pod_cidr
+            ),
         }
     }
 }
