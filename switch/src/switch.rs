@@ -794,8 +794,7 @@ impl Switch {
     /// Linux's `ip_forward` does.
     fn route(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
         let next = b.snap.routes.lookup(ip.dst);
-        let found = matches!(next, Some(NextHop::Local | NextHop::Peer(_)));
-        hop! { b, Stage::Route, if found { "forward" } else { "no route" }, ("{}", RouteObject(b.snap, next)), ("{}", RouteDetail(found, ip.src, ip.dst)) }
+        hop! { b, Stage::Route, if RouteDetail::found(next) { "forward" } else { "no route" }, ("{}", RouteObject(b.snap, next)), ("{}", RouteDetail(RouteDetail::found(next), ip.src, ip.dst)) }
         match next {
             Some(NextHop::Local) => self.to_local_pod(b, buf, ip, hop),
             Some(NextHop::Peer(i)) => self.to_peer(b, buf, ip, i, hop),
@@ -1154,6 +1153,12 @@ impl Switch {
 
 /// What the route lookup did with a packet from `.1` to `.2` (`.0`: found a route).
 struct RouteDetail(bool, Ipv4Addr, Ipv4Addr);
+
+impl RouteDetail {
+    fn found(next: Option<NextHop>) -> bool {
+        matches!(next, Some(NextHop::Local | NextHop::Peer(_)))
+    }
+}
 
 impl std::fmt::Display for RouteDetail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
