@@ -45,7 +45,7 @@ lines = open(tree).read().split("\n")
 for i, l in enumerate(lines):
     if re.search(r"\*\s+\S+:podnet_switch::switch::Switch::process(\s|$)", l):
         for c in lines[i - 1::-1]:
-            m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+<\s+\S+iter_batched_ref \(([\d,]+)x\)", c)
+            m = re.match(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+<\s+\S+(?:iter_batched_ref|Chain::run) \(([\d,]+)x\)", c)
             if not m:
                 break
             total += num(m.group(1))

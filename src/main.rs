@@ -33,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run a scenario in the simulator and print its report.
     Sim(SimArgs),
+    /// Follow one probe from SRC to DST and back, hop by hop, with the object behind
+    /// every decision. Exit 0 delivered, 1 dropped, 2 invalid input.
+    Trace(TraceArgs),
     /// Audit a scenario's network plan without running it: addresses, MTU, and the
     /// required ports the firewall blocks. Exit 0 no errors, 1 errors, 2 invalid file.
     Check(CheckArgs),
@@ -133,6 +136,42 @@ enum CtlRequest {
     Conntrack,
 }
 
+#[derive(Args)]
+struct TraceArgs {
+    /// The scenario file; the built-in quickstart when left out.
+    scenario: Option<PathBuf>,
+    /// Who sends: a pod, an external, or node:NAME (as a traffic entry's `from`).
+    #[arg(long, value_name = "SRC")]
+    from: String,
+    /// Where to: a pod, svc:NAME:PORT, node:NAME[:PORT], lb:NAME:PORT, IP[:PORT].
+    #[arg(long, value_name = "DST")]
+    to: String,
+    /// The probe: a TCP SYN, a UDP datagram or an ICMP echo request; default tcp when
+    /// DST has a port, else icmp.
+    #[arg(long, value_enum)]
+    proto: Option<ProtoArg>,
+    /// Runs the scenario to this simulated time first (e.g. 3s); default: until just
+    /// before its first traffic starts.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Payload bytes of a UDP or ICMP probe.
+    #[arg(long, default_value_t = 64)]
+    bytes: u64,
+    /// Overrides the scenario's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Prints the trace as JSON (docs/trace.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
 #[derive(Args, Default)]
 struct SimArgs {
     /// The scenario file; the built-in quickstart when left out.
@@ -164,6 +203,10 @@ struct SimArgs {
     /// per second on stderr (the report itself stays deterministic).
     #[arg(long)]
     timing: bool,
+    /// After the report, prints the trace of the first failed request of each traffic
+    /// that has failures (as `podnet trace` at the time it was sent).
+    #[arg(long)]
+    trace_failures: bool,
 }
 
 /// Exit statuses (docs/cli.md).
@@ -213,6 +256,17 @@ fn sim(args: SimArgs) -> ExitCode {
         .pcap
         .as_deref()
         .map(|dir| pcap::guide(&sc, dir, &pcap::capture_names(&sc)));
+    let traces = if args.trace_failures {
+        match podnet_sim::trace::trace_failures(&sc, args.seed, until_ns) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("podnet: --trace-failures: {e}");
+                return ExitCode::from(RUN_FAILED);
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let opts = RunOptions {
         seed: args.seed,
         until_ns,
@@ -236,7 +290,12 @@ fn sim(args: SimArgs) -> ExitCode {
         );
     }
     let text = if args.json {
-        match serde_json::to_string_pretty(&report) {
+        let json = if args.trace_failures {
+            serde_json::to_string_pretty(&podnet_sim::trace::WithTraces::new(&report, &traces))
+        } else {
+            serde_json::to_string_pretty(&report)
+        };
+        match json {
             Ok(s) => s + "\n",
             Err(e) => {
                 eprintln!("podnet: {e}");
@@ -249,7 +308,12 @@ fn sim(args: SimArgs) -> ExitCode {
         } else {
             Detail::Summary
         };
-        podnet_sim::render::render(&report, detail)
+        let mut text = podnet_sim::render::render(&report, detail);
+        for (name, trace) in &traces {
+            text.push_str(&format!("\ntrace of the first failed request of {name}:\n"));
+            text.push_str(&trace.render());
+        }
+        text
     };
     // A closed pipe (`| head`) is the reader's choice, not an error worth a panic.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
@@ -259,6 +323,53 @@ fn sim(args: SimArgs) -> ExitCode {
         eprint!("{guide}");
     }
     if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn trace(args: TraceArgs) -> ExitCode {
+    use podnet_sim::trace::{self, Proto, TraceError, TraceOptions};
+    let sc = match scenario_or_quickstart(args.scenario.as_deref()) {
+        Ok(sc) => sc,
+        Err(code) => return code,
+    };
+    let at_ns = match args.at.as_deref().map(units::parse_duration) {
+        None => None,
+        Some(Ok(ns)) => Some(ns),
+        Some(Err(e)) => {
+            eprintln!("podnet: --at: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let mut opts = TraceOptions::new(&args.from, &args.to);
+    opts.proto = args.proto.map(|p| match p {
+        ProtoArg::Tcp => Proto::Tcp,
+        ProtoArg::Udp => Proto::Udp,
+        ProtoArg::Icmp => Proto::Icmp,
+    });
+    opts.at_ns = at_ns;
+    opts.bytes = args.bytes;
+    opts.seed = args.seed;
+    let result = match trace::trace(sc, &opts) {
+        Ok(t) => t,
+        Err(e @ TraceError::Invalid(_)) => {
+            eprintln!("podnet: trace: {e}");
+            return ExitCode::from(INVALID);
+        }
+        Err(e) => {
+            eprintln!("podnet: trace: {e}");
+            return ExitCode::from(RUN_FAILED);
+        }
+    };
+    let text = if args.json {
+        serde_json::to_string_pretty(&result).unwrap_or_default() + "\n"
+    } else {
+        result.render()
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if result.delivered() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -398,6 +509,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Help { path }) => help(&path),
         Some(Command::Sim(args)) => sim(args),
+        Some(Command::Trace(args)) => trace(args),
         Some(Command::Check(args)) => check(args),
         Some(Command::Ports(args)) => ports(args),
         Some(Command::Tap(args)) => tap(args),

@@ -18,5 +18,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod trace;
 pub mod underlay;
 pub mod world;

@@ -169,6 +169,16 @@ impl MacTable {
         })
     }
 
+    /// How long ago `mac` was last seen (for traces), unless it expired.
+    pub fn age(&self, mac: Mac, now: u64, aging_ns: u64) -> Option<u64> {
+        self.window(mac).find_map(|slot| {
+            let key = slot.key.load(Ordering::Acquire);
+            let seen = slot.seen.load(Ordering::Relaxed);
+            (key != 0 && key >> 16 == mac.to_u64() && !MacTable::expired(seen, now, aging_ns))
+                .then(|| now.saturating_sub(seen))
+        })
+    }
+
     /// Forgets every MAC learned on `port` (the port went away).
     pub fn forget_port(&self, port: PortId) {
         for slot in self.slots().iter() {

@@ -24,6 +24,7 @@ mod routes;
 pub mod services;
 pub mod switch;
 mod time;
+pub mod trace;
 mod udpencap;
 pub mod underlay;
 pub mod vxlan;

@@ -41,6 +41,7 @@ use crate::nat;
 use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::routes::NextHop;
 use crate::services::{self, Service};
+use crate::trace::{Age, Stage, Tracer};
 use crate::udpencap;
 use crate::underlay;
 use crate::vxlan;
@@ -115,6 +116,26 @@ struct Batch<'a> {
     node: Tally,
     ingress: Tally,
     tx: &'a mut Vec<(PortId, PacketBuf)>,
+    /// Told of every decision when set ([`crate::trace`]); `None` on the normal path.
+    trace: Option<&'a mut dyn Tracer>,
+}
+
+/// Reports a hop to the batch's tracer: `hop! { b, Stage, "action", ("object", ..),
+/// ("detail", ..) }`. The arguments are evaluated only when a tracer is attached. Braces,
+/// so that rustfmt leaves each report on the one line beside the decision it reports.
+macro_rules! hop {
+    ($b:expr, $stage:expr, $action:expr, ($($object:tt)*), ($($detail:tt)*)) => {
+        if let Some(t) = $b.trace.as_deref_mut() {
+            t.hop(&crate::trace::Hop {
+                stage: $stage,
+                node: &$b.snap.config.name,
+                action: $action,
+                object: format_args!($($object)*),
+                detail: format_args!($($detail)*),
+                drop: None,
+            });
+        }
+    };
 }
 
 impl Batch<'_> {
@@ -131,6 +152,17 @@ impl Batch<'_> {
             Err(reason) => {
                 self.node.drop(reason);
                 self.ingress.drop(reason);
+                // The counters' reason is the trace's: one place decides both.
+                if let Some(t) = self.trace.as_deref_mut() {
+                    t.hop(&crate::trace::Hop {
+                        stage: Stage::Drop,
+                        node: &self.snap.config.name,
+                        action: "drop",
+                        object: format_args!("{}", reason.name()),
+                        detail: format_args!("dropped: {}", reason.name()),
+                        drop: Some(reason),
+                    });
+                }
             }
         }
     }
@@ -194,6 +226,31 @@ impl Switch {
         now: u64,
         tx: &mut Vec<(PortId, PacketBuf)>,
     ) -> Tally {
+        self.run(ingress, rx, now, tx, None)
+    }
+
+    /// [`Switch::process`] with `tracer` told of every stage's decision about each packet
+    /// of the batch, and about the packets the switch sends because of them.
+    pub fn process_traced(
+        &self,
+        ingress: PortId,
+        rx: &mut Vec<PacketBuf>,
+        now: u64,
+        tx: &mut Vec<(PortId, PacketBuf)>,
+        tracer: &mut dyn Tracer,
+    ) -> Tally {
+        self.run(ingress, rx, now, tx, Some(tracer))
+    }
+
+    #[inline]
+    fn run(
+        &self,
+        ingress: PortId,
+        rx: &mut Vec<PacketBuf>,
+        now: u64,
+        tx: &mut Vec<(PortId, PacketBuf)>,
+        trace: Option<&mut dyn Tracer>,
+    ) -> Tally {
         self.last_now.fetch_max(now, Ordering::Relaxed);
         let snap = self.control.load();
         let first_tx = tx.len();
@@ -203,6 +260,7 @@ impl Switch {
             node: Tally::default(),
             ingress: Tally::default(),
             tx,
+            trace: trace.map(|t| t as &mut dyn Tracer),
         };
         let kind = snap.port(ingress).map(|p| p.kind);
         for buf in rx.drain(..) {
@@ -237,6 +295,7 @@ impl Switch {
             node: Tally::default(),
             ingress: Tally::default(),
             tx,
+            trace: None,
         };
         self.release_pending(&mut b, None);
         self.finish(b, first_tx, None);
@@ -324,6 +383,7 @@ impl Switch {
         match self.macs.lookup(eth.dst, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
             Some(port) if b.snap.port(port).is_some() => {
+                hop! { b, Stage::Bridge, "forward", ("port {}", self.port_name(b.snap, port)), ("-> port {} ({})", self.port_name(b.snap, port), self.learned(b.now, b.snap, eth.dst)) }
                 b.send(port, buf);
                 Ok(Outcome::Forwarded)
             }
@@ -334,6 +394,7 @@ impl Switch {
     /// Sends `buf` to every pod port but `except`: copies for all but the last.
     fn flood(&self, b: &mut Batch, except: Option<PortId>, buf: PacketBuf) -> Verdict {
         let snap = b.snap;
+        hop! { b, Stage::Bridge, "flood", ("{} pod ports", snap.pod_ports.len()), ("MAC unknown: flooded to every pod port") }
         let mut targets = snap
             .pod_ports
             .iter()
@@ -382,6 +443,7 @@ impl Switch {
         }
         match arp.operation {
             wire::ARP_REQUEST if arp.target_ip == gateway => {
+                hop! { b, Stage::GatewayArp, "reply", ("gateway {gateway}"), ("{gateway} is at {} (asked by {})", config.gateway_mac(), arp.sender_ip) }
                 self.arp_reply(b, ingress, &arp, config.gateway_mac());
                 Ok(Outcome::Consumed)
             }
@@ -454,6 +516,7 @@ impl Switch {
         if outer.ip.dst != config.underlay_ip {
             // host-gw: a peer routed a pod packet to us unencapsulated.
             if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
+                hop! { b, Stage::Decap, "receive", ("host-gw peer {}", self.peer_name(b.snap, outer.ip.src)), ("host-gw: routed here by {} for {}", outer.ip.src, outer.ip.dst) }
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 buf.truncate(outer.ip.total_len);
                 return self.router(b, buf, outer.ip, Origin::Peer);
@@ -475,6 +538,7 @@ impl Switch {
                 buf.strip(udp.payload_at + inner_at)
                     .ok_or(DropReason::Malformed)?;
                 b.node.decap += 1;
+                hop! { b, Stage::Decap, "decap", ("vxlan peer {}", self.peer_name(b.snap, outer.ip.src)), ("vxlan decap VNI {vni} {}:{} -> {}:{port}", outer.ip.src, udp.src_port, outer.ip.dst) }
                 let (eth, l3) = classify(&mut buf)?;
                 if eth.dst != config.vtep_mac {
                     return Err(DropReason::NotForUs);
@@ -493,6 +557,7 @@ impl Switch {
                 buf.truncate(udp.payload_end);
                 buf.strip(udp.payload_at).ok_or(DropReason::Malformed)?;
                 b.node.decap += 1;
+                hop! { b, Stage::Decap, "decap", ("udp peer {}", self.peer_name(b.snap, outer.ip.src)), ("udp decap {}:{} -> {}:{port}", outer.ip.src, udp.src_port, outer.ip.dst) }
                 // The inner packet's ingress: checked here, once.
                 let mut ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
                 buf.truncate(ip.total_len);
@@ -556,9 +621,16 @@ impl Switch {
                 self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
                 return Err(DropReason::TtlExceeded);
             }
+            let before = b
+                .trace
+                .is_some()
+                .then(|| (ip, wire::ports(buf.data(), &ip), b.node));
             let decision =
                 self.balancer
                     .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node);
+            if let Some(before) = before {
+                self.trace_services(b, before, (&ip, wire::ports(buf.data(), &ip)), decision);
+            }
             match decision {
                 Decision::Pass => {}
                 Decision::Forward(e) => egress = e,
@@ -620,6 +692,7 @@ impl Switch {
     /// Sends a routed packet to the node's own stack through the host port.
     fn host_out(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
         let port = b.snap.host.ok_or(DropReason::NoRoute)?;
+        hop! { b, Stage::Node, "deliver", ("host port of {}", b.snap.config.name), ("-> the node's own stack ({})", ip.dst) }
         self.leave(b, &mut buf, &mut ip, None, hop)?;
         let dst = Mac::from_u64(self.host_mac.load(Ordering::Relaxed));
         let dst = if dst == Mac::ZERO {
@@ -645,6 +718,7 @@ impl Switch {
         hop: Hop,
     ) -> Verdict {
         let port = b.snap.underlay.ok_or(DropReason::NoRoute)?;
+        hop! { b, Stage::Route, "to client", ("underlay host {mac}"), ("-> {} on the underlay, unencapsulated", ip.dst) }
         let mtu = b.snap.config.underlay_mtu;
         self.leave(b, &mut buf, &mut ip, Some(mtu), hop)?;
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
@@ -680,6 +754,7 @@ impl Switch {
     /// A packet for one of the node's own addresses: the host stack answers when a host
     /// port is attached; otherwise the gateway answers pings itself.
     fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header) -> Verdict {
+        hop! { b, Stage::Node, "local", ("node {}", b.snap.config.name), ("{} is this node's own address", ip.dst) }
         if b.snap.host.is_some() {
             // Delivered, not forwarded: the TTL stays.
             return self.host_out(b, buf, ip, Hop::Originate);
@@ -724,7 +799,9 @@ impl Switch {
     /// once its egress is known, so ICMP errors before that quote it as it arrived, as
     /// Linux's `ip_forward` does.
     fn route(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
-        match b.snap.next_hop(ip.dst) {
+        let next = b.snap.next_hop(ip.dst);
+        hop! { b, Stage::Route, if RouteDetail::found(next) { "forward" } else { "no route" }, ("{}", RouteObject(b.snap, next)), ("{}", RouteDetail(RouteDetail::found(next), ip.src, ip.dst)) }
+        match next {
             Some(NextHop::Local) => self.to_local_pod(b, buf, ip, hop),
             Some(NextHop::Peer(i)) => self.to_peer(b, buf, ip, i, hop),
             Some(NextHop::UnknownSubnet) => {
@@ -753,6 +830,7 @@ impl Switch {
         if ip.total_len <= mtu as usize {
             return Ok(());
         }
+        hop! { b, Stage::Route, "mtu", ("egress MTU {mtu}"), ("{}-byte {}packet over MTU {mtu}", ip.total_len, if ip.dont_fragment() { "DF " } else { "" }) }
         if ip.dont_fragment() {
             self.icmp_error(b, packet, ip, IcmpError::FragmentationNeeded { mtu });
         }
@@ -778,6 +856,7 @@ impl Switch {
         {
             Some(mac) => self.bridge_out(b, buf, mac),
             None => {
+                hop! { b, Stage::GatewayArp, "resolve", ("neighbour {}", ip.dst), ("waiting for ARP of {}", ip.dst) }
                 if self.neighbours.should_ask(ip.dst, b.now, ARP_RETRY_NS) {
                     self.arp_request(b, ip.dst);
                 }
@@ -800,6 +879,7 @@ impl Switch {
         wire::write_eth(eth, mac, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
         match self.macs.lookup(mac, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if b.snap.port(port).is_some() => {
+                hop! { b, Stage::Bridge, "forward", ("port {}", self.port_name(b.snap, port)), ("-> port {} ({})", self.port_name(b.snap, port), self.learned(b.now, b.snap, mac)) }
                 b.send(port, buf);
                 Ok(Outcome::Forwarded)
             }
@@ -866,6 +946,7 @@ impl Switch {
                 vxlan::encap(&mut buf, config, peer, vni, port, src_port)
                     .ok_or(DropReason::NoBuffer)?;
                 b.node.encap += 1;
+                hop! { b, Stage::Encap, "encap", ("vxlan peer {}", peer.name), ("vxlan encap VNI {vni} {}:{src_port} -> {}:{port}", config.underlay_ip, peer.underlay_ip) }
             }
             Backend::Udp { port } => {
                 if !udpencap::decrement_ttl(buf.data_mut(), &mut ip) {
@@ -873,8 +954,10 @@ impl Switch {
                 }
                 udpencap::encap(&mut buf, config, peer, port).ok_or(DropReason::NoBuffer)?;
                 b.node.encap += 1;
+                hop! { b, Stage::Encap, "encap", ("udp peer {}", peer.name), ("udp encap {} -> {}:{port}", config.underlay_ip, peer.underlay_ip) }
             }
             Backend::HostGw => {
+                hop! { b, Stage::Encap, "forward", ("host-gw peer {}", peer.name), ("host-gw: plain frame to {}", peer.underlay_ip) }
                 let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
                 wire::write_eth(eth, peer.underlay_mac, config.underlay_mac, ETHERTYPE_IPV4);
             }
@@ -960,6 +1043,170 @@ impl Switch {
         let mut t = Tally::default();
         t.drops[DropReason::ArpTimeout as usize] = lost;
         self.counters.add(&t);
+    }
+}
+
+// ---- what a trace reports (only ever called with a tracer attached) --------------------
+
+impl Switch {
+    fn port_name<'s>(&self, snap: &'s Snapshot, port: PortId) -> &'s str {
+        snap.port(port).map_or("?", |p| p.name.as_str())
+    }
+
+    fn peer_name<'s>(&self, snap: &'s Snapshot, underlay_ip: Ipv4Addr) -> &'s str {
+        snap.peer_by_underlay(underlay_ip)
+            .map_or("unknown", |p| p.name.as_str())
+    }
+
+    /// How long ago the bridge last saw `mac`, as a trace says it.
+    fn learned(&self, now: u64, snap: &Snapshot, mac: Mac) -> String {
+        match self.macs.age(mac, now, snap.config.mac_aging_ns) {
+            Some(age) => format!("{mac} learned {} ago", Age(age)),
+            None => format!("{mac} not learned"),
+        }
+    }
+
+    /// The service stage's decision about a packet, told by comparing it (and the
+    /// counters) before and after the stage.
+    fn trace_services(
+        &self,
+        b: &mut Batch,
+        (ip0, ports0, tally0): (Ipv4Header, Option<(u16, u16)>, Tally),
+        (ip, ports): (&Ipv4Header, Option<(u16, u16)>),
+        decision: Decision,
+    ) {
+        let (s0, d0) = ports0.unwrap_or((0, 0));
+        let (s1, d1) = ports.unwrap_or((0, 0));
+        let snap = b.snap;
+        let entry = snap.services.by_vip(ip0.dst, d0, ip0.protocol).or_else(|| {
+            services::is_node_address(&snap.config, ip0.dst)
+                .then(|| snap.services.by_node_port(d0, ip0.protocol))
+                .flatten()
+        });
+        let object = |vip: Ipv4Addr, port: u16| {
+            let list = snap.services.list();
+            let found = list.iter().filter(|s| s.cluster_ip == vip).find_map(|s| {
+                let p = s.ports.iter().find(|p| p.port == port)?;
+                Some((s.name.as_str(), p.name.as_str()))
+            });
+            match found {
+                Some((name, "")) => format!("service {name} port {port}"),
+                Some((name, port_name)) => format!("service {name} port {port_name}"),
+                None => format!("{vip}:{port}"),
+            }
+        };
+        let new = b.node.dnat > tally0.dnat || b.node.snat > tally0.snat;
+        match decision {
+            Decision::Reject | Decision::Drop(DropReason::NoEndpoints) => {
+                let (vip, port) = entry.map_or((ip0.dst, d0), |e| (e.vip, e.port));
+                let how = if decision == Decision::Reject {
+                    if ip0.protocol == wire::PROTO_TCP {
+                        "rejected with a TCP RST"
+                    } else {
+                        "rejected with ICMP port unreachable"
+                    }
+                } else {
+                    "dropped (externalTrafficPolicy Local, none on this node)"
+                };
+                hop! { b, Stage::Services, "reject", ("{}", object(vip, port)), ("{}:{d0}: no endpoints: {} has 0 ready endpoints; {how}", ip0.dst, object(vip, port)) }
+            }
+            Decision::Forward(_) if entry.is_some() && (ip.dst != ip0.dst || d1 != d0) => {
+                let (vip, port) = entry.map_or((ip0.dst, d0), |e| (e.vip, e.port));
+                let (how, of, chosen) = match entry {
+                    Some(e) => {
+                        let external = vip != ip0.dst;
+                        let c = e.candidates(external, b.snap.config.subnet);
+                        let how = if e.affinity_ns.is_some() {
+                            "ClientIP affinity"
+                        } else {
+                            "random"
+                        };
+                        (
+                            how,
+                            c.len(),
+                            c.iter().position(|&a| a == ip.dst).map_or(0, |i| i + 1),
+                        )
+                    }
+                    None => ("tracked", 0, 0),
+                };
+                let ct = if new {
+                    "conntrack new"
+                } else {
+                    "conntrack established"
+                };
+                let snat = if ip.src != ip0.src {
+                    format!("; SNAT {} -> {}:{s1}", ip0.src, ip.src)
+                } else {
+                    String::new()
+                };
+                hop! { b, Stage::Services, "dnat", ("{}", object(vip, port)), ("{}:{d0} -> {}:{d1} ({how}, {chosen} of {of} endpoints; {ct}){snat}", ip0.dst, ip.dst) }
+            }
+            Decision::Forward(_) if (ip.src, s1, ip.dst, d1) != (ip0.src, s0, ip0.dst, d0) => {
+                let stage = if new {
+                    Stage::Services
+                } else {
+                    Stage::Conntrack
+                };
+                hop! { b, stage, if new { "snat" } else { "reverse nat" }, ("flow {}:{s0} -> {}:{d0}", ip0.src, ip0.dst), ("{}:{s0} -> {}:{d0} becomes {}:{s1} -> {}:{d1}", ip0.src, ip0.dst, ip.src, ip.dst) }
+            }
+            Decision::Forward(_) => {
+                hop! { b, Stage::Conntrack, "tracked", ("flow {}:{s0} -> {}:{d0}", ip0.src, ip0.dst), ("a tracked flow, untranslated") }
+            }
+            Decision::Drop(_) | Decision::Pass => {}
+        }
+    }
+}
+
+/// What the route lookup did with a packet from `.1` to `.2` (`.0`: found a route).
+struct RouteDetail(bool, Ipv4Addr, Ipv4Addr);
+
+impl RouteDetail {
+    fn found(next: Option<NextHop>) -> bool {
+        matches!(next, Some(NextHop::Local | NextHop::Peer(_)))
+    }
+}
+
+impl std::fmt::Display for RouteDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteDetail(true, src, dst) => write!(f, "{src} -> {dst}"),
+            RouteDetail(false, _, dst) => write!(f, "{dst} is in no node's subnet"),
+        }
+    }
+}
+
+/// The route a lookup found, as `10.2.2.0/24 via 10.2.2.0 onlink (vxlan peer worker-1)`.
+struct RouteObject<'a>(&'a Snapshot, Option<NextHop>);
+
+impl std::fmt::Display for RouteObject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config = &self.0.config;
+        match self.1 {
+            Some(NextHop::Local) => write!(f, "{} dev cni0 (this node's pods)", config.subnet),
+            Some(NextHop::Peer(i)) => {
+                let p = &config.peers[i];
+                match config.backend {
+                    Backend::HostGw => write!(
+                        f,
+                        "{} via {} (host-gw peer {})",
+                        p.subnet, p.underlay_ip, p.name
+                    ),
+                    backend => write!(
+                        f,
+                        "{} via {} onlink ({} peer {})",
+                        p.subnet,
+                        p.subnet.network(),
+                        backend.name(),
+                        p.name
+                    ),
+                }
+            }
+            _ => write!(
+                f,
+                "routes of {} (pod CIDR {})",
+                config.name, config.pod_cidr
+            ),
+        }
     }
 }
 

@@ -232,7 +232,7 @@ fn yaml_ports(ports: PortRange) -> String {
 }
 
 /// A rule in words, e.g. `deny tcp 10000-11000 to worker from master`.
-pub(super) fn describe(rule: &FirewallRule) -> String {
+pub(crate) fn describe(rule: &FirewallRule) -> String {
     let action = match rule.action {
         Action::Allow => "allow",
         Action::Deny => "deny",

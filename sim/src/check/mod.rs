@@ -23,7 +23,7 @@
 
 mod addresses;
 pub mod explain;
-mod flows;
+pub(crate) mod flows;
 mod mtu;
 pub mod render;
 pub mod table;

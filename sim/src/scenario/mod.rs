@@ -33,6 +33,7 @@ mod services;
 mod timeline;
 mod topology;
 mod traffic;
+pub use traffic::probe_ends;
 pub mod units;
 
 use std::path::Path;

@@ -348,3 +348,37 @@ pub(crate) fn expectations(
     }
     Ok(expectations)
 }
+
+/// Resolves `from` and `to` exactly as a traffic entry of `kind` in `sc` would be (for
+/// `podnet trace`); the error says which of the two is wrong and why.
+pub fn probe_ends(
+    sc: &super::Scenario,
+    from: &str,
+    to: &str,
+    kind: TrafficKind,
+) -> Result<(TrafficSource, TrafficTarget), String> {
+    let added = sc.faults.iter().filter_map(|f| match &f.kind {
+        super::FaultKind::PodAdd { pod } => Some(pod),
+        _ => None,
+    });
+    let inventory = Inventory {
+        nodes: &sc.nodes,
+        externals: &sc.externals,
+        pods: sc
+            .pods
+            .iter()
+            .chain(added)
+            .map(|p| (p.name.as_str(), p))
+            .collect(),
+        services: &sc.services,
+    };
+    let spanned = |s: &str| {
+        let unknown = serde_saphyr::Location::UNKNOWN;
+        Spanned::new(s.to_string(), unknown, unknown)
+    };
+    let source =
+        source(&spanned(from), &inventory).map_err(|e| format!("--from: {}", e.message))?;
+    let target =
+        target(&spanned(to), kind, &inventory).map_err(|e| format!("--to: {}", e.message))?;
+    Ok((source, target))
+}

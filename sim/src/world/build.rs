@@ -79,6 +79,7 @@ impl World {
                 .collect(),
             service_generation: 0,
             endpoints: Vec::new(),
+            recorder: None,
             sc,
         };
         for i in 0..w.sc.nodes.len() {
@@ -264,6 +265,7 @@ impl World {
                         Protocol::Udp => svc::Protocol::Udp,
                     };
                     let mut port = svc::ServicePort::new(proto, p.port, p.target_port);
+                    port.name = p.name.clone().unwrap_or_default();
                     if let Some(np) = p.node_port {
                         port = port.with_node_port(np);
                     }

@@ -91,6 +91,7 @@ impl World {
                 let name = self.nodes[node].spec.name.clone();
                 self.note(|| format!("{name}: down, dropped a packet (node_down)"));
             }
+            self.probe_node_down(node, &frame);
             self.dropped(&frame, DropReason::NodeDown);
             return;
         }
@@ -102,9 +103,12 @@ impl World {
         let mut rx = std::mem::take(&mut self.scratch_rx);
         let mut tx = std::mem::take(&mut self.scratch_tx);
         rx.push(buf);
-        let tally = self.nodes[node]
-            .switch
-            .process(port, &mut rx, self.now, &mut tx);
+        let tally = match self.probe_switch(node, port, &frame, &mut rx, &mut tx) {
+            Some(tally) => tally,
+            None => self.nodes[node]
+                .switch
+                .process(port, &mut rx, self.now, &mut tx),
+        };
         self.switch_drops(node, &frame, &tally);
         self.switch_tx(node, &mut tx);
         self.scratch_rx = rx;
@@ -169,6 +173,7 @@ impl World {
             return;
         }
         let Some(&to) = self.macs.get(&eth.dst) else {
+            self.probe_underlay(from, None, &frame, Err(DropReason::NoRoute));
             self.dropped(&frame, DropReason::NoRoute);
             return;
         };
@@ -178,6 +183,7 @@ impl World {
             .transmit(from, to, &frame, self.now, coin, &self.sc.firewall)
         {
             Ok((to, at)) => {
+                self.probe_underlay(from, Some(to), &frame, Ok(at));
                 if let Some(&h) = self.member_hosts.get(&to) {
                     self.schedule(at, Event::ToHost { host: h, frame });
                 } else if let Some(node) = self.node_of_member(to) {
@@ -186,6 +192,7 @@ impl World {
                 }
             }
             Err(reason) => {
+                self.probe_underlay(from, Some(to), &frame, Err(reason));
                 if reason == DropReason::Firewall {
                     if let Some(node) = self.node_of_member(to) {
                         self.nodes[node].firewall_drops += 1;
@@ -260,6 +267,7 @@ impl World {
             return;
         }
         self.trace_delivery(2 << 32 | h as u64, &frame);
+        self.probe_received(h, &frame);
         if matches!(self.hosts[h].attach, Attach::Pod { .. }) {
             self.capture_host(h, &frame);
         }
@@ -275,6 +283,7 @@ impl World {
         self.hosts[h].host.poll(self.now, &mut out);
         let attach = self.hosts[h].attach;
         for frame in out.drain(..) {
+            self.probe_sent(h, &frame);
             match attach {
                 Attach::Pod { node, port } => {
                     self.capture_host(h, &frame);

@@ -34,6 +34,7 @@ mod build;
 mod capture;
 mod events;
 mod faults;
+mod probe;
 mod requests;
 
 /// Delay of the virtual cable between a pod (or a node's own stack) and its switch.
@@ -208,6 +209,8 @@ pub struct World {
     /// The pods each service selects now (by the scenario's order of services), in
     /// name order.
     endpoints: Vec<Vec<String>>,
+    /// Follows the probe of `podnet trace` ([`crate::trace`]); `None` in every other run.
+    recorder: Option<Box<crate::trace::Recorder>>,
 }
 
 /// splitmix64: a small, well-mixed, seedable generator.

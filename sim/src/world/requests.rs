@@ -170,6 +170,7 @@ impl World {
         if let Some(k) = key {
             self.clients.insert(k, id);
         }
+        self.probe_started(id, key);
         self.flights.insert(
             id,
             Flight {
