@@ -19,6 +19,7 @@ mod icmp;
 pub mod mac;
 mod nat;
 mod neighbour;
+pub mod policy;
 mod routes;
 pub mod services;
 pub mod switch;

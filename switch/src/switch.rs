@@ -39,6 +39,7 @@ use crate::icmp::{self, IcmpError};
 use crate::mac::Mac;
 use crate::nat;
 use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
+use crate::policy;
 use crate::routes::NextHop;
 use crate::services::{self, Service};
 use crate::udpencap;
@@ -313,7 +314,13 @@ impl Switch {
             // Replies bridged between local pods (an endpoint answering a client on this
             // node over L2) go through conntrack, as br_netfilter puts them.
             let pkt = &mut buf.data_mut()[ETH_LEN..];
-            self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
+            let known = self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
+            if !known
+                && !b.snap.policy.is_empty()
+                && !self.balancer.bridged_known(b.snap, b.now, pkt, &ip)
+            {
+                self.policy(b, pkt, &ip, ip.src, Origin::Pod, true)?;
+            }
         }
         match self.macs.lookup(eth.dst, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
@@ -543,6 +550,8 @@ impl Switch {
         from: Origin,
     ) -> Verdict {
         let mut egress = Egress::Route;
+        // The client's real address, before the service stage may masquerade it.
+        let client = ip.src;
         if self.balancer.active(b.snap) {
             // Services first: a reply to one of the node's own addresses may belong to a
             // masqueraded flow. A packet that dies here is reported as it arrived.
@@ -554,8 +563,16 @@ impl Switch {
                 self.balancer
                     .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node);
             match decision {
-                Decision::Pass => {}
+                // Policy: new flows only, after DNAT (the real endpoint), from the client.
+                Decision::Pass => self.policy(b, buf.data(), &ip, client, from, true)?,
                 Decision::Forward(e) => egress = e,
+                Decision::New(e, hit) => {
+                    if let Err(reason) = self.policy(b, buf.data(), &ip, client, from, false) {
+                        self.balancer.forget(&hit);
+                        return Err(reason);
+                    }
+                    egress = e;
+                }
                 Decision::Reject => {
                     self.reject(b, buf.data(), &ip, from);
                     return Err(DropReason::NoEndpoints);
@@ -571,6 +588,47 @@ impl Switch {
             return Err(DropReason::TtlExceeded);
         }
         self.send_out(b, buf, ip, egress, Hop::Forward)
+    }
+
+    /// The policy stage ([`crate::policy`]): judges a packet that conntrack does not know
+    /// — the first of a flow — against the node's compiled NetworkPolicies, as sent by
+    /// `client` (its real address) to the packet's destination (the real endpoint, after
+    /// DNAT). An allowed flow is tracked, so its later packets and its replies are never
+    /// judged (`track`: false for a service flow, tracked already). Established flows are
+    /// not cut when a policy changes: only new flows see the new table.
+    fn policy(
+        &self,
+        b: &mut Batch,
+        pkt: &[u8],
+        ip: &Ipv4Header,
+        client: Ipv4Addr,
+        from: Origin,
+        track: bool,
+    ) -> Result<(), DropReason> {
+        let snap = b.snap;
+        if snap.policy.is_empty() {
+            return Ok(());
+        }
+        let Some(dport) = policy_port(pkt, ip) else {
+            // A later fragment, or an echo reply: its flow was judged by its first packet.
+            return Ok(());
+        };
+        // The node's own stack (kubelet probes, `node:` traffic) reaches its pods freely.
+        if from == Origin::Host || services::is_node_address(&snap.config, client) {
+            return Ok(());
+        }
+        let key = policy::FlowKey {
+            proto: ip.protocol,
+            src: client,
+            dst: ip.dst,
+            dport,
+        };
+        snap.policy.check(&key).map_err(|_| DropReason::Policy)?;
+        if track {
+            self.balancer
+                .track_allowed(snap, b.now, pkt, ip, &mut b.node);
+        }
+        Ok(())
     }
 
     /// Sends a routed packet where the service stage said: the route lookup, or back to a
@@ -974,6 +1032,23 @@ fn classify(buf: &mut PacketBuf) -> Result<(wire::EthHeader, L3), DropReason> {
         _ => L3::Other,
     };
     Ok((eth, l3))
+}
+
+/// The destination port the policy stage judges a packet by (0 for ICMP and other
+/// protocols without ports); `None` for packets whose flow another packet decided: later
+/// fragments and ICMP echo replies.
+fn policy_port(pkt: &[u8], ip: &Ipv4Header) -> Option<u16> {
+    if ip.is_later_fragment() {
+        return None;
+    }
+    let l4 = pkt.get(ip.header_len..ip.total_len)?;
+    match ip.protocol {
+        wire::PROTO_TCP | wire::PROTO_UDP | policy::PROTO_SCTP => {
+            l4.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]))
+        }
+        wire::PROTO_ICMP if l4.first() == Some(&wire::icmp::ECHO_REPLY) => None,
+        _ => Some(0),
+    }
 }
 
 /// A frame's network-layer payload as its ingress check found it.
