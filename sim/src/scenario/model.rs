@@ -725,11 +725,13 @@ pub enum DropReason {
     Timeout,
     /// Connection refused.
     Refused,
+    /// Refused by a NetworkPolicy (a new flow to or from an isolated pod).
+    Policy,
 }
 
 impl DropReason {
     /// Every reason, in the order SCENARIO.md lists them.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Firewall,
         DropReason::NoRoute,
         DropReason::NoEndpoints,
@@ -743,6 +745,7 @@ impl DropReason {
         DropReason::Partition,
         DropReason::Timeout,
         DropReason::Refused,
+        DropReason::Policy,
     ];
 
     /// The snake_case word: `firewall`, `no_route`, ...
@@ -758,6 +761,7 @@ impl DropReason {
             DropReason::Mtu => "mtu",
             DropReason::Malformed => "malformed",
             DropReason::TableFull => "table_full",
+            DropReason::Policy => "policy",
             DropReason::Partition => "partition",
             DropReason::Timeout => "timeout",
             DropReason::Refused => "refused",

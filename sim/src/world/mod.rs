@@ -237,6 +237,7 @@ pub fn reason_of(r: podnet_switch::DropReason) -> DropReason {
         S::TableFull | S::NoBuffer => DropReason::TableFull,
         S::ArpTimeout => DropReason::Timeout,
         S::Firewall => DropReason::Firewall,
+        S::Policy => DropReason::Policy,
     }
 }
 
