@@ -249,7 +249,7 @@ impl Balancer {
     /// False while there is nothing to do: no service, no policy to enforce, and no
     /// flow ever tracked.
     pub(crate) fn active(&self, snap: &Snapshot) -> bool {
-        !snap.services.is_empty() || self.ct.is_used() || !snap.policy.is_empty()
+        !snap.services.is_empty() || self.ct.is_used() || !snap.policy.is_off()
     }
 
     /// The service and whether it is reached from outside (by a node port) for a flow to

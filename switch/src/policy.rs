@@ -322,10 +322,13 @@ pub struct Denied {
     policy: Option<u16>,
 }
 
-/// The node's compiled policies. Empty (nothing to enforce) unless some local pod is
-/// isolated; the pipeline skips the stage then.
+/// The node's compiled policies. The default table is off: the pipeline skips the stage
+/// and tracks nothing for it. A compiled one (even of no policy) is on: every new pod
+/// flow is judged and tracked, so that a policy published later finds the flows that
+/// were established before it and leaves them alone.
 #[derive(Debug, Default)]
 pub struct PolicyTable {
+    on: bool,
     stats: Vec<PolicyStat>,
     local: HashMap<u32, LocalPod>,
     /// Named ports of every pod with one, for egress rules that name a port.
@@ -347,6 +350,7 @@ impl PolicyTable {
             .map(|n| (n, cluster.namespace_labels(n)))
             .collect();
         let mut table = PolicyTable {
+            on: true,
             named: cluster
                 .pods
                 .iter()
@@ -398,8 +402,13 @@ impl PolicyTable {
         table
     }
 
-    /// True when no local pod is isolated in either direction.
-    pub fn is_empty(&self) -> bool {
+    /// True for the default table: no policy enforcement on this node at all.
+    pub fn is_off(&self) -> bool {
+        !self.on
+    }
+
+    /// True when no local pod is isolated in either direction (every flow is allowed).
+    pub fn isolates_nothing(&self) -> bool {
         self.local.is_empty()
     }
 

@@ -316,7 +316,7 @@ impl Switch {
             let pkt = &mut buf.data_mut()[ETH_LEN..];
             let known = self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
             if !known
-                && !b.snap.policy.is_empty()
+                && !b.snap.policy.is_off()
                 && !self.balancer.bridged_known(b.snap, b.now, pkt, &ip)
             {
                 self.policy(b, pkt, &ip, ip.src, Origin::Pod, true)?;
@@ -606,7 +606,7 @@ impl Switch {
         track: bool,
     ) -> Result<(), DropReason> {
         let snap = b.snap;
-        if snap.policy.is_empty() {
+        if snap.policy.is_off() {
             return Ok(());
         }
         let Some(dport) = policy_port(pkt, ip) else {

@@ -67,7 +67,8 @@ fn table(policies: &[NetworkPolicy]) -> PolicyTable {
 #[test]
 fn no_policy_isolates_nothing() {
     let t = table(&[]);
-    assert!(t.is_empty());
+    assert!(t.isolates_nothing() && !t.is_off());
+    assert!(PolicyTable::default().is_off());
     assert_eq!(t.check(&tcp(2, 3, 80)), Ok(()));
 }
 
@@ -329,5 +330,5 @@ fn an_empty_rule_allows_everything() {
     p.ingress = vec![Rule::default()];
     let t = table(&[p]);
     assert_eq!(t.check(&tcp(4, 2, 80)), Ok(()));
-    assert!(!t.is_empty());
+    assert!(!t.isolates_nothing());
 }
