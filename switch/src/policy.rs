@@ -25,6 +25,7 @@
 //! [`crate::switch`].
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -304,6 +305,30 @@ impl PolicyStat {
     }
 }
 
+/// Hashes the IPv4 addresses that key the table: one multiply (Fibonacci hashing), since
+/// the keys are not attacker-chosen in a way SipHash would help with (they are the pods'
+/// own addresses, set by the control plane).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.0 = (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type AddrMap<V> = HashMap<u32, V, BuildHasherDefault<AddrHasher>>;
+
 /// A new flow as the policy stage judges it: after service DNAT (the real endpoint), from
 /// the client's real address. `dport` is 0 for protocols without ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,9 +355,9 @@ pub struct Denied {
 pub struct PolicyTable {
     on: bool,
     stats: Vec<PolicyStat>,
-    local: HashMap<u32, LocalPod>,
+    local: AddrMap<LocalPod>,
     /// Named ports of every pod with one, for egress rules that name a port.
-    named: HashMap<u32, Vec<NamedPort>>,
+    named: AddrMap<Vec<NamedPort>>,
 }
 
 impl PolicyTable {
