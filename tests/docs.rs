@@ -141,6 +141,47 @@ fn every_field_the_loader_accepts_is_documented() {
             "name: t\nfaults: [{at: 1s, kind: pod_add, pod: {name: p, zz_unknown: 1}}]\n",
         ),
         ("expect", "name: t\nexpect: [{traffic: x, zz_unknown: 1}]\n"),
+        (
+            "namespaces",
+            "name: t\nnamespaces: [{name: n, zz_unknown: 1}]\n",
+        ),
+        ("policies", "name: t\npolicies: [{zz_unknown: 1}]\n"),
+        (
+            "policies.metadata",
+            "name: t\npolicies: [{metadata: {zz_unknown: 1}}]\n",
+        ),
+        (
+            "policies.spec",
+            "name: t\npolicies: [{spec: {zz_unknown: 1}}]\n",
+        ),
+        (
+            "policies.ingress",
+            "name: t\npolicies: [{spec: {ingress: [{zz_unknown: 1}]}}]\n",
+        ),
+        (
+            "policies.egress",
+            "name: t\npolicies: [{spec: {egress: [{zz_unknown: 1}]}}]\n",
+        ),
+        (
+            "policies.peer",
+            "name: t\npolicies: [{spec: {ingress: [{from: [{zz_unknown: 1}]}]}}]\n",
+        ),
+        (
+            "policies.ipBlock",
+            "name: t\npolicies: [{spec: {ingress: [{from: [{ipBlock: {zz_unknown: 1}}]}]}}]\n",
+        ),
+        (
+            "policies.ports",
+            "name: t\npolicies: [{spec: {ingress: [{ports: [{zz_unknown: 1}]}]}}]\n",
+        ),
+        (
+            "policies.selector",
+            "name: t\npolicies: [{spec: {podSelector: {zz_unknown: 1}}}]\n",
+        ),
+        (
+            "policies.matchExpressions",
+            "name: t\npolicies: [{spec: {podSelector: {matchExpressions: [{zz_unknown: 1}]}}}]\n",
+        ),
     ];
     let mut missing = Vec::new();
     let mut checked = 0;

@@ -167,13 +167,24 @@ impl PcapSet {
 
     fn sink(&mut self, name: &str) -> io::Result<&mut PcapSink> {
         if !self.sinks.contains_key(name) {
-            if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+            // A pod outside `default` is `NS/NAME`: its file goes in a directory per
+            // namespace, DIR/NS/NAME.pcap.
+            let parts: Vec<&str> = name.split('/').collect();
+            if parts.len() > 2
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || p.contains('\\') || *p == "." || *p == "..")
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("not a capture name: {name:?}"),
                 ));
             }
-            let sink = PcapSink::create(&self.path_of(name))?;
+            let path = self.path_of(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let sink = PcapSink::create(&path)?;
             self.sinks.insert(name.to_string(), sink);
         }
         Ok(self.sinks.get_mut(name).expect("inserted above"))

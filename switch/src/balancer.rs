@@ -187,12 +187,15 @@ pub(crate) enum Egress {
 }
 
 /// The stage's verdict on a routed packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum Decision {
     /// Not a service packet: untouched.
     Pass,
-    /// Translated (or belongs to a tracked flow): send it on.
+    /// Belongs to a tracked flow (either direction): send it on.
     Forward(Egress),
+    /// The first packet of a new service flow, translated and tracked: the policy stage
+    /// judges it (and forgets the flow when it refuses).
+    New(Egress, conntrack::Hit),
     /// A service with no endpoint: refuse (TCP RST, ICMP port unreachable) and drop.
     Reject,
     Drop(DropReason),
@@ -243,9 +246,10 @@ impl Balancer {
         self.affinity.table.clear();
     }
 
-    /// False while there is nothing to do: no service, and no flow ever tracked.
+    /// False while there is nothing to do: no service, no policy to enforce, and no
+    /// flow ever tracked.
     pub(crate) fn active(&self, snap: &Snapshot) -> bool {
-        !snap.services.is_empty() || self.ct.is_used()
+        !snap.services.is_empty() || self.ct.is_used() || !snap.policy.is_off()
     }
 
     /// The service and whether it is reached from outside (by a node port) for a flow to
@@ -269,7 +273,7 @@ impl Balancer {
     /// are flushed, so the client's next datagram picks a live endpoint. TCP flows stay
     /// (kube-proxy leaves established connections alone).
     fn valid(snap: &Snapshot, flow: &Flow) -> bool {
-        if flow.orig.proto != PROTO_UDP {
+        if flow.orig.proto != PROTO_UDP || flow.is_allowed_only() {
             return true;
         }
         match Balancer::service_of(snap, flow.orig.dst, flow.orig.dport, flow.orig.proto) {
@@ -445,7 +449,7 @@ impl Balancer {
                 tally.dnat += hit.flow.is_dnat() as u64;
                 tally.snat += hit.flow.is_snat() as u64;
                 nat::rewrite(pkt, ip, &hit.flow.xlat);
-                Decision::Forward(Egress::Route)
+                Decision::New(Egress::Route, hit)
             }
             Insert::Full => Decision::Drop(DropReason::TableFull),
         }
@@ -492,6 +496,68 @@ impl Balancer {
         }
     }
 
+    /// Tracks a flow the policy stage allowed, untranslated, so that its later packets and
+    /// its replies are known to conntrack and never judged again. A full table leaves it
+    /// untracked: its next packet is judged again, and its replies as flows of their own.
+    pub(crate) fn track_allowed(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &[u8],
+        ip: &Ipv4Header,
+        tally: &mut Tally,
+    ) {
+        let Some(l4) = nat::parse_l4(pkt, ip) else {
+            return;
+        };
+        let flow = Flow {
+            orig: l4.tuple,
+            xlat: l4.tuple,
+            client: Client::Routed,
+            affinity: None,
+        };
+        let to = &snap.conntrack_timeouts;
+        if let Insert::New { evicted, .. } =
+            self.ct
+                .insert(flow, snap.config.snat_ports, now, to, l4.flags)
+        {
+            tally.conntrack_evicted += evicted as u64;
+        }
+    }
+
+    /// Forgets a new flow the policy stage refused, so its retransmissions are judged
+    /// (and refused) again rather than found.
+    pub(crate) fn forget(&self, hit: &conntrack::Hit) {
+        self.ct.remove(hit);
+    }
+
+    /// True when a bridged packet (local pod to local pod) belongs to a tracked flow, in
+    /// either direction; counts it as the flow's.
+    pub(crate) fn bridged_known(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &[u8],
+        ip: &Ipv4Header,
+    ) -> bool {
+        if !self.ct.is_used() {
+            return false;
+        }
+        let Some(l4) = nat::parse_l4(pkt, ip) else {
+            return false;
+        };
+        let to = &snap.conntrack_timeouts;
+        if let Some(hit) = self.ct.find_orig(&l4.tuple, now, to, true) {
+            self.ct.touch(&hit, Dir::Orig, l4.flags, now);
+            return true;
+        }
+        if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
+            self.ct.touch(&hit, Dir::Reply, l4.flags, now);
+            return true;
+        }
+        false
+    }
+
     /// Translates an ICMP error about a tracked flow (its quote and its outer header) and
     /// says where it goes; `None` when it is about no tracked flow. Errors that travel
     /// toward the client come from the VIP (and to the client's own address), as Linux's
@@ -531,25 +597,33 @@ impl Balancer {
     /// The stage for an IPv4 packet bridged from one local pod to another: replies of
     /// tracked flows (an endpoint answering a client on the same node over L2) and ICMP
     /// errors about them are reverse-translated in place. Nothing else changes.
-    pub(crate) fn bridged(&self, snap: &Snapshot, now: u64, pkt: &mut [u8], ip: &mut Ipv4Header) {
+    /// Returns true when the packet belonged to a tracked flow (or was an ICMP error
+    /// about one).
+    pub(crate) fn bridged(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &mut Ipv4Header,
+    ) -> bool {
         if !self.ct.is_used() {
-            return;
+            return false;
         }
         if ip.protocol == PROTO_ICMP {
-            self.related(snap, now, pkt, ip);
-            return;
+            return self.related(snap, now, pkt, ip).is_some();
         }
         let Some(l4) = nat::parse_l4(pkt, ip) else {
-            return;
+            return false;
         };
         let to = &snap.conntrack_timeouts;
         if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
             if Balancer::valid(snap, &hit.flow) {
                 self.ct.touch(&hit, Dir::Reply, l4.flags, now);
                 nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
-            } else {
-                self.ct.remove(&hit);
+                return true;
             }
+            self.ct.remove(&hit);
         }
+        false
     }
 }

@@ -723,6 +723,12 @@ impl Flow {
         (self.orig.src, self.orig.sport) != (self.xlat.src, self.xlat.sport)
     }
 
+    /// A flow tracked only because the policy stage allowed it: a pod's, untranslated.
+    /// (A service flow always changes its destination; the node stack's are `Host`.)
+    pub fn is_allowed_only(&self) -> bool {
+        self.client == Client::Routed && self.orig == self.xlat
+    }
+
     fn encode(&self) -> [u64; 5] {
         let ip = |a: Ipv4Addr| u32::from(a) as u64;
         let (kind, mac) = match self.client {

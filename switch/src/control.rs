@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 
 use crate::conntrack::Timeouts;
 use crate::counters::Counters;
+use crate::policy::PolicyTable;
 use crate::routes::NextHop;
 use crate::services::{Endpoint, Service, ServiceTable};
 
@@ -77,6 +78,8 @@ pub struct Snapshot {
     pub services: Arc<ServiceTable>,
     /// How long tracked flows live ([`Control::set_conntrack_timeouts`]).
     pub conntrack_timeouts: Timeouts,
+    /// The NetworkPolicies compiled for this node's pods ([`Control::set_policies`]).
+    pub policy: Arc<PolicyTable>,
 }
 
 impl Snapshot {
@@ -85,6 +88,7 @@ impl Snapshot {
         ports: Vec<Option<Port>>,
         services: Arc<ServiceTable>,
         conntrack_timeouts: Timeouts,
+        policy: Arc<PolicyTable>,
     ) -> Snapshot {
         let of_kind = |kind: PortKind| {
             ports
@@ -104,6 +108,7 @@ impl Snapshot {
             host,
             services,
             conntrack_timeouts,
+            policy,
         }
     }
 
@@ -165,6 +170,7 @@ impl Control {
                 Vec::new(),
                 Arc::default(),
                 Timeouts::default(),
+                Arc::default(),
             )),
         }
     }
@@ -185,6 +191,7 @@ impl Control {
                 cur.ports.clone(),
                 Arc::clone(&cur.services),
                 cur.conntrack_timeouts,
+                Arc::clone(&cur.policy),
             )
         });
     }
@@ -275,6 +282,16 @@ impl Control {
         });
     }
 
+    /// Publishes a newly compiled policy table. New flows are judged by it at once;
+    /// flows already tracked keep going (see [`crate::switch`]).
+    pub fn set_policies(&self, table: PolicyTable) {
+        let table = Arc::new(table);
+        self.current.rcu(|cur| Snapshot {
+            policy: Arc::clone(&table),
+            ..(**cur).clone()
+        });
+    }
+
     /// Attaches a port and returns its id.
     pub fn add_port(&self, name: &str, kind: PortKind) -> PortId {
         let mut id = PortId(0);
@@ -301,6 +318,7 @@ impl Control {
                 ports,
                 Arc::clone(&cur.services),
                 cur.conntrack_timeouts,
+                Arc::clone(&cur.policy),
             )
         });
         id
@@ -318,6 +336,7 @@ impl Control {
                 ports,
                 Arc::clone(&cur.services),
                 cur.conntrack_timeouts,
+                Arc::clone(&cur.policy),
             )
         });
     }

@@ -53,6 +53,7 @@ drop_reasons! {
     Unsupported => "unsupported": "A protocol the router does not forward (IPv6, IP options on encap, ...).",
     NotForUs => "not_for_us": "Addressed to another MAC or IP on a routed port.",
     Firewall => "firewall": "Blocked by a firewall rule (set by the simulator's underlay).",
+    Policy => "policy": "A new flow no NetworkPolicy allows, to or from an isolated pod.",
 }
 
 /// Number of drop reasons.

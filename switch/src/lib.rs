@@ -20,6 +20,7 @@ pub mod mac;
 mod nat;
 mod neighbour;
 mod peers;
+pub mod policy;
 mod routes;
 pub mod services;
 pub mod switch;

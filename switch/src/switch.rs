@@ -39,6 +39,7 @@ use crate::icmp::{self, IcmpError};
 use crate::mac::Mac;
 use crate::nat;
 use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
+use crate::policy;
 use crate::routes::NextHop;
 use crate::services::{self, Service};
 use crate::trace::{Age, Stage, Tracer};
@@ -378,7 +379,13 @@ impl Switch {
             // Replies bridged between local pods (an endpoint answering a client on this
             // node over L2) go through conntrack, as br_netfilter puts them.
             let pkt = &mut buf.data_mut()[ETH_LEN..];
-            self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
+            let known = self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
+            if !known
+                && !b.snap.policy.is_off()
+                && !self.balancer.bridged_known(b.snap, b.now, pkt, &ip)
+            {
+                self.policy(b, pkt, &ip, ip.src, Origin::Pod, true)?;
+            }
         }
         match self.macs.lookup(eth.dst, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
@@ -614,6 +621,8 @@ impl Switch {
         from: Origin,
     ) -> Verdict {
         let mut egress = Egress::Route;
+        // The client's real address, before the service stage may masquerade it.
+        let client = ip.src;
         if self.balancer.active(b.snap) {
             // Services first: a reply to one of the node's own addresses may belong to a
             // masqueraded flow. A packet that dies here is reported as it arrived.
@@ -632,8 +641,16 @@ impl Switch {
                 self.trace_services(b, before, (&ip, wire::ports(buf.data(), &ip)), decision);
             }
             match decision {
-                Decision::Pass => {}
+                // Policy: new flows only, after DNAT (the real endpoint), from the client.
+                Decision::Pass => self.policy(b, buf.data(), &ip, client, from, true)?,
                 Decision::Forward(e) => egress = e,
+                Decision::New(e, hit) => {
+                    if let Err(reason) = self.policy(b, buf.data(), &ip, client, from, false) {
+                        self.balancer.forget(&hit);
+                        return Err(reason);
+                    }
+                    egress = e;
+                }
                 Decision::Reject => {
                     self.reject(b, buf.data(), &ip, from);
                     return Err(DropReason::NoEndpoints);
@@ -649,6 +666,51 @@ impl Switch {
             return Err(DropReason::TtlExceeded);
         }
         self.send_out(b, buf, ip, egress, Hop::Forward)
+    }
+
+    /// The policy stage ([`crate::policy`]): judges a packet that conntrack does not know
+    /// — the first of a flow — against the node's compiled NetworkPolicies, as sent by
+    /// `client` (its real address) to the packet's destination (the real endpoint, after
+    /// DNAT). An allowed flow is tracked, so its later packets and its replies are never
+    /// judged (`track`: false for a service flow, tracked already). Established flows are
+    /// not cut when a policy changes: only new flows see the new table.
+    fn policy(
+        &self,
+        b: &mut Batch,
+        pkt: &[u8],
+        ip: &Ipv4Header,
+        client: Ipv4Addr,
+        from: Origin,
+        track: bool,
+    ) -> Result<(), DropReason> {
+        let snap = b.snap;
+        if snap.policy.is_off() {
+            return Ok(());
+        }
+        let Some(dport) = policy_port(pkt, ip) else {
+            // A later fragment, or an echo reply: its flow was judged by its first packet.
+            return Ok(());
+        };
+        // The node's own stack (kubelet probes, `node:` traffic) reaches its pods freely.
+        if from == Origin::Host || services::is_node_address(&snap.config, client) {
+            return Ok(());
+        }
+        let key = policy::FlowKey {
+            proto: ip.protocol,
+            src: client,
+            dst: ip.dst,
+            dport,
+        };
+        if let Err(denied) = snap.policy.check(&key) {
+            hop! { b, Stage::Policy, "deny", ("{}", snap.policy.denial_name(&denied)), ("{:?} of {}: no rule allows {} -> {}:{dport}", denied.direction, if denied.direction == policy::Direction::Egress { client } else { ip.dst }, client, ip.dst) }
+            return Err(DropReason::Policy);
+        }
+        hop! { b, Stage::Policy, "allow", ("new flow {} -> {}:{dport}", client, ip.dst), ("allowed by the policies isolating its ends (or none isolates them)") }
+        if track {
+            self.balancer
+                .track_allowed(snap, b.now, pkt, ip, &mut b.node);
+        }
+        Ok(())
     }
 
     /// Sends a routed packet where the service stage said: the route lookup, or back to a
@@ -1099,7 +1161,7 @@ impl Switch {
         match decision {
             Decision::Reject | Decision::Drop(DropReason::NoEndpoints) => {
                 let (vip, port) = entry.map_or((ip0.dst, d0), |e| (e.vip, e.port));
-                let how = if decision == Decision::Reject {
+                let how = if matches!(decision, Decision::Reject) {
                     if ip0.protocol == wire::PROTO_TCP {
                         "rejected with a TCP RST"
                     } else {
@@ -1110,7 +1172,9 @@ impl Switch {
                 };
                 hop! { b, Stage::Services, "reject", ("{}", object(vip, port)), ("{}:{d0}: no endpoints: {} has 0 ready endpoints; {how}", ip0.dst, object(vip, port)) }
             }
-            Decision::Forward(_) if entry.is_some() && (ip.dst != ip0.dst || d1 != d0) => {
+            Decision::Forward(_) | Decision::New(..)
+                if entry.is_some() && (ip.dst != ip0.dst || d1 != d0) =>
+            {
                 let (vip, port) = entry.map_or((ip0.dst, d0), |e| (e.vip, e.port));
                 let (how, of, chosen) = match entry {
                     Some(e) => {
@@ -1141,7 +1205,9 @@ impl Switch {
                 };
                 hop! { b, Stage::Services, "dnat", ("{}", object(vip, port)), ("{}:{d0} -> {}:{d1} ({how}, {chosen} of {of} endpoints; {ct}){snat}", ip0.dst, ip.dst) }
             }
-            Decision::Forward(_) if (ip.src, s1, ip.dst, d1) != (ip0.src, s0, ip0.dst, d0) => {
+            Decision::Forward(_) | Decision::New(..)
+                if (ip.src, s1, ip.dst, d1) != (ip0.src, s0, ip0.dst, d0) =>
+            {
                 let stage = if new {
                     Stage::Services
                 } else {
@@ -1149,7 +1215,7 @@ impl Switch {
                 };
                 hop! { b, stage, if new { "snat" } else { "reverse nat" }, ("flow {}:{s0} -> {}:{d0}", ip0.src, ip0.dst), ("{}:{s0} -> {}:{d0} becomes {}:{s1} -> {}:{d1}", ip0.src, ip0.dst, ip.src, ip.dst) }
             }
-            Decision::Forward(_) => {
+            Decision::Forward(_) | Decision::New(..) => {
                 hop! { b, Stage::Conntrack, "tracked", ("flow {}:{s0} -> {}:{d0}", ip0.src, ip0.dst), ("a tracked flow, untranslated") }
             }
             Decision::Drop(_) | Decision::Pass => {}
@@ -1227,6 +1293,23 @@ fn classify(buf: &mut PacketBuf) -> Result<(wire::EthHeader, L3), DropReason> {
         _ => L3::Other,
     };
     Ok((eth, l3))
+}
+
+/// The destination port the policy stage judges a packet by (0 for ICMP and other
+/// protocols without ports); `None` for packets whose flow another packet decided: later
+/// fragments and ICMP echo replies.
+fn policy_port(pkt: &[u8], ip: &Ipv4Header) -> Option<u16> {
+    if ip.is_later_fragment() {
+        return None;
+    }
+    let l4 = pkt.get(ip.header_len..ip.total_len)?;
+    match ip.protocol {
+        wire::PROTO_TCP | wire::PROTO_UDP | policy::PROTO_SCTP => {
+            l4.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]))
+        }
+        wire::PROTO_ICMP if l4.first() == Some(&wire::icmp::ECHO_REPLY) => None,
+        _ => Some(0),
+    }
 }
 
 /// A frame's network-layer payload as its ingress check found it.

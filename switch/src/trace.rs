@@ -41,6 +41,8 @@ pub enum Stage {
     Services,
     /// Connection tracking of a flow the service stage already knows.
     Conntrack,
+    /// NetworkPolicy: a new flow judged against the policies isolating its ends.
+    Policy,
     /// The route lookup.
     Route,
     /// Encapsulation toward a peer (VXLAN, UDP, or host-gw's plain frame).
@@ -60,6 +62,7 @@ impl Stage {
             Stage::Decap => "decap",
             Stage::Services => "services",
             Stage::Conntrack => "conntrack",
+            Stage::Policy => "policy",
             Stage::Route => "route",
             Stage::Encap => "encap",
             Stage::Node => "node",

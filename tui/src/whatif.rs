@@ -30,6 +30,9 @@ impl UserFault {
             FaultKind::Heal => "heal".to_string(),
             FaultKind::PodDelete { pod } => format!("pod_delete {pod} (endpoint removed)"),
             FaultKind::PodAdd { pod } => format!("pod_add {} (endpoint restored)", pod.name),
+            FaultKind::PodLabel { pod, labels } => format!("pod_label {pod} {labels:?}"),
+            FaultKind::PolicyAdd { policy } => format!("policy_add {}", policy.key()),
+            FaultKind::PolicyDelete { policy } => format!("policy_delete {policy}"),
         }
     }
 
@@ -67,6 +70,30 @@ impl UserFault {
                 )
             }
             FaultKind::Heal => format!("{{at: {at}, kind: heal}}"),
+            FaultKind::PodLabel { pod, labels } => {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+                    .collect();
+                format!(
+                    "{{at: {at}, kind: pod_label, pod: {}, labels: {{{}}}}}",
+                    quote(pod),
+                    labels.join(", ")
+                )
+            }
+            FaultKind::PolicyDelete { policy } => {
+                format!(
+                    "{{at: {at}, kind: policy_delete, policy: {}}}",
+                    quote(policy)
+                )
+            }
+            // The TUI makes no policies; one from the scenario is already in its file.
+            FaultKind::PolicyAdd { policy } => {
+                format!(
+                    "# {at}: policy_add {} (see the scenario's faults)",
+                    policy.key()
+                )
+            }
             FaultKind::PodDelete { pod } => {
                 format!("{{at: {at}, kind: pod_delete, pod: {}}}", quote(pod))
             }

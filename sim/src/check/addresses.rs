@@ -83,7 +83,7 @@ fn reserved_cluster_ips(scenario: &Scenario) -> Vec<Finding> {
     for service in &scenario.services {
         for (offset, whose, names) in reserved {
             if u32::from(service.cluster_ip) != network.saturating_add(offset)
-                || names.contains(&service.name.as_str())
+                || names.contains(&service.name.rsplit('/').next().unwrap_or_default())
             {
                 continue;
             }

@@ -25,6 +25,7 @@ mod error;
 mod firewall;
 mod model;
 mod names;
+mod policies;
 mod pool;
 mod raw;
 mod reference;
@@ -41,9 +42,10 @@ use std::path::Path;
 pub use error::{Position, ScenarioError};
 pub use model::{
     Action, Backend, Check, Cluster, CompareOp, DropReason, Expectation, External, Fault,
-    FaultKind, Firewall, FirewallRule, HostMatch, Listen, Node, Pod, PortRange, Protocol, Role,
-    RuleProtocol, Scenario, Service, ServicePort, ServiceType, SessionAffinity, SourceSeen,
-    Traffic, TrafficKind, TrafficPolicy, TrafficSource, TrafficTarget, UdpBackend, Underlay, Vxlan,
+    FaultKind, Firewall, FirewallRule, HostMatch, Listen, Namespace, Node, Pod, PortRange,
+    Protocol, Role, RuleProtocol, Scenario, Service, ServicePort, ServiceType, SessionAffinity,
+    SourceSeen, Traffic, TrafficKind, TrafficPolicy, TrafficSource, TrafficTarget, UdpBackend,
+    Underlay, Vxlan,
 };
 
 /// Reads and resolves the scenario file at `path`; errors name the path as given.
@@ -77,7 +79,39 @@ pub fn parse(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
 pub fn parse_plan(file_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let raw: raw::RawScenario =
         serde_saphyr::from_str(text).map_err(|error| error::from_yaml(file_name, text, &error))?;
-    resolve::resolve(raw).map_err(|invalid| invalid.in_file(file_name))
+    let file_policies = policy_files(file_name, &raw)?;
+    resolve::resolve(raw, file_policies).map_err(|invalid| invalid.in_file(file_name))
+}
+
+/// The NetworkPolicy objects of `policy_files:` (multi-document YAML, paths relative to
+/// the scenario's directory), each error naming its own file.
+fn policy_files(
+    file_name: &str,
+    raw: &raw::RawScenario,
+) -> Result<Vec<podnet_switch::policy::NetworkPolicy>, ScenarioError> {
+    let mut namespaces: Vec<String> = raw
+        .namespaces
+        .iter()
+        .flatten()
+        .map(|n| n.name.value.clone())
+        .collect();
+    namespaces.push("default".to_string());
+    let dir = Path::new(file_name).parent().unwrap_or(Path::new(""));
+    let mut out = Vec::new();
+    for written in raw.policy_files.iter().flatten() {
+        let path = dir.join(&written.value);
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            error::Invalid::at(written, format!("policy file {shown}: cannot read: {e}"))
+                .in_file(file_name)
+        })?;
+        let objects: Vec<policies::RawPolicy> = serde_saphyr::from_multiple(&text)
+            .map_err(|error| error::from_yaml(&shown, &text, &error))?;
+        for object in &objects {
+            out.push(policies::policy(object, &namespaces).map_err(|e| e.in_file(&shown))?);
+        }
+    }
+    Ok(out)
 }
 
 /// The error for a scenario file that cannot be read.

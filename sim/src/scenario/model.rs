@@ -34,6 +34,10 @@ pub struct Scenario {
     pub nodes: Vec<Node>,
     /// Pods present from the start, in file order. Pods that a `pod_add` fault creates are
     /// in that fault.
+    /// Declared namespaces, `default` first (it exists whether declared or not).
+    pub namespaces: Vec<Namespace>,
+    /// NetworkPolicy objects from `policies:` and `policy_files:`, in that order.
+    pub policies: Vec<podnet_switch::policy::NetworkPolicy>,
     pub pods: Vec<Pod>,
     /// Services in file order.
     pub services: Vec<Service>,
@@ -241,11 +245,23 @@ pub struct Pod {
     pub node: String,
     /// Its address, inside its node's subnet.
     pub ip: Ipv4Addr,
-    /// Labels services select on.
+    /// Its namespace (`default` unless written); `name` is `NS/NAME` outside `default`.
+    pub namespace: String,
+    /// Labels services and policies select on.
     pub labels: BTreeMap<String, String>,
+    /// Named container ports (`listen:` entries with a `name:`), for policies.
+    pub port_names: Vec<(String, Listen)>,
     /// What it answers: TCP echoes request bytes back, UDP echoes datagrams. Ping is always
     /// answered.
     pub listen: Vec<Listen>,
+}
+
+/// A namespace and its labels (besides `kubernetes.io/metadata.name`, which every
+/// namespace carries).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A port a pod answers on.
@@ -282,6 +298,9 @@ impl Protocol {
 pub struct Service {
     /// Unique among services.
     pub name: String,
+    /// Its namespace: it selects pods of this namespace only; `name` is `NS/NAME`
+    /// outside `default`.
+    pub namespace: String,
     /// ClusterIP, NodePort or LoadBalancer; default ClusterIP.
     pub service_type: ServiceType,
     /// Its virtual IP, inside the service CIDR.
@@ -608,6 +627,23 @@ pub enum FaultKind {
         pod: String,
     },
     /// A pod appears, fully resolved (node chosen, IP allocated).
+    /// A NetworkPolicy is created (or replaced, by namespace and name).
+    PolicyAdd {
+        /// The object.
+        policy: podnet_switch::policy::NetworkPolicy,
+    },
+    /// A NetworkPolicy is deleted.
+    PolicyDelete {
+        /// `NAMESPACE/NAME`.
+        policy: String,
+    },
+    /// A pod's labels are replaced.
+    PodLabel {
+        /// The pod.
+        pod: String,
+        /// Its new labels.
+        labels: BTreeMap<String, String>,
+    },
     PodAdd {
         /// The new pod.
         pod: Pod,
@@ -725,11 +761,13 @@ pub enum DropReason {
     Timeout,
     /// Connection refused.
     Refused,
+    /// Refused by a NetworkPolicy (a new flow to or from an isolated pod).
+    Policy,
 }
 
 impl DropReason {
     /// Every reason, in the order SCENARIO.md lists them.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Firewall,
         DropReason::NoRoute,
         DropReason::NoEndpoints,
@@ -743,6 +781,7 @@ impl DropReason {
         DropReason::Partition,
         DropReason::Timeout,
         DropReason::Refused,
+        DropReason::Policy,
     ];
 
     /// The snake_case word: `firewall`, `no_route`, ...
@@ -758,6 +797,7 @@ impl DropReason {
             DropReason::Mtu => "mtu",
             DropReason::Malformed => "malformed",
             DropReason::TableFull => "table_full",
+            DropReason::Policy => "policy",
             DropReason::Partition => "partition",
             DropReason::Timeout => "timeout",
             DropReason::Refused => "refused",

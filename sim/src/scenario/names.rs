@@ -85,6 +85,36 @@ pub(crate) fn check<T>(name: &str, written: &Spanned<T>, what: &str) -> Result<(
     Ok(())
 }
 
+/// The pod a traffic or fault entry means by `written`: the pod of that exact name
+/// (`NS/NAME`, or a bare name in `default`), else the one pod of that name in any
+/// namespace.
+pub(crate) fn find_pod<'a>(
+    written: &str,
+    mut names: impl Iterator<Item = &'a str> + Clone,
+) -> Option<&'a str> {
+    if let Some(exact) = names.clone().find(|n| *n == written) {
+        return Some(exact);
+    }
+    if written.contains('/') {
+        return None;
+    }
+    let suffix = format!("/{written}");
+    let first = names.find(|n| n.ends_with(&suffix))?;
+    match names.find(|n| n.ends_with(&suffix)) {
+        Some(_) => None,
+        None => Some(first),
+    }
+}
+
+/// The name of an object of `namespace`: bare in `default`, else `NS/NAME`.
+pub(crate) fn qualified(namespace: &str, name: &str) -> String {
+    if namespace == "default" {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
 /// Who holds a name, and where it was written.
 #[derive(Clone, Copy, Debug)]
 struct Claim {

@@ -18,6 +18,7 @@ use super::model::{
     Action, Backend, DropReason, PortRange, Protocol, Role, RuleProtocol, ServiceType,
     SessionAffinity, SourceSeen, TrafficKind, TrafficPolicy,
 };
+use super::policies::{PolicyRef, RawPolicy};
 use super::units::{BitsPerSecond, Bytes, Fraction, Nanos, Port};
 
 /// The whole file.
@@ -41,9 +42,15 @@ pub(crate) struct RawScenario {
     #[serde(default)]
     pub nodes: Option<Vec<RawNode>>,
     #[serde(default)]
+    pub namespaces: Option<Vec<RawNamespace>>,
+    #[serde(default)]
     pub pods: Option<Vec<RawPod>>,
     #[serde(default)]
     pub services: Option<Vec<RawService>>,
+    #[serde(default)]
+    pub policies: Option<Vec<RawPolicy>>,
+    #[serde(default)]
+    pub policy_files: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub externals: Option<Vec<RawExternal>>,
     #[serde(default)]
@@ -120,6 +127,8 @@ pub(crate) struct RawPod {
     #[serde(default)]
     pub count: Option<Spanned<u32>>,
     #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    #[serde(default)]
     pub node: Option<Spanned<String>>,
     #[serde(default)]
     pub ip: Option<Spanned<String>>,
@@ -136,6 +145,17 @@ pub(crate) struct RawListen {
     pub port: Spanned<Port>,
     #[serde(default)]
     pub protocol: Option<Protocol>,
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+}
+
+/// One entry of `namespaces:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNamespace {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// One entry of `services:`.
@@ -143,6 +163,8 @@ pub(crate) struct RawListen {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawService {
     pub name: Spanned<String>,
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
     #[serde(default, rename = "type")]
     pub service_type: Option<Spanned<ServiceType>>,
     #[serde(default)]
@@ -276,6 +298,10 @@ pub(crate) struct RawFault {
     pub groups: Option<Spanned<Vec<Vec<Spanned<String>>>>>,
     #[serde(default)]
     pub pod: Option<Spanned<PodRef>>,
+    #[serde(default)]
+    pub policy: Option<Spanned<PolicyRef>>,
+    #[serde(default)]
+    pub labels: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 /// A fault's `kind:` word.
@@ -292,6 +318,9 @@ pub(crate) enum FaultTag {
     Heal,
     PodDelete,
     PodAdd,
+    PodLabel,
+    PolicyAdd,
+    PolicyDelete,
 }
 
 impl FaultTag {
@@ -307,6 +336,9 @@ impl FaultTag {
             FaultTag::Heal => "heal",
             FaultTag::PodDelete => "pod_delete",
             FaultTag::PodAdd => "pod_add",
+            FaultTag::PodLabel => "pod_label",
+            FaultTag::PolicyAdd => "policy_add",
+            FaultTag::PolicyDelete => "policy_delete",
         }
     }
 }

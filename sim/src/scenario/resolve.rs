@@ -10,9 +10,12 @@ use serde_saphyr::Spanned;
 use super::cidr;
 use super::error::{Invalid, Position};
 use super::firewall::firewall;
-use super::model::{Backend, Cluster, PortRange, Scenario, UdpBackend, Underlay, Vxlan};
-use super::names::Names;
-use super::raw::{RawCluster, RawScenario, RawUnderlay};
+use podnet_switch::policy::NetworkPolicy;
+
+use super::model::{Backend, Cluster, Namespace, PortRange, Scenario, UdpBackend, Underlay, Vxlan};
+use super::names::{self, Names};
+use super::policies;
+use super::raw::{RawCluster, RawNamespace, RawScenario, RawUnderlay};
 use super::services::services;
 use super::timeline;
 use super::topology;
@@ -45,7 +48,10 @@ const MAX_VNI: u32 = (1 << 24) - 1;
 const MAX_SUBNET_PREFIX: u8 = 30;
 
 /// Resolves a parsed file into a scenario, or says what is wrong and where.
-pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
+pub(crate) fn resolve(
+    raw: RawScenario,
+    file_policies: Vec<NetworkPolicy>,
+) -> Result<Scenario, Invalid> {
     let Some(name) = &raw.name else {
         return Err(Invalid::at_position(
             Some(Position { line: 1, column: 1 }),
@@ -74,15 +80,37 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
         &underlay,
         &mut names,
     )?;
+    let namespaces = namespaces(raw.namespaces.as_deref().unwrap_or_default())?;
+    let ns_names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
     let mut raw_faults = raw.faults.unwrap_or_default();
     timeline::sort(&mut raw_faults);
     let pods = topology::pods(
         raw.pods.as_deref().unwrap_or_default(),
         &timeline::added_pods(&raw_faults),
         &hosts.nodes,
+        &ns_names,
         &mut names,
     )?;
-    let services = services(raw.services.as_deref().unwrap_or_default(), &cluster)?;
+    let services = services(
+        raw.services.as_deref().unwrap_or_default(),
+        &cluster,
+        &ns_names,
+    )?;
+    let mut policies = Vec::new();
+    for p in raw.policies.iter().flatten() {
+        let policy = policies::policy(p, &ns_names)?;
+        if policies
+            .iter()
+            .any(|q: &NetworkPolicy| q.key() == policy.key())
+        {
+            return Err(Invalid::at(
+                &p.metadata.name,
+                format!("policy {} is declared twice", policy.key()),
+            ));
+        }
+        policies.push(policy);
+    }
+    policies.extend(file_policies);
     let firewall = firewall(
         raw.firewall.unwrap_or_default(),
         &hosts.nodes,
@@ -92,6 +120,16 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
     let mut every_pod = BTreeMap::new();
     for pod in pods.initial.iter().chain(pods.added.iter().flatten()) {
         every_pod.entry(pod.name.as_str()).or_insert(pod);
+    }
+    // A bare name also finds the one pod of that name outside `default`.
+    let full: Vec<&str> = every_pod.keys().copied().collect();
+    for name in &full {
+        if let Some((_, bare)) = name.split_once('/') {
+            if names::find_pod(bare, full.iter().copied()) == Some(name) {
+                let pod = every_pod[name];
+                every_pod.entry(bare).or_insert(pod);
+            }
+        }
     }
     let inventory = Inventory {
         nodes: &hosts.nodes,
@@ -107,6 +145,8 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
         &hosts.nodes,
         &hosts.externals,
         &pods.initial,
+        &policies,
+        &ns_names,
     )?;
 
     Ok(Scenario {
@@ -117,6 +157,8 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
         cluster,
         underlay,
         nodes: hosts.nodes,
+        namespaces,
+        policies,
         pods: pods.initial,
         services,
         externals: hosts.externals,
@@ -125,6 +167,32 @@ pub(crate) fn resolve(raw: RawScenario) -> Result<Scenario, Invalid> {
         faults,
         expect,
     })
+}
+
+/// `namespaces:`, with `default` first whether declared or not.
+fn namespaces(raw: &[RawNamespace]) -> Result<Vec<Namespace>, Invalid> {
+    let mut out = vec![Namespace {
+        name: "default".to_string(),
+        labels: BTreeMap::new(),
+    }];
+    for ns in raw {
+        names::check(&ns.name.value, &ns.name, "namespace")?;
+        let labels = ns.labels.clone().unwrap_or_default();
+        match out.iter_mut().find(|n| n.name == ns.name.value) {
+            Some(n) if n.name == "default" && n.labels.is_empty() => n.labels = labels,
+            Some(_) => {
+                return Err(Invalid::at(
+                    &ns.name,
+                    format!("namespace {:?} is declared twice", ns.name.value),
+                ))
+            }
+            None => out.push(Namespace {
+                name: ns.name.value.clone(),
+                labels,
+            }),
+        }
+    }
+    Ok(out)
 }
 
 /// A network field that may be left out.

@@ -30,11 +30,22 @@ const DEFAULT_AFFINITY_TIMEOUT_NS: u64 = 10_800_000_000_000;
 pub(crate) fn services(
     raw_services: &[RawService],
     cluster: &Cluster,
+    namespaces: &[String],
 ) -> Result<Vec<Service>, Invalid> {
     let mut names = Names::default();
     for raw in raw_services {
         names::check(&raw.name.value, &raw.name, "service")?;
-        names.claim(&raw.name.value, "service", Position::of(&raw.name))?;
+        if let Some(ns) = raw
+            .namespace
+            .as_ref()
+            .filter(|ns| !namespaces.contains(&ns.value))
+        {
+            return Err(Invalid::at(
+                ns,
+                format!("namespace {:?} is not declared in namespaces:", ns.value),
+            ));
+        }
+        names.claim(&qualified_name(raw), "service", Position::of(&raw.name))?;
     }
     let cluster_ips = cluster_ips(raw_services, cluster)?;
     let node_ports = node_ports(raw_services, cluster)?;
@@ -51,7 +62,8 @@ pub(crate) fn services(
                 None => DEFAULT_AFFINITY_TIMEOUT_NS,
             };
             Ok(Service {
-                name: raw.name.value.clone(),
+                name: qualified_name(raw),
+                namespace: namespace(raw),
                 service_type: service_type(raw),
                 cluster_ip,
                 selector: raw.selector.clone().unwrap_or_default(),
@@ -64,6 +76,16 @@ pub(crate) fn services(
             })
         })
         .collect()
+}
+
+fn namespace(raw: &RawService) -> String {
+    raw.namespace
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |ns| ns.value.clone())
+}
+
+fn qualified_name(raw: &RawService) -> String {
+    names::qualified(&namespace(raw), &raw.name.value)
 }
 
 fn service_type(raw: &RawService) -> ServiceType {

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 
 use super::error::{Invalid, Position};
 use super::model::{External, Fault, FaultKind, Node, Pod};
+use podnet_switch::policy::NetworkPolicy;
+
 use super::names;
+use super::policies::{self, PolicyRef};
 use super::raw::{FaultTag, PodRef, RawFault, RawPod};
 use super::units::format_duration;
 
@@ -38,7 +41,10 @@ pub(crate) fn faults(
     nodes: &[Node],
     externals: &[External],
     initial: &[Pod],
+    policies: &[NetworkPolicy],
+    namespaces: &[String],
 ) -> Result<Vec<Fault>, Invalid> {
+    let mut live_policies: BTreeSet<String> = policies.iter().map(NetworkPolicy::key).collect();
     let mut live: BTreeSet<String> = initial.iter().map(|pod| pod.name.clone()).collect();
     let ever: BTreeSet<String> = initial
         .iter()
@@ -82,6 +88,53 @@ pub(crate) fn faults(
                 groups: partition(raw, nodes, externals)?,
             },
             FaultTag::Heal => FaultKind::Heal,
+            FaultTag::PodLabel => {
+                let written = raw.pod.as_ref().ok_or_else(|| needs(raw, "pod"))?;
+                let PodRef::Name(name) = &written.value else {
+                    return Err(Invalid::at(written, "pod_label takes a pod name"));
+                };
+                let Some(pod) = names::find_pod(name, live.iter().map(String::as_str)) else {
+                    return Err(Invalid::at(
+                        written,
+                        format!("no pod {name:?} at {}", format_duration(at_ns)),
+                    ));
+                };
+                let labels = raw.labels.as_ref().ok_or_else(|| needs(raw, "labels"))?;
+                FaultKind::PodLabel {
+                    pod: pod.to_string(),
+                    labels: labels.value.clone(),
+                }
+            }
+            FaultTag::PolicyAdd => {
+                let written = raw.policy.as_ref().ok_or_else(|| needs(raw, "policy"))?;
+                let PolicyRef::Object(object) = &written.value else {
+                    return Err(Invalid::at(
+                        written,
+                        "policy_add takes a NetworkPolicy object",
+                    ));
+                };
+                let policy = policies::policy(object, namespaces)?;
+                live_policies.insert(policy.key());
+                FaultKind::PolicyAdd { policy }
+            }
+            FaultTag::PolicyDelete => {
+                let written = raw.policy.as_ref().ok_or_else(|| needs(raw, "policy"))?;
+                let PolicyRef::Name(key) = &written.value else {
+                    return Err(Invalid::at(written, "policy_delete takes NAMESPACE/NAME"));
+                };
+                let key = if key.contains('/') {
+                    key.clone()
+                } else {
+                    format!("default/{key}")
+                };
+                if !live_policies.remove(&key) {
+                    return Err(Invalid::at(
+                        written,
+                        format!("no policy {key} at {}", format_duration(at_ns)),
+                    ));
+                }
+                FaultKind::PolicyDelete { policy: key }
+            }
             FaultTag::PodDelete => {
                 let written = raw.pod.as_ref().ok_or_else(|| needs(raw, "pod"))?;
                 let PodRef::Name(name) = &written.value else {
@@ -90,6 +143,9 @@ pub(crate) fn faults(
                         "pod_delete takes a pod name, not a pod spec",
                     ));
                 };
+                let name = &names::find_pod(name, live.iter().map(String::as_str))
+                    .unwrap_or(name)
+                    .to_string();
                 if !live.remove(name) {
                     let why = if ever.contains(name) {
                         format!("pod {name:?} does not exist at {}", format_duration(at_ns))
@@ -144,6 +200,8 @@ fn check_fields(raw: &RawFault) -> Result<(), Invalid> {
         FaultTag::Partition => field == "groups",
         FaultTag::Heal => false,
         FaultTag::PodDelete | FaultTag::PodAdd => field == "pod",
+        FaultTag::PodLabel => matches!(field, "pod" | "labels"),
+        FaultTag::PolicyAdd | FaultTag::PolicyDelete => field == "policy",
     };
     let given = [
         ("node", raw.node.as_ref().map(Position::of)),
@@ -151,6 +209,8 @@ fn check_fields(raw: &RawFault) -> Result<(), Invalid> {
         ("latency", raw.latency.as_ref().map(Position::of)),
         ("groups", raw.groups.as_ref().map(Position::of)),
         ("pod", raw.pod.as_ref().map(Position::of)),
+        ("policy", raw.policy.as_ref().map(Position::of)),
+        ("labels", raw.labels.as_ref().map(Position::of)),
     ];
     for (field, position) in given {
         if let Some(position) = position {

@@ -323,12 +323,13 @@ pub(crate) fn pods(
     initial: &[RawPod],
     added: &[&RawPod],
     nodes: &[Node],
+    namespaces: &[String],
     names: &mut Names,
 ) -> Result<Pods, Invalid> {
     let mut placement = Placement::new(nodes);
     let mut entries = Vec::new();
     for raw in initial {
-        for entry in placement.place(raw, nodes)? {
+        for entry in placement.place(raw, nodes, namespaces)? {
             names.claim(&entry.name, "pod", Position::of(&raw.name))?;
             entries.push(entry);
         }
@@ -336,7 +337,7 @@ pub(crate) fn pods(
     let initial_count = entries.len();
     let mut added_counts = Vec::with_capacity(added.len());
     for raw in added {
-        let placed = placement.place(raw, nodes)?;
+        let placed = placement.place(raw, nodes, namespaces)?;
         for entry in &placed {
             if let Some(holder) = names.holder(&entry.name).filter(|what| *what != "pod") {
                 return Err(Invalid::at(
@@ -354,12 +355,15 @@ pub(crate) fn pods(
 
     let ips = pod_ips(&entries, nodes)?;
     let mut pods = entries.into_iter().zip(ips).map(|(entry, ip)| {
+        let (listen, port_names) = listen(entry.raw)?;
         Ok(Pod {
             name: entry.name,
             node: nodes[entry.node].name.clone(),
             ip,
+            namespace: namespace_of(entry.raw),
             labels: entry.raw.labels.clone().unwrap_or_default(),
-            listen: listen(entry.raw)?,
+            listen,
+            port_names,
         })
     });
     let initial = pods
@@ -396,8 +400,25 @@ impl Placement {
         }
     }
 
-    fn place<'a>(&mut self, raw: &'a RawPod, nodes: &[Node]) -> Result<Vec<PodEntry<'a>>, Invalid> {
-        let expanded = names::expand(&raw.name, raw.count.as_ref(), "pod")?;
+    fn place<'a>(
+        &mut self,
+        raw: &'a RawPod,
+        nodes: &[Node],
+        namespaces: &[String],
+    ) -> Result<Vec<PodEntry<'a>>, Invalid> {
+        if let Some(ns) = &raw.namespace {
+            if !namespaces.contains(&ns.value) {
+                return Err(Invalid::at(
+                    ns,
+                    format!("namespace {:?} is not declared in namespaces:", ns.value),
+                ));
+            }
+        }
+        let namespace = namespace_of(raw);
+        let expanded: Vec<String> = names::expand(&raw.name, raw.count.as_ref(), "pod")?
+            .into_iter()
+            .map(|name| names::qualified(&namespace, &name))
+            .collect();
         single_only(raw.count.as_ref(), &raw.ip, "ip", "pod")?;
         let ip = raw
             .ip
@@ -533,8 +554,19 @@ fn pod_ips(entries: &[PodEntry<'_>], nodes: &[Node]) -> Result<Vec<Ipv4Addr>, In
 }
 
 /// A pod's `listen:` list: protocol default tcp, no repeats.
-fn listen(raw: &RawPod) -> Result<Vec<Listen>, Invalid> {
+/// A pod's (or service's) namespace as written; `default` when it is not.
+pub(crate) fn namespace_of(raw: &RawPod) -> String {
+    raw.namespace
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |ns| ns.value.clone())
+}
+
+/// What a pod answers, and its named ports.
+type Listening = (Vec<Listen>, Vec<(String, Listen)>);
+
+fn listen(raw: &RawPod) -> Result<Listening, Invalid> {
     let mut listen: Vec<Listen> = Vec::new();
+    let mut port_names: Vec<(String, Listen)> = Vec::new();
     for entry in raw.listen.iter().flatten() {
         let port = entry.port.value.0;
         let protocol = entry.protocol.unwrap_or(Protocol::Tcp);
@@ -552,6 +584,15 @@ fn listen(raw: &RawPod) -> Result<Vec<Listen>, Invalid> {
             ));
         }
         listen.push(Listen { port, protocol });
+        if let Some(name) = &entry.name {
+            if port_names.iter().any(|(n, _)| *n == name.value) {
+                return Err(Invalid::at(
+                    name,
+                    format!("pod {} names two ports {:?}", raw.name.value, name.value),
+                ));
+            }
+            port_names.push((name.value.clone(), Listen { port, protocol }));
+        }
     }
-    Ok(listen)
+    Ok((listen, port_names))
 }

@@ -114,7 +114,7 @@ fn source(written: &Spanned<String>, inventory: &Inventory<'_>) -> Result<Traffi
             Ok(TrafficSource::Node(name.to_string()))
         }
         SourceRef::Host(name) if inventory.pods.contains_key(name) => {
-            Ok(TrafficSource::Pod(name.to_string()))
+            Ok(TrafficSource::Pod(inventory.pods[name].name.clone()))
         }
         SourceRef::Host(name)
             if inventory
@@ -194,7 +194,7 @@ fn target(
                 _ => port_rule(port, &format!("pod {name}"))?,
             };
             TrafficTarget::Pod {
-                name: name.to_string(),
+                name: pod.name.clone(),
                 port,
             }
         }

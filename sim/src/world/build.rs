@@ -61,6 +61,7 @@ impl World {
             macs,
             pod_hosts: BTreeMap::new(),
             pods: BTreeMap::new(),
+            policies: sc.policies.clone(),
             records: vec![Vec::new(); sc.traffic.len()],
             flights: BTreeMap::new(),
             clients: HashMap::new(),
@@ -137,6 +138,7 @@ impl World {
             w.add_pod(pod)?;
         }
         w.configure_services()?;
+        w.configure_policies();
         for t in 0..w.sc.traffic.len() {
             if w.sc.traffic[t].count > 0 {
                 let at = w.sc.traffic[t].start_ns;
@@ -240,6 +242,60 @@ impl World {
         }
     }
 
+    /// Compiles the policies in force for each node over the pods alive now and
+    /// publishes them (nothing to do while there are no policies, and never were).
+    pub(super) fn configure_policies(&mut self) {
+        use podnet_switch::policy::{ClusterView, NamedPort, NamespaceView, PodView, PolicyTable};
+        if self.policies.is_empty() && self.sc.policies.is_empty() && !self.policy_faults() {
+            return;
+        }
+        let number = |p: Protocol| match p {
+            Protocol::Tcp => podnet_switch::wire::PROTO_TCP,
+            Protocol::Udp => podnet_switch::wire::PROTO_UDP,
+        };
+        let view = ClusterView {
+            namespaces: self
+                .sc
+                .namespaces
+                .iter()
+                .map(|n| NamespaceView {
+                    name: n.name.clone(),
+                    labels: n.labels.clone(),
+                })
+                .collect(),
+            pods: self
+                .pods
+                .values()
+                .map(|p| PodView {
+                    ip: p.ip,
+                    namespace: p.namespace.clone(),
+                    labels: p.labels.clone(),
+                    ports: p
+                        .port_names
+                        .iter()
+                        .map(|(name, l)| NamedPort {
+                            name: name.clone(),
+                            protocol: number(l.protocol),
+                            port: l.port,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        for n in &self.nodes {
+            let subnet = n.spec.subnet;
+            let table = PolicyTable::compile(&view, &self.policies, |ip| subnet.contains(ip));
+            n.switch.control().set_policies(table);
+        }
+    }
+
+    fn policy_faults(&self) -> bool {
+        self.sc
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::PolicyAdd { .. }))
+    }
+
     /// Programs every node's service table from the scenario's services and the pods
     /// alive now: one table, built once and shared by every node's switch.
     pub(super) fn configure_services(&mut self) -> Result<(), String> {
@@ -271,8 +327,9 @@ impl World {
                     }
                     out = out.with_port(port);
                 }
-                // Endpoints follow the labels of the pods alive now, in name order: those
-                // of the selector's first label that have all the others too.
+                // Endpoints follow the labels of the pods alive now, in name order, in the
+                // service's namespace: those of the selector's first label that have all
+                // the others too.
                 let selected: Vec<&Pod> = match s.selector.iter().next() {
                     None => Vec::new(),
                     Some((k, v)) => by_label
@@ -280,7 +337,10 @@ impl World {
                         .into_iter()
                         .flatten()
                         .copied()
-                        .filter(|pod| s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)))
+                        .filter(|pod| {
+                            pod.namespace == s.namespace
+                                && s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+                        })
                         .collect(),
                 };
                 for pod in &selected {

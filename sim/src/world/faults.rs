@@ -42,6 +42,21 @@ impl World {
                 self.delete_pod(&pod);
                 self.services_changed();
             }
+            FaultKind::PodLabel { pod, labels } => {
+                if let Some(p) = self.pods.get_mut(&pod) {
+                    p.labels = labels;
+                }
+                self.services_changed();
+            }
+            FaultKind::PolicyAdd { policy } => {
+                self.policies.retain(|p| p.key() != policy.key());
+                self.policies.push(policy);
+                self.configure_policies();
+            }
+            FaultKind::PolicyDelete { policy } => {
+                self.policies.retain(|p| p.key() != policy);
+                self.configure_policies();
+            }
             FaultKind::PodAdd { pod } => {
                 let name = pod.name.clone();
                 if let Err(e) = self.add_pod(pod) {
@@ -82,6 +97,7 @@ impl World {
         if let Err(e) = self.configure_services() {
             self.note(|| e);
         }
+        self.configure_policies();
     }
 
     /// Schedules a fault at `at_ns` (at least now), as if the scenario had it at that

@@ -188,6 +188,8 @@ pub struct World {
     /// The live host of each pod name.
     pod_hosts: BTreeMap<String, usize>,
     pods: BTreeMap<String, Pod>,
+    /// The NetworkPolicies in force now (the scenario's, changed by policy faults).
+    policies: Vec<podnet_switch::policy::NetworkPolicy>,
     pub(crate) records: Vec<Vec<RequestRecord>>,
     flights: BTreeMap<RequestId, Flight>,
     clients: HashMap<(Ipv4Addr, u16, u8), RequestId>,
@@ -249,6 +251,7 @@ pub fn reason_of(r: podnet_switch::DropReason) -> DropReason {
         S::TableFull | S::NoBuffer => DropReason::TableFull,
         S::ArpTimeout => DropReason::Timeout,
         S::Firewall => DropReason::Firewall,
+        S::Policy => DropReason::Policy,
     }
 }
 

@@ -4,5 +4,6 @@
 #![allow(dead_code)]
 
 pub mod fabric;
+pub mod policy_reference;
 pub mod reference;
 pub mod strategy;
