@@ -117,20 +117,7 @@ pub(crate) fn resolve(
         &hosts.externals,
     )?;
 
-    let mut every_pod = BTreeMap::new();
-    for pod in pods.initial.iter().chain(pods.added.iter().flatten()) {
-        every_pod.entry(pod.name.as_str()).or_insert(pod);
-    }
-    // A bare name also finds the one pod of that name outside `default`.
-    let full: Vec<&str> = every_pod.keys().copied().collect();
-    for name in &full {
-        if let Some((_, bare)) = name.split_once('/') {
-            if names::find_pod(bare, full.iter().copied()) == Some(name) {
-                let pod = every_pod[name];
-                every_pod.entry(bare).or_insert(pod);
-            }
-        }
-    }
+    let every_pod = traffic::pods_by_name(pods.initial.iter().chain(pods.added.iter().flatten()));
     let inventory = Inventory {
         nodes: &hosts.nodes,
         externals: &hosts.externals,

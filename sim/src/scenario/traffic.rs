@@ -351,6 +351,25 @@ pub(crate) fn expectations(
 
 /// Resolves `from` and `to` exactly as a traffic entry of `kind` in `sc` would be (for
 /// `podnet trace`); the error says which of the two is wrong and why.
+/// Every pod by the names traffic and faults may call it: its own name (`NS/NAME`, or
+/// bare in `default`) and, for the one pod of a bare name outside `default`, that bare name.
+pub(crate) fn pods_by_name<'a>(pods: impl Iterator<Item = &'a Pod>) -> BTreeMap<&'a str, &'a Pod> {
+    let mut every_pod = BTreeMap::new();
+    for pod in pods {
+        every_pod.entry(pod.name.as_str()).or_insert(pod);
+    }
+    let full: Vec<&str> = every_pod.keys().copied().collect();
+    for name in &full {
+        if let Some((_, bare)) = name.split_once('/') {
+            if super::names::find_pod(bare, full.iter().copied()) == Some(name) {
+                let pod = every_pod[name];
+                every_pod.entry(bare).or_insert(pod);
+            }
+        }
+    }
+    every_pod
+}
+
 pub fn probe_ends(
     sc: &super::Scenario,
     from: &str,
@@ -364,12 +383,7 @@ pub fn probe_ends(
     let inventory = Inventory {
         nodes: &sc.nodes,
         externals: &sc.externals,
-        pods: sc
-            .pods
-            .iter()
-            .chain(added)
-            .map(|p| (p.name.as_str(), p))
-            .collect(),
+        pods: pods_by_name(sc.pods.iter().chain(added)),
         services: &sc.services,
     };
     let spanned = |s: &str| {
