@@ -33,6 +33,8 @@ struct Cluster {
     /// The namespace the test's etcd client runs in.
     client_ns: String,
     endpoints: Vec<String>,
+    /// The members the test's own client uses: the live ones.
+    client_endpoints: Vec<String>,
     members: Vec<(String, String)>,
 }
 
@@ -80,6 +82,7 @@ impl Cluster {
             lab,
             bridge,
             client_ns,
+            client_endpoints: endpoints.clone(),
             endpoints,
             members: names,
         };
@@ -153,7 +156,7 @@ impl Cluster {
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = T>,
     {
-        let eps = self.endpoints.clone();
+        let eps = self.client_endpoints.clone();
         in_ns(&self.client_ns, move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -287,7 +290,7 @@ fn lease_rule_reuse_by_public_ip() {
     };
     let me = Ipv4Addr::new(172, 16, 0, 7);
     let got = c.with_registry(1, move |r| async move {
-        let mut cl = r.client.clone();
+        let mut cl = r.client();
         put_lease(&mut cl, net("10.5.42.0/24"), me, Some(600)).await;
         let cfg = r.network_config().await.unwrap();
         // The state file names another subnet: the PublicIP rule comes first.
@@ -317,7 +320,7 @@ fn lease_rule_reuse_from_the_state_file() {
     };
     let me = Ipv4Addr::new(172, 16, 0, 7);
     let got = c.with_registry(2, move |r| async move {
-        let mut cl = r.client.clone();
+        let mut cl = r.client();
         put_lease(
             &mut cl,
             net("10.5.8.0/24"),
@@ -351,7 +354,7 @@ fn lease_rule_random_among_the_first_100_free() {
         return;
     };
     let got = c.with_registry(3, |r| async move {
-        let mut cl = r.client.clone();
+        let mut cl = r.client();
         // 10.5.1-10 are taken: the first 100 free are 10.5.11 .. 10.5.110.
         for i in 1..=10u8 {
             put_lease(
@@ -428,7 +431,7 @@ fn lease_rule_reservations_are_respected() {
     };
     let me = Ipv4Addr::new(172, 16, 0, 7);
     let got = c.with_registry(5, move |r| async move {
-        let mut cl = r.client.clone();
+        let mut cl = r.client();
         // A reservation (no etcd lease) for another host on the state file's subnet,
         // and one for us.
         put_lease(
@@ -733,4 +736,193 @@ fn a_cluster_grows_loses_a_node_and_gets_it_back() {
     assert_eq!(stats["subnet"], s2.to_string(), "{stats}");
     assert_eq!(stats["etcd"]["lease"]["rule"], "public_ip", "{stats}");
     assert!(reaches(&all[0].0, pod_ip(s2), Duration::from_secs(5)));
+}
+
+/// Pings `dst` from `ns` until `stop`; (answered, sent).
+fn pinger(
+    ns: &str,
+    dst: Ipv4Addr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, u32)> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        let (mut ok, mut n) = (0, 0);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            ok += ping_once(&ns, &dst.to_string(), None) as u32;
+        }
+        (ok, n)
+    })
+}
+
+/// etcd stopped for 10 s under traffic: forwarding goes on, the nodes report it, a node
+/// that joins meanwhile waits; when etcd is back everything resumes.
+#[test]
+fn etcd_down_for_10_s_under_traffic() {
+    let Some(mut c) = Cluster::new("down", 1) else {
+        return;
+    };
+    let (_, p1, s1) = c.podnet_node(1, true);
+    let (_, _, _) = c.podnet_node(2, true);
+    let sub2 = c.subnet_of(Ipv4Addr::new(172, 16, 0, 2)).unwrap();
+    assert!(reaches(&p1, pod_ip(sub2), Duration::from_secs(5)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ping = pinger(&p1, pod_ip(sub2), stop.clone());
+    c.lab.stop("etcd-e0");
+    let down = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || ctl(&s1, &["stats"]).unwrap()
+            ["etcd"]["connected"]
+            == false),
+        "the node reports etcd unreachable"
+    );
+    let st = ctl(&s1, &["stats"]).unwrap();
+    assert!(st["etcd"]["last_error"].is_string(), "{st}");
+    // A node joining now waits for etcd.
+    let n3 = c.lab.netns("n3");
+    let p3 = c.lab.netns("p3");
+    c.lab.attach(&c.bridge, &n3, "bn3", "172.16.0.3/24");
+    let s3 = c.lab.start_node(&n3, &c.node_yaml(3, &p3), &[]);
+    while down.elapsed() < Duration::from_secs(10) {
+        assert!(ctl(&s3, &["stats"]).is_err(), "a node came up without etcd");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(peers(&s1).len(), 1, "the last known peer stays");
+    let initial = format!("e0=http://{}:2380", member_ip(0));
+    c.start_member(0, &initial);
+    c.wait_for_etcd();
+    c.lab.ready(&n3, &s3, Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, n) = ping.join().unwrap();
+    eprintln!("pings while etcd was down: {ok} of {n}");
+    assert_eq!(ok, n, "forwarding went on while etcd was down: {ok} of {n}");
+    let sub3 = c.subnet_of(Ipv4Addr::new(172, 16, 0, 3)).unwrap();
+    assert!(
+        reaches(&p1, pod_ip(sub3), Duration::from_secs(5)),
+        "the late node is reached"
+    );
+    let st = ctl(&s1, &["stats"]).unwrap();
+    assert_eq!(st["etcd"]["connected"], true, "{st}");
+    assert!(st["etcd"]["reconnects"].as_u64().unwrap() >= 1, "{st}");
+    assert!(
+        c.lab.log(&n3).contains("waiting for etcd"),
+        "{}",
+        c.lab.log(&n3)
+    );
+}
+
+/// A three-member etcd cluster loses a member: nothing changes for the nodes, and a
+/// join still works.
+#[test]
+fn a_three_member_etcd_loses_one() {
+    let Some(mut c) = Cluster::new("three", 3) else {
+        return;
+    };
+    let (_, p1, s1) = c.podnet_node(1, true);
+    let (_, _, s2) = c.podnet_node(2, true);
+    let sub2 = c.subnet_of(Ipv4Addr::new(172, 16, 0, 2)).unwrap();
+    assert!(reaches(&p1, pod_ip(sub2), Duration::from_secs(5)));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ping = pinger(&p1, pod_ip(sub2), stop.clone());
+    c.lab.stop("etcd-e0");
+    c.client_endpoints.remove(0);
+    let (_, p3, _) = c.podnet_node(3, true);
+    let sub3 = c.subnet_of(Ipv4Addr::new(172, 16, 0, 3)).unwrap();
+    let t = Instant::now();
+    let seen = reaches(&p1, pod_ip(sub3), Duration::from_secs(10));
+    let n1 = c
+        .lab
+        .namespaces
+        .iter()
+        .find(|n| n.ends_with("-n1"))
+        .unwrap()
+        .clone();
+    assert!(seen, "a join with a member down: {}", c.lab.log(&n1));
+    eprintln!(
+        "the join was seen after {:?}: {}",
+        t.elapsed(),
+        c.lab.log(&n1)
+    );
+    assert!(reaches(&p3, pod_ip(sub2), Duration::from_secs(3)));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, n) = ping.join().unwrap();
+    assert_eq!(ok, n, "pings while a member went: {ok} of {n}");
+    for s in [&s1, &s2] {
+        assert!(
+            eventually(Duration::from_secs(5), || peers(s).len() == 2),
+            "{:?}",
+            peers(s)
+        );
+    }
+}
+
+/// Our lease deleted under traffic: the node says so and takes the same subnet again;
+/// services come from etcd and `ctl set-endpoints` writes there, for every node.
+#[test]
+fn a_deleted_lease_is_taken_again_and_services_live_in_etcd() {
+    let Some(mut c) = Cluster::new("svc", 1) else {
+        return;
+    };
+    let (_, p1, s1) = c.podnet_node(1, true);
+    let (_, _, s2) = c.podnet_node(2, true);
+    let sub1 = c.subnet_of(Ipv4Addr::new(172, 16, 0, 1)).unwrap();
+    let sub2 = c.subnet_of(Ipv4Addr::new(172, 16, 0, 2)).unwrap();
+    assert!(reaches(&p1, pod_ip(sub2), Duration::from_secs(5)));
+    let key = format!(
+        "{PREFIX}/subnets/{}",
+        podnet_tap::etcd::lease::subnet_key(sub1)
+    );
+    c.delete(&key);
+    assert!(
+        eventually(Duration::from_secs(3), || ctl(&s1, &["stats"]).unwrap()
+            ["etcd"]["lease"]["lost"]
+            == 1
+            && c.subnet_of(Ipv4Addr::new(172, 16, 0, 1)) == Some(sub1)),
+        "{}",
+        ctl(&s1, &["stats"]).unwrap()
+    );
+    // Its peers dropped it while the key was gone, and have it back.
+    assert!(eventually(Duration::from_secs(3), || peers(&s2).len() == 1));
+    assert!(reaches(&p1, pod_ip(sub2), Duration::from_secs(3)));
+
+    c.put(
+        "/podnet/services/shop/web",
+        &format!(r#"{{"cluster_ip": "10.3.0.60", "ports": [{{"port": 80, "target_port": 8080}}], "endpoints": ["{}"]}}"#, pod_ip(sub2)),
+    );
+    c.put("/podnet/services/shop/bad", r#"{"cluster_ip": "nonsense"}"#);
+    let svc = |s: &Path| {
+        ctl(s, &["services"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "shop/web")
+            .cloned()
+    };
+    for s in [&s1, &s2] {
+        assert!(
+            eventually(Duration::from_secs(3), || svc(s).is_some()),
+            "the service from etcd"
+        );
+    }
+    let st = ctl(&s1, &["stats"]).unwrap();
+    assert!(
+        st["etcd"]["bad_values"]
+            .to_string()
+            .contains("/podnet/services/shop/bad"),
+        "{st}"
+    );
+    let ep = pod_ip(sub1).to_string();
+    ctl(&s2, &["set-endpoints", "shop/web", &ep]).unwrap();
+    let stored = c.list("/podnet/services/shop/web");
+    assert!(stored[0].1.contains(&ep), "{stored:?}");
+    assert!(
+        eventually(Duration::from_secs(3), || svc(&s1)
+            .is_some_and(|v| v["endpoints"][0]["ip"] == ep.as_str())),
+        "the other node applied the write: {:?}",
+        svc(&s1)
+    );
+    c.delete("/podnet/services/shop/web");
+    assert!(eventually(Duration::from_secs(3), || svc(&s1).is_none()
+        && svc(&s2).is_none()));
 }

@@ -93,7 +93,11 @@ pub fn parse_subnet_key(name: &str) -> Option<Ipv4Network> {
 
 /// The registry of one network: the etcd client and the prefix.
 pub struct Registry {
-    pub client: Client,
+    /// The client of the member in use: one at a time, the next after a failure (as
+    /// etcd's own client pins an endpoint), so a member that is down costs one retry.
+    client: std::sync::Mutex<Client>,
+    endpoints: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
     pub prefix: String,
     /// Per-call deadline: a call to an unreachable etcd fails instead of hanging.
     pub timeout: Duration,
@@ -132,12 +136,43 @@ impl Rule {
 }
 
 impl Registry {
+    /// A registry over `client`, as it is.
     pub fn new(client: Client, prefix: &str, seed: u64) -> Registry {
         Registry {
-            client,
+            client: std::sync::Mutex::new(client),
+            endpoints: Vec::new(),
+            next: std::sync::atomic::AtomicUsize::new(1),
             prefix: prefix.trim_end_matches('/').to_string(),
             timeout: Duration::from_secs(3),
             rng: std::sync::atomic::AtomicU64::new(seed | 1),
+        }
+    }
+
+    /// A registry on the first of `endpoints`, moving to the next when a call fails.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        seed: u64,
+    ) -> Result<Registry, EtcdError> {
+        let client = super::connect(&endpoints[..1]).await?;
+        let mut r = Registry::new(client, prefix, seed);
+        r.endpoints = endpoints.to_vec();
+        Ok(r)
+    }
+
+    /// The client of the member in use.
+    pub fn client(&self) -> Client {
+        self.client.lock().expect("client").clone()
+    }
+
+    /// After a failed call: the next member, if there is another.
+    async fn next_member(&self) {
+        if self.endpoints.len() < 2 {
+            return;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.endpoints.len();
+        if let Ok(c) = super::connect(&self.endpoints[i..=i]).await {
+            *self.client.lock().expect("client") = c;
         }
     }
 
@@ -159,20 +194,21 @@ impl Registry {
         what: &str,
         f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, EtcdError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(EtcdError::Unreachable(format!("{what}: {e}"))),
-            Err(_) => Err(EtcdError::Unreachable(format!(
-                "{what}: no answer within {:?}",
-                self.timeout
-            ))),
-        }
+        let r = match tokio::time::timeout(self.timeout, f).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => EtcdError::Unreachable(format!("{what}: {e}")),
+            Err(_) => {
+                EtcdError::Unreachable(format!("{what}: no answer within {:?}", self.timeout))
+            }
+        };
+        self.next_member().await;
+        Err(r)
     }
 
     /// The network config; a missing or invalid one is an error naming the key.
     pub async fn network_config(&self) -> Result<NetworkConfig, EtcdError> {
         let key = self.config_key();
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let resp = self
             .call(&format!("get {key}"), c.get(key.as_str(), None))
             .await?;
@@ -190,7 +226,7 @@ impl Registry {
     /// or value is not a lease is skipped and named in the second list.
     pub async fn leases(&self) -> Result<(Vec<Lease>, Vec<String>, i64), EtcdError> {
         let prefix = self.subnets_prefix();
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let resp = self
             .call(
                 &format!("get {prefix}"),
@@ -233,7 +269,7 @@ impl Registry {
         if id == 0 {
             return Ok(None);
         }
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let ttl = self
             .call("lease ttl", c.lease_time_to_live(id, None))
             .await?
@@ -277,7 +313,7 @@ impl Registry {
                 eprintln!(
                     "podnet: etcd lease {key} is ours but outside the network config: deleting it"
                 );
-                let mut c = self.client.clone();
+                let mut c = self.client();
                 self.call(&format!("delete {key}"), c.delete(key.as_str(), None))
                     .await?;
             }
@@ -321,7 +357,7 @@ impl Registry {
     ) -> Result<Option<Lease>, EtcdError> {
         let key = self.key(subnet);
         let value = serde_json::to_string(attrs).expect("serialisable");
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let grant = self
             .call("lease grant", c.lease_grant(ttl.as_secs() as i64, None))
             .await?;
@@ -356,7 +392,7 @@ impl Registry {
     ) -> Result<Lease, EtcdError> {
         let key = self.key(old.subnet);
         let value = serde_json::to_string(attrs).expect("serialisable");
-        let mut c = self.client.clone();
+        let mut c = self.client();
         if old.is_reservation() {
             self.call(&format!("put {key}"), c.put(key.as_str(), value, None))
                 .await?;
@@ -403,7 +439,7 @@ impl Registry {
         }
         let key = self.key(lease.subnet);
         let value = serde_json::to_string(&lease.attrs).expect("serialisable");
-        let mut c = self.client.clone();
+        let mut c = self.client();
         let grant = self
             .call("lease grant", c.lease_grant(ttl.as_secs() as i64, None))
             .await?;

@@ -81,7 +81,7 @@ pub struct EtcdSpec {
     pub lease_ttl: Duration,
 }
 
-/// The etcd client, connected to `endpoints` (lazily: a member that is down is skipped).
+/// An etcd client of `endpoints` (the connection is made on first use).
 pub async fn connect(endpoints: &[String]) -> Result<Client, EtcdError> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
@@ -160,19 +160,19 @@ impl Membership {
         let (registry, network, attrs, acquired) = rt.block_on(async {
             let mut backoff = FIRST_BACKOFF;
             let mut said = None::<String>;
+            // One registry for every attempt: a failed call moves it to the next member.
+            let registry = Registry::connect(&spec.endpoints, &spec.prefix, seed).await?;
             loop {
                 let attempt = async {
-                    let client = connect(&spec.endpoints).await?;
-                    let registry = Registry::new(client, &spec.prefix, seed);
                     let network = registry.network_config().await?;
                     let attrs = attrs_for(&network, public_ip, vtep_mac);
                     let acquired = registry
                         .acquire(&network, &attrs, previous, spec.lease_ttl)
                         .await?;
-                    Ok::<_, EtcdError>((registry, network, attrs, acquired))
+                    Ok::<_, EtcdError>((network, attrs, acquired))
                 };
                 match attempt.await {
-                    Ok(v) => return Ok(v),
+                    Ok((n, a, l)) => return Ok((registry, n, a, l)),
                     Err(e @ EtcdError::Invalid(_)) => return Err(e),
                     Err(EtcdError::Unreachable(m)) => {
                         if said.as_deref() != Some(m.as_str()) {
@@ -224,7 +224,7 @@ impl Membership {
     pub fn release(&self) {
         let lease = self.lease.lock().expect("lease").lease.clone();
         let key = self.registry.key(lease.subnet);
-        let mut c = self.registry.client.clone();
+        let mut c = self.registry.client();
         let _ = self.rt.block_on(async {
             if lease.is_reservation() {
                 return Ok(());
@@ -327,7 +327,7 @@ impl Membership {
         let (all, bad, rev) = reg.leases().await?;
         *leases = all.into_iter().map(|l| (l.subnet, l)).collect();
         let sp = self.spec.services_prefix.clone();
-        let mut c = reg.client.clone();
+        let mut c = reg.client();
         let resp = reg
             .call(
                 &format!("get {sp}/"),
@@ -423,7 +423,7 @@ impl Membership {
     }
 
     async fn watch(&self, prefix: &str, from: i64) -> Result<etcd_client::WatchStream, EtcdError> {
-        let mut c = self.registry.client.clone();
+        let mut c = self.registry.client();
         self.registry
             .call(
                 &format!("watch {prefix}"),
@@ -656,7 +656,7 @@ impl Membership {
         let reg = &self.registry;
         self.rt.block_on(async {
             for _ in 0..5 {
-                let mut c = reg.client.clone();
+                let mut c = reg.client();
                 let resp = reg
                     .call(&format!("get {key}"), c.get(key.as_str(), None))
                     .await
