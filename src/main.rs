@@ -101,6 +101,10 @@ struct TapArgs {
     /// The node file: every field, its default and a complete example in docs/node-file.md.
     #[arg(long, value_name = "NODE.yaml")]
     config: PathBuf,
+    /// Cluster mode: take the subnet lease and find the peers in etcd at these endpoints
+    /// (comma-separated URLs), in flannel's layout; overrides the node file's `etcd:`.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
 }
 
 #[derive(Args)]
@@ -134,6 +138,12 @@ enum CtlRequest {
     Neighbours,
     /// The tracked service flows.
     Conntrack,
+    /// The peers: name, subnet, underlay IP, VTEP MAC, where each came from (node file or
+    /// etcd) and when its etcd lease ends; a table, or JSON with --json.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -416,7 +426,7 @@ fn ports(args: PortsArgs) -> ExitCode {
 }
 
 fn tap(args: TapArgs) -> ExitCode {
-    match podnet_tap::run(&args.config) {
+    match podnet_tap::run(&args.config, args.etcd.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("podnet: {e}");
@@ -427,6 +437,7 @@ fn tap(args: TapArgs) -> ExitCode {
 
 fn ctl(args: CtlArgs) -> ExitCode {
     use podnet_tap::ctl::{request, CtlError};
+    let table = matches!(args.request, CtlRequest::Peers { json: false });
     let words: Vec<String> = match args.request {
         CtlRequest::Stats => vec!["stats".into()],
         CtlRequest::Services => vec!["services".into()],
@@ -443,8 +454,13 @@ fn ctl(args: CtlArgs) -> ExitCode {
         CtlRequest::Macs => vec!["macs".into()],
         CtlRequest::Neighbours => vec!["neighbours".into()],
         CtlRequest::Conntrack => vec!["conntrack".into()],
+        CtlRequest::Peers { .. } => vec!["peers".into()],
     };
     match request(&args.socket, &words) {
+        Ok(v) if table => {
+            print!("{}", peers_table(&v));
+            ExitCode::SUCCESS
+        }
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
@@ -458,6 +474,31 @@ fn ctl(args: CtlArgs) -> ExitCode {
             ExitCode::from(RUN_FAILED)
         }
     }
+}
+
+/// `ctl peers` as a table, one line a peer.
+fn peers_table(peers: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<16} {:<18} {:<15} {:<17} {:<9} {}\n",
+        "NAME", "SUBNET", "UNDERLAY", "VTEP MAC", "SOURCE", "LEASE ENDS IN"
+    );
+    for p in peers.as_array().into_iter().flatten() {
+        let s = |k: &str| p[k].as_str().unwrap_or("-").to_string();
+        let ends = match p["lease_expires_in_s"].as_u64() {
+            Some(t) => format!("{}h{:02}m{:02}s", t / 3600, t / 60 % 60, t % 60),
+            None if p["source"] == "etcd" => "never (reservation)".to_string(),
+            None => "-".to_string(),
+        };
+        out += &format!(
+            "{:<16} {:<18} {:<15} {:<17} {:<9} {ends}\n",
+            s("name"),
+            s("subnet"),
+            s("underlay_ip"),
+            s("vtep_mac"),
+            s("source")
+        );
+    }
+    out
 }
 
 /// `podnet help [SUB...]`: exactly what `podnet SUB... --help` prints.

@@ -101,6 +101,7 @@ fn every_field_the_loader_accepts_is_documented() {
             format!("{base}pods: [{{name: p, tap: t, ip: 10.0.1.9, zz_unknown: 1}}]\n"),
         ),
         ("host_port", format!("{base}host_port: {{tap: h, zz_unknown: 1}}\n")),
+        ("etcd", format!("{base}etcd: {{zz_unknown: 1}}\n")),
         (
             "services",
             format!("{base}services: [{{name: s, cluster_ip: 10.3.0.9, ports: [], zz_unknown: 1}}]\n"),

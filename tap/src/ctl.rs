@@ -1,7 +1,7 @@
 //! The control socket: a Unix stream socket where `podnet ctl` asks one question per
 //! connection. The request is one line of words (`stats`, `services`,
-//! `set-endpoints [--external] SERVICE IP...`, `macs`, `neighbours`, `conntrack`); the answer is one
-//! line of JSON, `{"ok": ...}` or `{"error": "..."}`.
+//! `set-endpoints [--external] SERVICE IP...`, `macs`, `neighbours`, `conntrack`, `peers`);
+//! the answer is one line of JSON, `{"ok": ...}` or `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -115,7 +115,34 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
                 "counters": to_json(&sw.counters()),
                 "edges": to_json(&rt.edges.snapshot(rt.underlay_socket_drops())),
                 "ports": ports,
+                "etcd": rt.etcd.as_ref().map(|m| m.stats_json()),
             }))
+        }
+        ["peers"] => {
+            let snap = sw.control().load();
+            let peers: Vec<Value> = snap
+                .config
+                .peers
+                .iter()
+                .map(|p| {
+                    let mut v = json!({
+                        "name": p.name,
+                        "subnet": p.subnet.to_string(),
+                        "underlay_ip": p.underlay_ip.to_string(),
+                        "vtep_mac": p.vtep_mac.to_string(),
+                        "source": "node-file",
+                        "key": null,
+                        "lease_expires_in_s": null,
+                    });
+                    if let (Some(m), Some(o)) = (&rt.etcd, v.as_object_mut()) {
+                        if let Some(e) = m.peer_json(&p.name).as_object() {
+                            o.extend(e.clone());
+                        }
+                    }
+                    v
+                })
+                .collect();
+            Ok(json!(peers))
         }
         ["services"] => Ok(to_json(&sw.services())),
         ["macs"] => {
@@ -158,13 +185,22 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
                 }
                 endpoints.push(NodeSpec::endpoint(config, ip));
             }
-            sw.control().set_endpoints(service, endpoints)?;
+            match &rt.etcd {
+                // Written where every node reads it; applied here at once, and again
+                // (the same) when the watch brings it back.
+                Some(m) if m.has_service(service) => {
+                    let ips: Vec<Ipv4Addr> = endpoints.iter().map(|e| e.ip).collect();
+                    m.set_endpoints(service, &ips)?;
+                    sw.control().set_endpoints(service, endpoints)?;
+                }
+                _ => sw.control().set_endpoints(service, endpoints)?,
+            }
             let svc = sw.services().into_iter().find(|s| s.name == *service);
             Ok(to_json(&svc))
         }
         [] => Err("empty request".into()),
         [cmd, ..] => Err(format!(
-            "unknown request {cmd:?} (stats | services | set-endpoints [--external] SERVICE IP... | macs | neighbours | conntrack)"
+            "unknown request {cmd:?} (stats | services | set-endpoints [--external] SERVICE IP... | macs | neighbours | conntrack | peers)"
         )),
     }
 }

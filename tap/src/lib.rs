@@ -28,6 +28,7 @@
 
 pub mod ctl;
 pub mod device;
+pub mod etcd;
 pub mod gro;
 pub mod nodefile;
 pub mod nodeport;
@@ -50,7 +51,7 @@ use podnet_switch::switch::{Switch, BATCH};
 use podnet_switch::underlay::OUTER_UDP_LEN;
 
 use device::Tap;
-use nodefile::NodeSpec;
+use nodefile::{NodePlan, NodeSpec};
 use underlay_socket::{RecvScratch, UnderlaySocket};
 
 /// Why the runtime could not start or stopped: `Invalid` (exit 2: the node file or the
@@ -225,6 +226,8 @@ pub struct Runtime {
     pub ports: Vec<Option<PortIo>>,
     /// 64 KiB buffers that offloading TAPs read super-segments into.
     pub big: Arc<Pool>,
+    /// Cluster mode: the lease and the follower of etcd.
+    pub etcd: Option<etcd::Membership>,
 }
 
 impl Runtime {
@@ -517,11 +520,31 @@ impl Runtime {
     }
 }
 
-/// Runs the node the file at `path` describes until SIGINT or SIGTERM.
-pub fn run(path: &Path) -> Result<(), SetupError> {
-    let spec = nodefile::load(path).map_err(|e| SetupError::invalid(e.to_string()))?;
+/// Runs the node the file at `path` describes until SIGINT or SIGTERM; with `etcd`
+/// (`--etcd`), or an `etcd:` section, in cluster mode ([`etcd`]).
+pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
+    let plan = nodefile::load_with(path, etcd).map_err(|e| SetupError::invalid(e.to_string()))?;
     check_host()?;
     install_signal_handlers();
+    let (spec, membership) = match plan {
+        NodePlan::Static(spec) => (spec, None),
+        NodePlan::Etcd(node) => {
+            let m = etcd::Membership::join(&node.etcd, &node.name, node.underlay_ip, node.vtep_mac)
+                .map_err(|e| match e {
+                    etcd::EtcdError::Invalid(m) => SetupError::invalid(m),
+                    etcd::EtcdError::Unreachable(m) => SetupError::failed(m),
+                })?;
+            match node.resolve(m.network(), m.subnet()) {
+                Ok(spec) => (spec, Some(m)),
+                Err(e) => {
+                    // A node that cannot run must not hold a subnet for a day.
+                    m.release();
+                    return Err(SetupError::invalid(e.to_string()));
+                }
+            }
+        }
+    };
+    let static_peers = spec.config.peers.clone();
     let config = spec.config.clone();
     let room = (config.underlay_mtu as usize + 64).max(2048);
     let pool = Pool::new(4096 + spec.workers * BATCH * 4, room);
@@ -607,6 +630,7 @@ pub fn run(path: &Path) -> Result<(), SetupError> {
             65536 + offload::VNET_HDR_LEN,
         ),
         spec,
+        etcd: membership,
     };
     let proxies = if rt.spec.host_port.is_some() {
         nodeport::bind_all(&rt.spec)?
@@ -636,6 +660,13 @@ pub fn run(path: &Path) -> Result<(), SetupError> {
         }
         let rt = &rt;
         s.spawn(move || ctl::serve(&listener, rt));
+        if let Some(m) = &rt.etcd {
+            let peers = &static_peers;
+            std::thread::Builder::new()
+                .name("podnet-etcd-follow".into())
+                .spawn_scoped(s, move || m.follow(&rt.switch, peers))
+                .expect("spawn the etcd follower");
+        }
         for p in proxies {
             s.spawn(move || nodeport::serve(p));
         }

@@ -97,6 +97,14 @@ impl Invalid {
         }
     }
 
+    /// The same place, another message.
+    pub(crate) fn with_message(self, message: impl Into<String>) -> Invalid {
+        Invalid {
+            message: message.into(),
+            ..self
+        }
+    }
+
     pub(crate) fn in_file(self, file: &str) -> NodeFileError {
         NodeFileError::new(file, self.position, self.message)
     }

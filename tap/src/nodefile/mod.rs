@@ -8,11 +8,16 @@ use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use std::time::Duration;
+
 use podnet_switch::control::{vtep_mac_for, Backend, NodeConfig, Peer};
 use podnet_switch::mac::Mac;
 use podnet_switch::services::{
     Endpoint, Protocol, Service, ServicePort, ServiceTable, SessionAffinity, TrafficPolicy,
 };
+
+use crate::etcd::network::NetworkConfig;
+use crate::etcd::EtcdSpec;
 
 mod error;
 use error::Invalid;
@@ -24,8 +29,10 @@ pub use error::NodeFileError;
 struct RawNode {
     node: Spanned<String>,
     #[serde(default)]
-    backend: RawBackend,
-    subnet: Spanned<String>,
+    backend: Option<Spanned<RawBackend>>,
+    /// Absent in cluster mode, where the lease gives it.
+    #[serde(default)]
+    subnet: Option<Spanned<String>>,
     /// The cluster's pod CIDR; default: the /16 holding `subnet`.
     #[serde(default)]
     pod_cidr: Option<Spanned<String>>,
@@ -36,9 +43,9 @@ struct RawNode {
     #[serde(default)]
     underlay_mtu: Option<Spanned<u16>>,
     #[serde(default)]
-    vxlan: RawVxlan,
+    vxlan: Option<Spanned<RawVxlan>>,
     #[serde(default)]
-    udp: RawUdp,
+    udp: Option<Spanned<RawUdp>>,
     #[serde(default)]
     vtep_mac: Option<Mac>,
     #[serde(default)]
@@ -56,12 +63,29 @@ struct RawNode {
     /// IFF_VNET_HDR with checksum and TCP segmentation offload on pod TAP devices.
     #[serde(default = "yes")]
     offload: bool,
+    /// Cluster mode: the subnet, the backend and the peers from etcd.
+    #[serde(default)]
+    etcd: Option<Spanned<RawEtcd>>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    #[serde(default)]
+    endpoints: Vec<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    services_prefix: Option<String>,
+    #[serde(default)]
+    state_file: Option<PathBuf>,
+    #[serde(default)]
+    lease_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum RawBackend {
-    #[default]
     Vxlan,
     Udp,
 }
@@ -97,7 +121,8 @@ struct RawPeer {
 struct RawPod {
     name: String,
     tap: Spanned<String>,
-    ip: Spanned<Ipv4Addr>,
+    /// An address, or `.N`: host part N of the node's subnet.
+    ip: Spanned<String>,
     #[serde(default)]
     netns: Option<String>,
     #[serde(default)]
@@ -191,13 +216,73 @@ impl NodeSpec {
     }
 }
 
-/// Reads and checks a node file. The error names the file, the line and column, and what
-/// is wrong.
-pub fn load(path: &Path) -> Result<NodeSpec, NodeFileError> {
+/// A node file, checked: a node whose subnet it names, or one that takes its subnet,
+/// backend and peers from etcd (`etcd:`), resolved once the lease is known.
+/// (One per process: the size of its variants does not matter.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum NodePlan {
+    Static(NodeSpec),
+    Etcd(EtcdNode),
+}
+
+/// A cluster-mode node file, checked as far as it can be without the lease.
+#[derive(Debug)]
+pub struct EtcdNode {
+    pub etcd: EtcdSpec,
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    /// The VTEP MAC the lease publishes.
+    pub vtep_mac: Mac,
+    file: String,
+    raw: RawNode,
+}
+
+impl EtcdNode {
+    /// The node on the subnet etcd leased it, in the network etcd's config describes.
+    pub fn resolve(
+        &self,
+        network: &NetworkConfig,
+        subnet: Ipv4Network,
+    ) -> Result<NodeSpec, NodeFileError> {
+        let net = Network {
+            subnet,
+            pod_cidr: network.network,
+            backend: network.backend,
+        };
+        resolve(&self.raw, Some(&net)).map_err(|e| e.in_file(&self.file))
+    }
+}
+
+/// What the lease (or the static file) gives a node.
+struct Network {
+    subnet: Ipv4Network,
+    pod_cidr: Ipv4Network,
+    backend: Backend,
+}
+
+impl NodePlan {
+    /// The static node, or `None` in cluster mode.
+    pub fn into_static(self) -> Option<NodeSpec> {
+        match self {
+            NodePlan::Static(s) => Some(s),
+            NodePlan::Etcd(_) => None,
+        }
+    }
+}
+
+/// Reads and checks a node file; `etcd` (`podnet tap --etcd`) puts it in cluster mode
+/// with these endpoints. The error names the file, the line and column, and what is wrong.
+pub fn load_with(path: &Path, etcd: Option<&[String]>) -> Result<NodePlan, NodeFileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| NodeFileError::new(&file, None, format!("cannot read: {e}")))?;
-    parse(&file, &text)
+    parse_with(&file, &text, etcd)
+}
+
+/// [`load_with`] without `--etcd`.
+pub fn load(path: &Path) -> Result<NodePlan, NodeFileError> {
+    load_with(path, None)
 }
 
 fn cidr(what: &str, s: &Spanned<String>) -> Result<Ipv4Network, Invalid> {
@@ -219,34 +304,181 @@ fn cidr(what: &str, s: &Spanned<String>) -> Result<Ipv4Network, Invalid> {
 }
 
 /// Parses node file text; `file` is the name errors carry.
-pub fn parse(file: &str, text: &str) -> Result<NodeSpec, NodeFileError> {
-    let raw: RawNode =
-        serde_saphyr::from_str(text).map_err(|e| NodeFileError::from_yaml(file, &e))?;
-    resolve(raw).map_err(|e| e.in_file(file))
+pub fn parse(file: &str, text: &str) -> Result<NodePlan, NodeFileError> {
+    parse_with(file, text, None)
 }
 
-fn resolve(raw: RawNode) -> Result<NodeSpec, Invalid> {
-    let subnet = cidr("subnet", &raw.subnet)?;
-    let pod_cidr = match &raw.pod_cidr {
-        Some(s) => cidr("pod_cidr", s)?,
-        None => {
-            let n = Ipv4Network::new(subnet.network(), 16.min(subnet.prefix()))
-                .map_err(|e| Invalid::at(&raw.subnet, e.to_string()))?;
-            Ipv4Network::new(n.network(), n.prefix()).expect("valid")
-        }
+/// [`parse`], with `--etcd` endpoints.
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    etcd: Option<&[String]>,
+) -> Result<NodePlan, NodeFileError> {
+    let raw: RawNode =
+        serde_saphyr::from_str(text).map_err(|e| NodeFileError::from_yaml(file, &e))?;
+    plan(raw, file, etcd).map_err(|e| e.in_file(file))
+}
+
+/// "24h", "90s", "10m", or seconds.
+fn duration(s: &Spanned<String>) -> Result<Duration, Invalid> {
+    let v = s.value.trim();
+    let (n, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
     };
+    let k = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => 0,
+    };
+    match n.parse::<u64>() {
+        Ok(n) if k > 0 && n * k >= 10 => Ok(Duration::from_secs(n * k)),
+        _ => Err(Invalid::at(
+            s,
+            format!(
+                "{:?} is not a duration of at least 10s (e.g. 24h, 90m, 30s)",
+                s.value
+            ),
+        )),
+    }
+}
+
+fn plan(raw: RawNode, file: &str, etcd: Option<&[String]>) -> Result<NodePlan, Invalid> {
+    if raw.etcd.is_none() && etcd.is_none() {
+        let subnet_at = raw.subnet.as_ref().ok_or_else(|| {
+            Invalid::at(
+                &raw.node,
+                "missing field `subnet` (or `etcd:` for cluster mode)",
+            )
+        })?;
+        let subnet = cidr("subnet", subnet_at)?;
+        let pod_cidr = match &raw.pod_cidr {
+            Some(s) => cidr("pod_cidr", s)?,
+            None => {
+                let n = Ipv4Network::new(subnet.network(), 16.min(subnet.prefix()))
+                    .map_err(|e| Invalid::at(subnet_at, e.to_string()))?;
+                Ipv4Network::new(n.network(), n.prefix()).expect("valid")
+            }
+        };
+        let vxlan = raw.vxlan.as_ref().map(|v| &v.value);
+        let backend = match raw.backend.as_ref().map_or(RawBackend::Vxlan, |b| b.value) {
+            RawBackend::Vxlan => Backend::Vxlan {
+                vni: vxlan.and_then(|v| v.vni).unwrap_or(1),
+                port: vxlan.and_then(|v| v.port).unwrap_or(8472),
+            },
+            RawBackend::Udp => Backend::Udp {
+                port: raw.udp.as_ref().and_then(|u| u.value.port).unwrap_or(8285),
+            },
+        };
+        if !pod_cidr.contains(subnet.network()) || pod_cidr.prefix() > subnet.prefix() {
+            return Err(Invalid::at(
+                subnet_at,
+                format!("subnet {subnet} is not inside pod_cidr {pod_cidr}"),
+            ));
+        }
+        let net = Network {
+            subnet,
+            pod_cidr,
+            backend,
+        };
+        return resolve(&raw, Some(&net)).map(NodePlan::Static);
+    }
+    // Cluster mode: what etcd decides may not be written here.
+    let from_etcd = "comes from etcd in cluster mode (the lease and <prefix>/config)";
+    let given: [(&str, Option<Invalid>); 5] = [
+        ("subnet", raw.subnet.as_ref().map(|s| Invalid::at(s, ""))),
+        (
+            "pod_cidr",
+            raw.pod_cidr.as_ref().map(|s| Invalid::at(s, "")),
+        ),
+        ("backend", raw.backend.as_ref().map(|s| Invalid::at(s, ""))),
+        ("vxlan", raw.vxlan.as_ref().map(|s| Invalid::at(s, ""))),
+        ("udp", raw.udp.as_ref().map(|s| Invalid::at(s, ""))),
+    ];
+    for (field, at) in given {
+        if let Some(at) = at {
+            return Err(at.with_message(format!("{field}: {from_etcd}")));
+        }
+    }
+    let section = raw.etcd.as_ref();
+    let e = section.map(|s| &s.value);
+    let endpoints: Vec<String> = match etcd {
+        Some(list) => list.to_vec(),
+        None => e.map(|e| e.endpoints.clone()).unwrap_or_default(),
+    };
+    if endpoints.is_empty() {
+        let msg = "etcd: endpoints: at least one URL (e.g. http://172.16.0.1:2379)";
+        return Err(match section {
+            Some(s) => Invalid::at(s, msg),
+            None => Invalid::at(&raw.node, msg),
+        });
+    }
+    for url in &endpoints {
+        if !url.starts_with("http://") && url.contains("://") {
+            let msg = format!("etcd: endpoint {url:?}: podnet speaks plain http:// to etcd");
+            return Err(match section {
+                Some(s) => Invalid::at(s, msg),
+                None => Invalid::at(&raw.node, msg),
+            });
+        }
+    }
+    let lease_ttl = match e.and_then(|e| e.lease_ttl.as_ref()) {
+        Some(t) => duration(t)?,
+        None => crate::etcd::LEASE_TTL,
+    };
+    let etcd = EtcdSpec {
+        endpoints,
+        prefix: e
+            .and_then(|e| e.prefix.clone())
+            .unwrap_or_else(|| "/coreos.com/network".into())
+            .trim_end_matches('/')
+            .to_string(),
+        services_prefix: e
+            .and_then(|e| e.services_prefix.clone())
+            .unwrap_or_else(|| crate::etcd::services::DEFAULT_PREFIX.into())
+            .trim_end_matches('/')
+            .to_string(),
+        state_file: e
+            .and_then(|e| e.state_file.clone())
+            .unwrap_or_else(|| PathBuf::from(format!("/run/podnet/{}.subnet.env", raw.node.value))),
+        lease_ttl,
+    };
+    // Everything the lease does not decide is checked now, before a lease is taken.
+    resolve(&raw, None)?;
+    Ok(NodePlan::Etcd(EtcdNode {
+        etcd,
+        name: raw.node.value.clone(),
+        underlay_ip: raw.underlay_ip,
+        vtep_mac: raw
+            .vtep_mac
+            .unwrap_or_else(|| vtep_mac_for(raw.underlay_ip)),
+        file: file.to_string(),
+        raw,
+    }))
+}
+
+/// The node on `net`; with `None` (cluster mode before the lease) only what does not
+/// depend on the subnet is checked, and the result is a stand-in to be thrown away.
+fn resolve(raw: &RawNode, net: Option<&Network>) -> Result<NodeSpec, Invalid> {
+    // Where an error about the subnet points: the file's `subnet`, or its `etcd:`.
+    let subnet_at = |msg: String| match (&raw.subnet, &raw.etcd) {
+        (Some(s), _) => Invalid::at(s, msg),
+        (None, Some(e)) => Invalid::at(e, msg),
+        (None, None) => Invalid::at(&raw.node, msg),
+    };
+    // Overlaps no peer a node file may name.
+    let stand_in = Network {
+        subnet: "255.255.255.0/24".parse().expect("valid"),
+        pod_cidr: "255.255.255.0/24".parse().expect("valid"),
+        backend: Backend::VXLAN,
+    };
+    let checking = net.is_none();
+    let net = net.unwrap_or(&stand_in);
+    let (subnet, pod_cidr, backend) = (net.subnet, net.pod_cidr, net.backend);
     let service_cidr = match &raw.service_cidr {
         Some(s) => cidr("service_cidr", s)?,
         None => "10.3.0.0/24".parse().expect("valid"),
-    };
-    let backend = match raw.backend {
-        RawBackend::Vxlan => Backend::Vxlan {
-            vni: raw.vxlan.vni.unwrap_or(1),
-            port: raw.vxlan.port.unwrap_or(8472),
-        },
-        RawBackend::Udp => Backend::Udp {
-            port: raw.udp.port.unwrap_or(8285),
-        },
     };
     if raw.node.value.is_empty() {
         return Err(Invalid::at(&raw.node, "node: the name is empty"));
@@ -258,15 +490,9 @@ fn resolve(raw: RawNode) -> Result<NodeSpec, Invalid> {
     if let Some(mac) = raw.vtep_mac {
         config.vtep_mac = mac;
     }
-    if !pod_cidr.contains(subnet.network()) || pod_cidr.prefix() > subnet.prefix() {
-        return Err(Invalid::at(
-            &raw.subnet,
-            format!("subnet {subnet} is not inside pod_cidr {pod_cidr}"),
-        ));
-    }
     config.validate().map_err(|e| match &raw.underlay_mtu {
         Some(mtu) if e.contains("MTU") => Invalid::at(mtu, e),
-        _ => Invalid::at(&raw.subnet, e),
+        _ => subnet_at(e),
     })?;
     // One peer at a time, so that what `validate` finds is this peer's.
     for sp in &raw.peers {
@@ -292,7 +518,53 @@ fn resolve(raw: RawNode) -> Result<NodeSpec, Invalid> {
     let mut pods: Vec<PodSpec> = Vec::new();
     for sp in &raw.pods {
         let p = &sp.value;
-        let ip = p.ip.value;
+        let ip = match p.ip.value.strip_prefix('.') {
+            Some(host) => match host.parse::<u32>() {
+                Ok(n) if n < 1 << (32 - subnet.prefix()) => {
+                    Ipv4Addr::from(u32::from(subnet.network()) + n)
+                }
+                _ if checking && host.parse::<u32>().is_ok() => subnet.network(),
+                _ => {
+                    return Err(Invalid::at(
+                        &p.ip,
+                        format!(
+                            "pods: {}: ip {:?}: a host part .N of subnet {subnet}",
+                            p.name, p.ip.value
+                        ),
+                    ))
+                }
+            },
+            None => p.ip.value.parse().map_err(|_| {
+                Invalid::at(
+                    &p.ip,
+                    format!(
+                        "pods: {}: ip {:?} is neither an IPv4 address nor a host part .N",
+                        p.name, p.ip.value
+                    ),
+                )
+            })?,
+        };
+        if checking {
+            // Where the pod is depends on the lease: only its name and device now.
+            check_ifname(&format!("pods: {}: tap", p.name), &p.tap)?;
+            if let Some(q) = pods
+                .iter()
+                .find(|q| q.name == p.name || q.tap == p.tap.value)
+            {
+                return Err(Invalid::at(
+                    sp,
+                    format!("pods: {} repeats the name or tap of {}", p.name, q.name),
+                ));
+            }
+            pods.push(PodSpec {
+                name: p.name.clone(),
+                tap: p.tap.value.clone(),
+                ip,
+                netns: p.netns.clone(),
+                mac: p.mac,
+            });
+            continue;
+        }
         if !subnet.contains(ip) || ip == config.vtep_ip() || ip == config.gateway_ip() {
             return Err(Invalid::at(
                 &p.ip,
@@ -366,6 +638,7 @@ fn resolve(raw: RawNode) -> Result<NodeSpec, Invalid> {
     }
     let control = raw
         .control
+        .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/run/podnet/{}.sock", raw.node.value)));
     let workers = match &raw.workers {
         Some(w) if w.value == 0 => return Err(Invalid::at(w, "workers: must be at least 1")),
@@ -408,6 +681,10 @@ fn check_ifname(what: &str, spanned: &Spanned<String>) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(file: &str, text: &str) -> Result<NodeSpec, NodeFileError> {
+        super::parse(file, text).map(|p| p.into_static().expect("a static node file"))
+    }
 
     const EXAMPLE: &str = r#"
 node: node-a
@@ -471,7 +748,7 @@ workers: 2
             assert!(e.contains(want), "{e:?} should mention {want:?}");
         };
         let base = "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n";
-        bad("node: a\n", "1:1", "subnet");
+        bad("node: a\nunderlay_ip: 172.16.0.1\n", "1:7", "subnet");
         bad("node: [\n", "1:7", "");
         bad(&format!("{base}colour: red\n"), "4:1", "colour");
         bad(&format!("{base}backend: host-gw\n"), "4:10", "host-gw");
@@ -507,8 +784,87 @@ workers: 2
     }
 
     #[test]
+    fn cluster_mode_is_checked_before_etcd_is_asked() {
+        let base = "node: c\nunderlay_ip: 172.16.0.3\n";
+        let ok = format!("{base}etcd: {{endpoints: [\"http://172.16.0.100:2379\"]}}\npods:\n  - {{name: c1, tap: pc1, ip: .10}}\n");
+        let NodePlan::Etcd(node) = super::parse("c.yaml", &ok).unwrap() else {
+            panic!("cluster mode")
+        };
+        assert_eq!(node.etcd.prefix, "/coreos.com/network");
+        assert_eq!(node.etcd.services_prefix, "/podnet/services");
+        assert_eq!(node.etcd.lease_ttl, crate::etcd::LEASE_TTL);
+        let network =
+            NetworkConfig::parse(br#"{"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}"#)
+                .unwrap();
+        let spec = node
+            .resolve(&network, "10.5.3.0/24".parse().unwrap())
+            .unwrap();
+        assert_eq!(spec.pods[0].ip, Ipv4Addr::new(10, 5, 3, 10));
+        assert_eq!(spec.config.pod_cidr.to_string(), "10.5.0.0/16");
+        assert_eq!(spec.config.pod_mtu(), 1450);
+        // `--etcd` alone puts a file without `subnet:` in cluster mode.
+        let eps = ["http://172.16.0.100:2379".to_string()];
+        assert!(matches!(
+            super::parse_with("c.yaml", base, Some(&eps)).unwrap(),
+            NodePlan::Etcd(_)
+        ));
+        let bad = |text: &str, at: &str, want: &str| {
+            let e = super::parse("c.yaml", text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("c.yaml:{at}: ")),
+                "{e:?} should start at {at}"
+            );
+            assert!(e.contains(want), "{e:?} should mention {want:?}");
+        };
+        bad(
+            &format!("{base}subnet: 10.5.3.0/24\netcd: {{endpoints: [x]}}\n"),
+            "3:9",
+            "comes from etcd",
+        );
+        bad(
+            &format!("{base}backend: udp\netcd: {{endpoints: [x]}}\n"),
+            "3:10",
+            "comes from etcd",
+        );
+        bad(
+            &format!("{base}etcd: {{endpoints: []}}\n"),
+            "3:7",
+            "at least one URL",
+        );
+        bad(
+            &format!("{base}etcd: {{endpoints: [\"https://e:2379\"]}}\n"),
+            "3:7",
+            "plain http",
+        );
+        bad(
+            &format!("{base}etcd: {{endpoints: [x], lease_ttl: 3s}}\n"),
+            "3:35",
+            "duration",
+        );
+        bad(
+            &format!("{base}etcd: {{endpoints: [x]}}\npods: [{{name: p, tap: t, ip: .x}}]\n"),
+            "4:30",
+            "host part",
+        );
+        // Found only once the lease is known: the error still names the place.
+        let pinned =
+            format!("{base}etcd: {{endpoints: [x]}}\npods: [{{name: p, tap: t, ip: 10.5.9.10}}]\n");
+        let NodePlan::Etcd(node) = super::parse("c.yaml", &pinned).unwrap() else {
+            panic!("cluster mode")
+        };
+        let e = node
+            .resolve(&network, "10.5.3.0/24".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml:4:30: ") && e.contains("not a pod address of subnet 10.5.3.0/24"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_unreadable_file_is_named() {
-        let e = load(Path::new("/nonexistent/podnet-node.yaml")).unwrap_err();
+        let e = super::load(Path::new("/nonexistent/podnet-node.yaml")).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("/nonexistent/podnet-node.yaml: cannot read"),
