@@ -598,6 +598,7 @@ impl Membership {
         }
         self.status.lock().expect("status").other_backend = other;
         *self.peers.lock().expect("peers") = meta;
+        let peers = podnet_switch::Peers::from(peers);
         if switch.control().load().config.peers != peers {
             switch.control().update(|c| c.peers = peers.clone());
         }
