@@ -401,6 +401,18 @@ impl<const W: usize> SlotTable<W> {
         None
     }
 
+    /// Renews a live entry in place (the same words under a new version), unless it
+    /// changed since it was found. Another worker that judged the entry stale on an
+    /// earlier read and is about to replace it then fails its compare-exchange and looks
+    /// again, so keeping an entry and replacing it cannot both succeed.
+    pub fn renew(&self, f: &Found<W>) -> bool {
+        let s = f.state;
+        let next = State::new(LIVE, s.otag(), s.rtag(), s.version() + 1);
+        self.state_mut(f.idx)
+            .compare_exchange(s.0, next.0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// Frees a live entry, unless it changed since it was found.
     pub fn remove(&self, f: &Found<W>) -> bool {
         self.state_mut(f.idx)
@@ -1246,15 +1258,41 @@ impl Conntrack {
                 Inserted::New { found, evicted } => (found, evicted),
             };
             let hit = self.hit(found);
+            // The check at the top of the loop and the insert are not one step: a flow of
+            // another worker with the same reply tuple may have come in between, one
+            // masqueraded (in the reply index) while this one is not, or the other way
+            // round. Each side looks again once its own entry is in, so that at least
+            // one of two such flows sees the other; that one moves its source port, as
+            // Linux's NAT does on a clash.
             if !flow.is_snat() {
-                return Insert::New { hit, evicted };
+                if !self.reply_indexed(&flow.reply(), now, to) {
+                    return Insert::New { hit, evicted };
+                }
+                self.table.remove(&found);
+                match walk.next() {
+                    Some(p) => flow.xlat.sport = p,
+                    None => return Insert::Full,
+                }
+                continue;
             }
             match self.index(&flow.reply(), found.idx, now, to) {
+                Inserted::New { .. } if self.reply_in_table(&flow, now, to) => {
+                    self.table.remove(&found);
+                    match walk.next() {
+                        Some(p) => flow.xlat.sport = p,
+                        None => return Insert::Full,
+                    }
+                }
                 Inserted::New { .. } => return Insert::New { hit, evicted },
                 // An entry left from an earlier flow of this slot with the same reply
-                // tuple: it names this flow now.
+                // tuple: it names this flow now, once renewed (a worker that read it as
+                // stale before this flow was in the slot may be replacing it).
                 Inserted::Existing(f) if f.words[2] as usize == found.idx => {
-                    return Insert::New { hit, evicted }
+                    if self.replies.renew(&f) {
+                        return Insert::New { hit, evicted };
+                    }
+                    // Replaced a moment ago: start again with the same port.
+                    self.table.remove(&found);
                 }
                 // Another worker's new flow took this reply tuple a moment ago.
                 Inserted::Existing(_) => {
@@ -1270,6 +1308,41 @@ impl Conntrack {
                 }
             }
         }
+    }
+
+    /// True when a live masqueraded flow holds reply tuple `t` in the reply index.
+    fn reply_indexed(&self, t: &Tuple, now: u64, to: &Timeouts) -> bool {
+        if !self.snat_used.load(Ordering::SeqCst) {
+            return false;
+        }
+        let (k0, k1) = reply_key(t);
+        self.replies
+            .find(
+                self.replies.home(tuple_hash(t)),
+                TagOf::Orig,
+                t.tag(),
+                |w| w[0] == k0 && w[1] == k1 && self.indexed(w[2] as usize, t, now, to).is_some(),
+                false,
+            )
+            .is_some()
+    }
+
+    /// True when a live flow other than `flow` has `flow`'s reply tuple as its own,
+    /// untranslated reply (found where the table keeps flows by their reply side).
+    fn reply_in_table(&self, flow: &Flow, now: u64, to: &Timeouts) -> bool {
+        let t = flow.reply();
+        self.table
+            .find(
+                self.table.home(side_hash(t.proto, t.dst, t.dport)),
+                TagOf::Reply,
+                t.tag(),
+                |w| {
+                    let other = Flow::decode(w);
+                    other.reply() == t && other.orig != flow.orig
+                },
+                false,
+            )
+            .is_some_and(|f| !self.expired(f.idx, t.proto, now, to))
     }
 
     /// Enters reply tuple `t` of the flow in slot `idx` into the reply index.
@@ -1834,6 +1907,30 @@ mod tests {
             .map(|f| f.xlat.sport)
             .collect();
         ports.sort();
+        let dups: Vec<u16> = ports
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        for d in &dups {
+            for f in live
+                .iter()
+                .filter(|f| f.orig.proto == PROTO_TCP && f.xlat.sport == *d)
+            {
+                eprintln!(
+                    "DUP port {d}: orig {:?} xlat {:?} idx {:?}",
+                    f.orig,
+                    f.xlat,
+                    ct.find_orig(&f.orig, 0, &to, false).map(|h| h.found.idx)
+                );
+            }
+            let r = Tuple::new(PROTO_TCP, ip(200), 8080, ip(1), *d);
+            eprintln!(
+                "  find_reply -> {:?}",
+                ct.find_reply(&r, 0, &to)
+                    .map(|h| (h.flow.orig, h.found.idx))
+            );
+        }
         ports.dedup();
         assert_eq!(ports.len(), THREADS * OWN as usize, "SNAT ports unique");
         for w in 0..THREADS {
