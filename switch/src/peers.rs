@@ -11,11 +11,12 @@
 //! node.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::config::Peer;
-use crate::routes::{NextHop, RouteTable};
+use crate::routes::{MixHasher, NextHop, RouteTable};
 
 /// An immutable, shared list of peers with its lookups; see the module documentation.
 #[derive(Clone, Default)]
@@ -26,17 +27,19 @@ struct PeerSet {
     list: Vec<Peer>,
     /// Each peer's subnet to its index (a later peer of the same subnet wins).
     routes: RouteTable,
-    /// Underlay address to the first peer with it.
-    by_underlay: HashMap<Ipv4Addr, usize>,
+    /// Underlay address to the first peer with it (looked up for every packet from the
+    /// underlay: keyed by the address's bits, with the route table's one-multiply hasher).
+    by_underlay: HashMap<u32, usize, BuildHasherDefault<MixHasher>>,
 }
 
 impl PeerSet {
     fn new(list: Vec<Peer>) -> PeerSet {
         let mut routes = RouteTable::default();
-        let mut by_underlay = HashMap::with_capacity(list.len());
+        let mut by_underlay =
+            HashMap::with_capacity_and_hasher(list.len(), BuildHasherDefault::default());
         for (i, p) in list.iter().enumerate() {
             routes.insert(p.subnet, NextHop::Peer(i));
-            by_underlay.entry(p.underlay_ip).or_insert(i);
+            by_underlay.entry(u32::from(p.underlay_ip)).or_insert(i);
         }
         PeerSet {
             list,
@@ -64,7 +67,10 @@ impl Peers {
 
     /// The first peer whose underlay address is `ip`.
     pub(crate) fn by_underlay(&self, ip: Ipv4Addr) -> Option<&Peer> {
-        self.0.by_underlay.get(&ip).map(|&i| &self.0.list[i])
+        self.0
+            .by_underlay
+            .get(&u32::from(ip))
+            .map(|&i| &self.0.list[i])
     }
 
     /// True when both are the very same shared list.
