@@ -1,21 +1,17 @@
 //! Differential scenarios: generated small clusters run end to end through the simulator
 //! (real smoltcp stacks on the real switch core), and the report must agree with the
-//! reference model (switch/tests/model/reference.rs) on what is delivered: which traffic
+//! reference model (crate podnet-model, model/src/reference.rs) on what is delivered: which traffic
 //! gets everything through and which nothing, which endpoints may answer, which source
 //! address they see.
 //!
 //! Each case is a whole simulation, so the case count is small and set apart from
 //! PROPTEST_CASES: `DIFFERENTIAL_CASES` (default 256, a few seconds in release).
 
-#[path = "../switch/tests/model/reference.rs"]
-mod reference;
-#[path = "../switch/tests/model/strategy.rs"]
-mod strategy;
-
 use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use podnet_model::{reference, strategy};
 use podnet_sim::run::{run, RunOptions};
 use proptest::prelude::*;
 use proptest::sample::Index;

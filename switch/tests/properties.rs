@@ -1,6 +1,6 @@
-//! The switch core held against the reference model (tests/model/reference.rs): generated
-//! clusters of real switches, one per node, wired by an in-test fabric, and generated
-//! traffic whose every delivery the model predicts.
+//! The switch core held against the reference model (crate podnet-model,
+//! model/src/reference.rs): generated clusters of real switches, one per node, wired by
+//! an in-test fabric, and generated traffic whose every delivery the model predicts.
 //!
 //! Each property is its own test. `PROPTEST_CASES` sets how many cases each runs
 //! (default 256); failures shrink and are saved in proptest-regressions/, which is

@@ -1,14 +1,12 @@
 //! proptest strategies: clusters of 1-8 nodes on every backend, 0-20 pods per node,
 //! 0-10 services (ClusterIP or NodePort, Cluster or Local, affinity on or off) with 0-5
 //! endpoints, 1-2 externals. They shrink toward fewer nodes, pods and services.
-#![allow(dead_code)]
-
 use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::reference::{Backend, Cluster, Node, PodRef, Proto, Service, SvcPort};
+use crate::reference::{Backend, Cluster, Node, PodRef, Proto, Service, SvcPort};
 
 /// The ports every pod answers in the simulator: TCP 8080 and UDP 5353.
 pub const TCP_TARGET: u16 = 8080;

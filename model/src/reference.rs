@@ -2,14 +2,12 @@
 //! Kubernetes network model as DESIGN.md states it, and what it must look like there.
 //!
 //! Plain code over plain data, written from the design, not from the datapath: it shares
-//! nothing with `podnet-switch` but `std::net::Ipv4Addr`, so the root package's
-//! differential test includes this file as it is.
+//! nothing with `podnet-switch` but `std::net::Ipv4Addr`, so the switch's property
+//! tests and the root package's differential test both use it.
 //!
 //! Addresses follow SCENARIO.md: node `i` (from 0) owns `10.2.(i+1).0/24` (`.0` the VTEP,
 //! `.1` the gateway) and has underlay address `172.16.0.(10+i)`; pods get `.2` upward;
 //! service VIPs are in `10.3.0.0/24`; externals live at `172.16.9.x`.
-#![allow(dead_code)]
-
 use std::net::Ipv4Addr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
