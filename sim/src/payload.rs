@@ -217,6 +217,21 @@ pub fn datagram_reply(request: &[u8]) -> Vec<u8> {
     dns_response(request).unwrap_or_else(|| request.to_vec())
 }
 
+/// The period of a stream's body pattern.
+const PERIOD: usize = 251;
+
+/// Two periods of the body pattern (`j % 251`), so that any period's worth of it, from
+/// any phase, is one slice.
+const PATTERN: [u8; 2 * PERIOD] = {
+    let mut p = [0u8; 2 * PERIOD];
+    let mut j = 0;
+    while j < 2 * PERIOD {
+        p[j] = (j % PERIOD) as u8;
+        j += 1;
+    }
+    p
+};
+
 /// One direction of a TCP request: a prefix (the marker, or an HTTP header), then a body
 /// of the pattern `(phase + j) % 251` for body byte `j`, `len` bytes in all.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,6 +298,7 @@ impl Stream {
         self.len == 0
     }
 
+    #[cfg(test)]
     fn byte(&self, i: u64) -> u8 {
         match usize::try_from(i).ok().and_then(|i| self.prefix.get(i)) {
             Some(&b) => b,
@@ -290,20 +306,44 @@ impl Stream {
         }
     }
 
+    /// Splits bytes `offset..offset + len` into the part in the prefix and, for the rest,
+    /// the pattern's value at its first byte.
+    fn split(&self, offset: u64, len: usize) -> (&[u8], u8) {
+        let p = self.prefix.len() as u64;
+        let from = offset.min(p) as usize;
+        let to = (offset + len as u64).min(p) as usize;
+        let first = offset.max(p);
+        (
+            &self.prefix[from..to],
+            ((first - p + self.phase) % PERIOD as u64) as u8,
+        )
+    }
+
     /// Writes bytes `offset..offset + buf.len()`.
     pub fn fill(&self, buf: &mut [u8], offset: u64) {
-        for (k, b) in buf.iter_mut().enumerate() {
-            *b = self.byte(offset + k as u64);
+        let (head, mut v) = self.split(offset, buf.len());
+        let (a, body) = buf.split_at_mut(head.len());
+        a.copy_from_slice(head);
+        // The pattern in pieces of whole periods, each a slice of `PATTERN`.
+        for piece in body.chunks_mut(PERIOD) {
+            piece.copy_from_slice(&PATTERN[v as usize..v as usize + piece.len()]);
+            v = ((v as usize + piece.len()) % PERIOD) as u8;
         }
     }
 
     /// Whether `buf` is bytes `offset..` of the stream.
     pub fn holds(&self, buf: &[u8], offset: u64) -> bool {
-        offset + buf.len() as u64 <= self.len
-            && buf
-                .iter()
-                .enumerate()
-                .all(|(k, &b)| b == self.byte(offset + k as u64))
+        if offset + buf.len() as u64 > self.len {
+            return false;
+        }
+        let (head, mut v) = self.split(offset, buf.len());
+        let (a, body) = buf.split_at(head.len());
+        a == head
+            && body.chunks(PERIOD).all(|piece| {
+                let ok = piece == &PATTERN[v as usize..v as usize + piece.len()];
+                v = ((v as usize + piece.len()) % PERIOD) as u8;
+                ok
+            })
     }
 }
 
@@ -400,5 +440,28 @@ mod tests {
         assert_eq!(bytes, ID.payload(300));
         assert_eq!(s.reply(), s);
         assert!(!s.holds(&bytes[..10], 295), "past the end");
+    }
+
+    #[test]
+    fn fill_and_holds_are_byte_by_byte() {
+        for stream in [
+            Stream::request(Framing::Raw, ID, "x", 5000),
+            Stream::request(Framing::Http, ID, "10.3.0.1:80", 5000),
+        ] {
+            let all: Vec<u8> = (0..stream.len()).map(|i| stream.byte(i)).collect();
+            for offset in (0..1200).step_by(7).chain([0, 1, 11, 12, 13, 250, 251, 252]) {
+                for len in [0, 1, 5, 12, 250, 251, 252, 600, 1460] {
+                    let end = (offset + len).min(all.len());
+                    let mut buf = vec![0xee; end - offset];
+                    stream.fill(&mut buf, offset as u64);
+                    assert_eq!(buf, all[offset..end], "fill at {offset} len {len}");
+                    assert!(stream.holds(&buf, offset as u64));
+                    if let Some(b) = buf.last_mut() {
+                        *b ^= 1;
+                        assert!(!stream.holds(&buf, offset as u64));
+                    }
+                }
+            }
+        }
     }
 }
