@@ -45,14 +45,30 @@ pub fn framing(kind: TrafficKind, ports: &[u16]) -> Framing {
 
 /// The marker as 16 hex digits: traffic index, request index.
 fn hex(id: RequestId) -> String {
-    format!("{:08x}{:08x}", id.traffic, id.index)
+    let mut s = String::with_capacity(16);
+    for word in [id.traffic, id.index] {
+        for shift in (0..8).rev() {
+            let digit = (word >> (4 * shift)) & 0xf;
+            s.push(char::from_digit(digit, 16).expect("a hex digit"));
+        }
+    }
+    s
 }
 
+/// The marker in 16 hex digits, as `u32::from_str_radix(half, 16)` reads each half of
+/// eight: either case, and a leading `+` allowed.
 fn parse_hex(text: &[u8]) -> Option<RequestId> {
-    let text = std::str::from_utf8(text.get(..16)?).ok()?;
+    let half = |t: &[u8]| -> Option<u32> {
+        let digits = t.strip_prefix(b"+").unwrap_or(t);
+        digits.iter().try_fold(0u32, |n, &c| {
+            let d = (c as char).to_digit(16)?;
+            Some(n << 4 | d)
+        })
+    };
+    let text = text.get(..16)?;
     Some(RequestId {
-        traffic: u32::from_str_radix(&text[..8], 16).ok()?,
-        index: u32::from_str_radix(&text[8..], 16).ok()?,
+        traffic: half(&text[..8])?,
+        index: half(&text[8..])?,
     })
 }
 
@@ -440,6 +456,54 @@ mod tests {
         assert_eq!(bytes, ID.payload(300));
         assert_eq!(s.reply(), s);
         assert!(!s.holds(&bytes[..10], 295), "past the end");
+    }
+
+    #[test]
+    fn hex_round_trip_and_from_str_radix() {
+        for id in [
+            ID,
+            RequestId {
+                traffic: 0,
+                index: 0,
+            },
+            RequestId {
+                traffic: u32::MAX,
+                index: 0xdead_beef,
+            },
+        ] {
+            let h = hex(id);
+            assert_eq!(h, format!("{:08x}{:08x}", id.traffic, id.index));
+            assert_eq!(parse_hex(h.as_bytes()), Some(id));
+        }
+        let old = |text: &[u8]| -> Option<RequestId> {
+            let text = std::str::from_utf8(text.get(..16)?).ok()?;
+            Some(RequestId {
+                traffic: u32::from_str_radix(&text[..8], 16).ok()?,
+                index: u32::from_str_radix(&text[8..], 16).ok()?,
+            })
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"0000000A0000000b".to_vec(),
+            b"+000000a+000000b".to_vec(),
+            b"++00000a0000000b".to_vec(),
+            b"-000000a0000000b".to_vec(),
+            b"0000000a0000000".to_vec(),
+            b"0000000a0000000g".to_vec(),
+            b"ffffffffFFFFFFFFxyz".to_vec(),
+            vec![0xc3, 0xa9, b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0'],
+        ];
+        let mut rng = 9u32;
+        for _ in 0..20_000 {
+            let mut t = Vec::new();
+            for _ in 0..16 {
+                rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                t.push(b"0123456789abcdefABCDEF+-g \xff"[(rng >> 16) as usize % 27]);
+            }
+            cases.push(t);
+        }
+        for c in cases {
+            assert_eq!(parse_hex(&c), old(&c), "{c:?}");
+        }
     }
 
     #[test]

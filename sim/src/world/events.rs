@@ -127,6 +127,7 @@ impl World {
         self.switch_tx(node, &mut tx);
         self.scratch_rx = rx;
         self.scratch_tx = tx;
+        crate::frames::recycle(frame);
     }
 
     pub(super) fn switch_poll(&mut self, node: usize) {
@@ -161,7 +162,7 @@ impl World {
         let n = &self.nodes[node];
         let (underlay, host_port, stack, member) = (n.underlay, n.host_port, n.stack, n.member);
         for (port, buf) in tx.drain(..) {
-            let frame = buf.data().to_vec();
+            let frame = crate::frames::copy_of(buf.data());
             drop(buf);
             if port == underlay {
                 self.capture_node(node, &frame);
