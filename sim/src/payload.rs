@@ -490,7 +490,10 @@ mod tests {
             b"0000000a0000000".to_vec(),
             b"0000000a0000000g".to_vec(),
             b"ffffffffFFFFFFFFxyz".to_vec(),
-            vec![0xc3, 0xa9, b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0'],
+            vec![
+                0xc3, 0xa9, b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0',
+                b'0', b'0',
+            ],
         ];
         let mut rng = 9u32;
         for _ in 0..20_000 {
@@ -513,7 +516,10 @@ mod tests {
             Stream::request(Framing::Http, ID, "10.3.0.1:80", 5000),
         ] {
             let all: Vec<u8> = (0..stream.len()).map(|i| stream.byte(i)).collect();
-            for offset in (0..1200).step_by(7).chain([0, 1, 11, 12, 13, 250, 251, 252]) {
+            for offset in (0..1200)
+                .step_by(7)
+                .chain([0, 1, 11, 12, 13, 250, 251, 252])
+            {
                 for len in [0, 1, 5, 12, 250, 251, 252, 600, 1460] {
                     let end = (offset + len).min(all.len());
                     let mut buf = vec![0xee; end - offset];

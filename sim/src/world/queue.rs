@@ -139,7 +139,9 @@ mod tests {
     fn same_order_as_one_heap() {
         let mut rng = 5u64;
         let mut next = || {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             rng >> 33
         };
         let mut q = EventQueue::default();
@@ -157,8 +159,8 @@ mod tests {
                     }
                     _ => {
                         // A few fixed delays, more than the FIFOs, and some zero.
-                        let delay = [0, 1000, 7, 1_000_000][next() as usize % 4]
-                            + (next() % 40) * 13;
+                        let delay =
+                            [0, 1000, 7, 1_000_000][next() as usize % 4] + (next() % 40) * 13;
                         q.push_after(delay, ev(now + delay, seq));
                         heap.push(ev(now + delay, seq));
                     }
