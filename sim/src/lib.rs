@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod expect;
+mod frames;
 pub mod generate;
 pub mod host;
 pub mod inspect;

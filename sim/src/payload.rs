@@ -45,14 +45,30 @@ pub fn framing(kind: TrafficKind, ports: &[u16]) -> Framing {
 
 /// The marker as 16 hex digits: traffic index, request index.
 fn hex(id: RequestId) -> String {
-    format!("{:08x}{:08x}", id.traffic, id.index)
+    let mut s = String::with_capacity(16);
+    for word in [id.traffic, id.index] {
+        for shift in (0..8).rev() {
+            let digit = (word >> (4 * shift)) & 0xf;
+            s.push(char::from_digit(digit, 16).expect("a hex digit"));
+        }
+    }
+    s
 }
 
+/// The marker in 16 hex digits, as `u32::from_str_radix(half, 16)` reads each half of
+/// eight: either case, and a leading `+` allowed.
 fn parse_hex(text: &[u8]) -> Option<RequestId> {
-    let text = std::str::from_utf8(text.get(..16)?).ok()?;
+    let half = |t: &[u8]| -> Option<u32> {
+        let digits = t.strip_prefix(b"+").unwrap_or(t);
+        digits.iter().try_fold(0u32, |n, &c| {
+            let d = (c as char).to_digit(16)?;
+            Some(n << 4 | d)
+        })
+    };
+    let text = text.get(..16)?;
     Some(RequestId {
-        traffic: u32::from_str_radix(&text[..8], 16).ok()?,
-        index: u32::from_str_radix(&text[8..], 16).ok()?,
+        traffic: half(&text[..8])?,
+        index: half(&text[8..])?,
     })
 }
 
@@ -217,6 +233,21 @@ pub fn datagram_reply(request: &[u8]) -> Vec<u8> {
     dns_response(request).unwrap_or_else(|| request.to_vec())
 }
 
+/// The period of a stream's body pattern.
+const PERIOD: usize = 251;
+
+/// Two periods of the body pattern (`j % 251`), so that any period's worth of it, from
+/// any phase, is one slice.
+const PATTERN: [u8; 2 * PERIOD] = {
+    let mut p = [0u8; 2 * PERIOD];
+    let mut j = 0;
+    while j < 2 * PERIOD {
+        p[j] = (j % PERIOD) as u8;
+        j += 1;
+    }
+    p
+};
+
 /// One direction of a TCP request: a prefix (the marker, or an HTTP header), then a body
 /// of the pattern `(phase + j) % 251` for body byte `j`, `len` bytes in all.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,6 +314,7 @@ impl Stream {
         self.len == 0
     }
 
+    #[cfg(test)]
     fn byte(&self, i: u64) -> u8 {
         match usize::try_from(i).ok().and_then(|i| self.prefix.get(i)) {
             Some(&b) => b,
@@ -290,20 +322,44 @@ impl Stream {
         }
     }
 
+    /// Splits bytes `offset..offset + len` into the part in the prefix and, for the rest,
+    /// the pattern's value at its first byte.
+    fn split(&self, offset: u64, len: usize) -> (&[u8], u8) {
+        let p = self.prefix.len() as u64;
+        let from = offset.min(p) as usize;
+        let to = (offset + len as u64).min(p) as usize;
+        let first = offset.max(p);
+        (
+            &self.prefix[from..to],
+            ((first - p + self.phase) % PERIOD as u64) as u8,
+        )
+    }
+
     /// Writes bytes `offset..offset + buf.len()`.
     pub fn fill(&self, buf: &mut [u8], offset: u64) {
-        for (k, b) in buf.iter_mut().enumerate() {
-            *b = self.byte(offset + k as u64);
+        let (head, mut v) = self.split(offset, buf.len());
+        let (a, body) = buf.split_at_mut(head.len());
+        a.copy_from_slice(head);
+        // The pattern in pieces of whole periods, each a slice of `PATTERN`.
+        for piece in body.chunks_mut(PERIOD) {
+            piece.copy_from_slice(&PATTERN[v as usize..v as usize + piece.len()]);
+            v = ((v as usize + piece.len()) % PERIOD) as u8;
         }
     }
 
     /// Whether `buf` is bytes `offset..` of the stream.
     pub fn holds(&self, buf: &[u8], offset: u64) -> bool {
-        offset + buf.len() as u64 <= self.len
-            && buf
-                .iter()
-                .enumerate()
-                .all(|(k, &b)| b == self.byte(offset + k as u64))
+        if offset + buf.len() as u64 > self.len {
+            return false;
+        }
+        let (head, mut v) = self.split(offset, buf.len());
+        let (a, body) = buf.split_at(head.len());
+        a == head
+            && body.chunks(PERIOD).all(|piece| {
+                let ok = piece == &PATTERN[v as usize..v as usize + piece.len()];
+                v = ((v as usize + piece.len()) % PERIOD) as u8;
+                ok
+            })
     }
 }
 
@@ -400,5 +456,82 @@ mod tests {
         assert_eq!(bytes, ID.payload(300));
         assert_eq!(s.reply(), s);
         assert!(!s.holds(&bytes[..10], 295), "past the end");
+    }
+
+    #[test]
+    fn hex_round_trip_and_from_str_radix() {
+        for id in [
+            ID,
+            RequestId {
+                traffic: 0,
+                index: 0,
+            },
+            RequestId {
+                traffic: u32::MAX,
+                index: 0xdead_beef,
+            },
+        ] {
+            let h = hex(id);
+            assert_eq!(h, format!("{:08x}{:08x}", id.traffic, id.index));
+            assert_eq!(parse_hex(h.as_bytes()), Some(id));
+        }
+        let old = |text: &[u8]| -> Option<RequestId> {
+            let text = std::str::from_utf8(text.get(..16)?).ok()?;
+            Some(RequestId {
+                traffic: u32::from_str_radix(&text[..8], 16).ok()?,
+                index: u32::from_str_radix(&text[8..], 16).ok()?,
+            })
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"0000000A0000000b".to_vec(),
+            b"+000000a+000000b".to_vec(),
+            b"++00000a0000000b".to_vec(),
+            b"-000000a0000000b".to_vec(),
+            b"0000000a0000000".to_vec(),
+            b"0000000a0000000g".to_vec(),
+            b"ffffffffFFFFFFFFxyz".to_vec(),
+            vec![
+                0xc3, 0xa9, b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0', b'0',
+                b'0', b'0',
+            ],
+        ];
+        let mut rng = 9u32;
+        for _ in 0..20_000 {
+            let mut t = Vec::new();
+            for _ in 0..16 {
+                rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                t.push(b"0123456789abcdefABCDEF+-g \xff"[(rng >> 16) as usize % 27]);
+            }
+            cases.push(t);
+        }
+        for c in cases {
+            assert_eq!(parse_hex(&c), old(&c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn fill_and_holds_are_byte_by_byte() {
+        for stream in [
+            Stream::request(Framing::Raw, ID, "x", 5000),
+            Stream::request(Framing::Http, ID, "10.3.0.1:80", 5000),
+        ] {
+            let all: Vec<u8> = (0..stream.len()).map(|i| stream.byte(i)).collect();
+            for offset in (0..1200)
+                .step_by(7)
+                .chain([0, 1, 11, 12, 13, 250, 251, 252])
+            {
+                for len in [0, 1, 5, 12, 250, 251, 252, 600, 1460] {
+                    let end = (offset + len).min(all.len());
+                    let mut buf = vec![0xee; end - offset];
+                    stream.fill(&mut buf, offset as u64);
+                    assert_eq!(buf, all[offset..end], "fill at {offset} len {len}");
+                    assert!(stream.holds(&buf, offset as u64));
+                    if let Some(b) = buf.last_mut() {
+                        *b ^= 1;
+                        assert!(!stream.holds(&buf, offset as u64));
+                    }
+                }
+            }
+        }
     }
 }

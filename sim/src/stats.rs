@@ -21,13 +21,15 @@ pub fn traffic_report(traffic: &Traffic, records: &[RequestRecord]) -> TrafficRe
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_endpoint: BTreeMap<String, EndpointCounts> = BTreeMap::new();
     let mut in_flight: u64 = 0;
-    let mut source_seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sources: BTreeMap<std::net::Ipv4Addr, u64> = BTreeMap::new();
 
     for record in records {
-        let endpoint = record
-            .endpoint
-            .as_ref()
-            .map(|name| by_endpoint.entry(name.clone()).or_default());
+        let endpoint = record.endpoint.as_ref().map(|name| {
+            if !by_endpoint.contains_key(name) {
+                by_endpoint.insert(name.clone(), EndpointCounts::default());
+            }
+            by_endpoint.get_mut(name).expect("inserted")
+        });
         match record.outcome {
             Outcome::Pending => in_flight += 1,
             Outcome::Delivered { rtt_ns } => {
@@ -46,9 +48,14 @@ pub fn traffic_report(traffic: &Traffic, records: &[RequestRecord]) -> TrafficRe
             }
         }
         if let Some(source) = record.source_seen {
-            *source_seen.entry(source.to_string()).or_default() += 1;
+            *sources.entry(source).or_default() += 1;
         }
     }
+    // Counted by address, then named (in the order of the names, as the report keeps it).
+    let source_seen: BTreeMap<String, u64> = sources
+        .into_iter()
+        .map(|(ip, n)| (ip.to_string(), n))
+        .collect();
 
     rtts_ns.sort_unstable();
     let rtt_us = Rtt {

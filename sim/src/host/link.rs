@@ -60,7 +60,9 @@ impl RxToken for Rx {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        f(&self.0[ETH_HEADER..])
+        let r = f(&self.0[ETH_HEADER..]);
+        crate::frames::recycle(self.0);
+        r
     }
 }
 
@@ -69,7 +71,7 @@ impl TxToken for Tx<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        let mut frame = vec![0; ETH_HEADER + len];
+        let mut frame = crate::frames::zeroed(ETH_HEADER + len);
         let r = f(&mut frame[ETH_HEADER..]);
         self.0.push(frame);
         r

@@ -183,8 +183,8 @@ impl Host {
     /// A frame arrived from the wire (handled at the next [`Host::poll`]). A frame the
     /// stack would ignore without a trace (another host's unicast, an ARP request for
     /// another address: what a bridge floods to every pod) does not build it.
-    pub fn receive(&mut self, frame: &[u8]) {
-        if self.stack.is_some() || self.wants(frame) {
+    pub fn receive(&mut self, frame: Vec<u8>) {
+        if self.stack.is_some() || self.wants(&frame) {
             self.stack().receive(frame);
         }
     }
@@ -488,8 +488,8 @@ impl Stack {
     }
 
     /// A frame arrived from the wire (handled at the next [`Host::poll`]).
-    pub fn receive(&mut self, frame: &[u8]) {
-        self.inbox.push(frame.to_vec());
+    pub fn receive(&mut self, frame: Vec<u8>) {
+        self.inbox.push(frame);
     }
 
     /// Runs the stack and the apps at `now_ns`; appends frames to send to `out`.

@@ -104,7 +104,7 @@ impl Pair {
             self.now = t;
             while self.cable.front().is_some_and(|f| f.at <= self.now) {
                 let f = self.cable.pop_front().unwrap();
-                self.hosts[f.to].receive(&f.frame);
+                self.hosts[f.to].receive(f.frame);
             }
             for h in 0..2 {
                 if self.hosts[h]

@@ -49,7 +49,7 @@ impl World {
             end_ns,
             now: 0,
             seq: INJECTED_SEQS,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::default(),
             events: 0,
             hops: 0,
             rng: seed,

@@ -13,17 +13,31 @@ impl World {
         });
     }
 
+    /// Schedules `event` `delay` after now: the same as `schedule(now + delay, event)`,
+    /// for delays that recur (see [`EventQueue`]).
+    pub(super) fn schedule_after(&mut self, delay: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push_after(
+            delay,
+            Queued {
+                at: self.now + delay,
+                seq: self.seq,
+                event,
+            },
+        );
+    }
+
     pub(super) fn coin(&mut self) -> f64 {
         (splitmix(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Processes one event. False when the run is over.
     pub fn step(&mut self) -> bool {
-        let Some(q) = self.queue.peek() else {
+        let Some(at) = self.queue.peek_at() else {
             self.now = self.now.max(self.end_ns);
             return false;
         };
-        if q.at > self.end_ns {
+        if at > self.end_ns {
             self.now = self.end_ns;
             return false;
         }
@@ -38,8 +52,8 @@ impl World {
     pub fn run_until(&mut self, t: u64) {
         while self
             .queue
-            .peek()
-            .is_some_and(|q| q.at <= t.min(self.end_ns))
+            .peek_at()
+            .is_some_and(|at| at <= t.min(self.end_ns))
         {
             self.step();
         }
@@ -71,7 +85,7 @@ impl World {
             }
             Event::Inject(kind) => {
                 self.note(|| format!("fault (injected): {kind:?}"));
-                self.fault(kind);
+                self.fault(*kind);
             }
         }
     }
@@ -113,6 +127,7 @@ impl World {
         self.switch_tx(node, &mut tx);
         self.scratch_rx = rx;
         self.scratch_tx = tx;
+        crate::frames::recycle(frame);
     }
 
     pub(super) fn switch_poll(&mut self, node: usize) {
@@ -147,20 +162,20 @@ impl World {
         let n = &self.nodes[node];
         let (underlay, host_port, stack, member) = (n.underlay, n.host_port, n.stack, n.member);
         for (port, buf) in tx.drain(..) {
-            let frame = buf.data().to_vec();
+            let frame = crate::frames::copy_of(buf.data());
             drop(buf);
             if port == underlay {
                 self.capture_node(node, &frame);
                 self.underlay_send(member, frame);
             } else if port == host_port {
-                self.schedule(self.now + VETH_NS, Event::ToHost { host: stack, frame });
+                self.schedule_after(VETH_NS, Event::ToHost { host: stack, frame });
             } else if let Some(&h) = self.nodes[node].port_hosts.get(&port) {
-                self.schedule(self.now + VETH_NS, Event::ToHost { host: h, frame });
+                self.schedule_after(VETH_NS, Event::ToHost { host: h, frame });
             }
         }
         if self.nodes[node].switch.pending_len() > 0 && !self.nodes[node].poll_scheduled {
             self.nodes[node].poll_scheduled = true;
-            self.schedule(self.now + SWITCH_POLL_NS, Event::SwitchPoll { node });
+            self.schedule_after(SWITCH_POLL_NS, Event::SwitchPoll { node });
         }
     }
 
@@ -274,7 +289,7 @@ impl World {
         if let Some(i) = inspect::inspect(&frame, &self.encap) {
             self.observe(h, &i);
         }
-        self.hosts[h].host.receive(&frame);
+        self.hosts[h].host.receive(frame);
         self.poll_host(h);
     }
 
@@ -287,11 +302,11 @@ impl World {
             match attach {
                 Attach::Pod { node, port } => {
                     self.capture_host(h, &frame);
-                    self.schedule(self.now + VETH_NS, Event::ToSwitch { node, port, frame });
+                    self.schedule_after(VETH_NS, Event::ToSwitch { node, port, frame });
                 }
                 Attach::NodeStack { node } => {
                     let port = self.nodes[node].host_port;
-                    self.schedule(self.now + VETH_NS, Event::ToSwitch { node, port, frame });
+                    self.schedule_after(VETH_NS, Event::ToSwitch { node, port, frame });
                 }
                 Attach::External { member } => self.underlay_send(member, frame),
             }

@@ -110,7 +110,7 @@ impl World {
         self.queue.push(Queued {
             at: at_ns.max(self.now),
             seq: self.injected,
-            event: Event::Inject(kind),
+            event: Event::Inject(Box::new(kind)),
         });
     }
 }

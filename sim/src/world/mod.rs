@@ -10,8 +10,7 @@
 //! (maps that are iterated are `BTreeMap`s). So a scenario and a seed give one run: the
 //! same report, the same pcaps, the same `trace_hash`.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -29,12 +28,14 @@ use crate::scenario::{
     Backend, DropReason, FaultKind, Pod, Protocol, Scenario, TrafficSource, TrafficTarget,
 };
 use crate::underlay::{Fabric, Member, MemberKind};
+use queue::{EventQueue, Queued};
 
 mod build;
 mod capture;
 mod events;
 mod faults;
 mod probe;
+mod queue;
 mod requests;
 
 /// Delay of the virtual cable between a pod (or a node's own stack) and its switch.
@@ -72,31 +73,7 @@ enum Event {
     /// The scenario's fault number `0`.
     Fault(usize),
     /// A fault given at run time ([`World::inject_fault`]).
-    Inject(FaultKind),
-}
-
-struct Queued {
-    at: u64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    /// Reversed, so that the max-heap pops the earliest event first.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
+    Inject(Box<FaultKind>),
 }
 
 /// Where a host's frames go.
@@ -172,7 +149,7 @@ pub struct World {
     end_ns: u64,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue,
     events: u64,
     /// Packet-hops so far: see [`World::packet_hops`].
     hops: u64,
@@ -315,10 +292,7 @@ impl World {
 
     /// Time of the next event, if any remains before the end.
     pub fn next_event_at(&self) -> Option<u64> {
-        self.queue
-            .peek()
-            .map(|q| q.at)
-            .filter(|&t| t <= self.end_ns)
+        self.queue.peek_at().filter(|&t| t <= self.end_ns)
     }
 
     /// Pods alive now, by name.

@@ -16,10 +16,13 @@ impl World {
                 .and_then(|f| f.key)
                 .is_some_and(|k| i.client_side()[1] == k);
             if i.dst == host_ip && !to_client {
-                let name = self.hosts[h].name.clone();
-                if let Some(rec) = self.record_mut(id) {
+                let rec = self
+                    .records
+                    .get_mut(id.traffic as usize)
+                    .and_then(|r| r.get_mut(id.index as usize));
+                if let Some(rec) = rec {
                     if rec.endpoint.is_none() {
-                        rec.endpoint = Some(name);
+                        rec.endpoint = Some(self.hosts[h].name.clone());
                         rec.source_seen = Some(i.src);
                     }
                 }
@@ -116,10 +119,12 @@ impl World {
     }
 
     pub(super) fn start(&mut self, t: usize, index: u32) {
-        let tr = self.sc.traffic[t].clone();
-        if index + 1 < tr.count {
-            self.schedule(
-                self.now + tr.interval_ns,
+        let tr = &self.sc.traffic[t];
+        let (count, interval_ns, timeout_ns) = (tr.count, tr.interval_ns, tr.timeout_ns);
+        let (kind, bytes, source_port) = (tr.kind, tr.bytes, tr.source_port);
+        if index + 1 < count {
+            self.schedule_after(
+                interval_ns,
                 Event::Start {
                     traffic: t,
                     index: index + 1,
@@ -135,8 +140,9 @@ impl World {
             outcome: Outcome::Pending,
             endpoint: None,
             source_seen: None,
-            bytes: tr.bytes,
+            bytes,
         });
+        let tr = &self.sc.traffic[t];
         let (Some(h), Some((dst, port))) =
             (self.source_host(&tr.from), self.target_addr(&tr.to, index))
         else {
@@ -146,19 +152,20 @@ impl World {
         let ports: Vec<u16> = port.into_iter().chain(self.endpoint_port(&tr.to)).collect();
         let req = Request {
             id,
-            kind: tr.kind,
+            kind,
             dst,
             port,
-            bytes: tr.bytes,
-            local_port: tr.source_port,
-            framing: payload::framing(tr.kind, &ports),
+            bytes,
+            local_port: source_port,
+            framing: payload::framing(kind, &ports),
         };
         if let Err(e) = self.hosts[h].host.start(req, self.now) {
-            self.note(|| format!("{}: cannot start request: {e}", tr.name));
+            let name = self.sc.traffic[t].name.clone();
+            self.note(|| format!("{name}: cannot start request: {e}"));
             self.records[t][index as usize].outcome = Outcome::Failed(DropReason::NoRoute);
             return;
         }
-        let proto = match tr.kind.protocol() {
+        let proto = match kind.protocol() {
             None => 1,
             Some(Protocol::Tcp) => 6,
             Some(Protocol::Udp) => 17,
@@ -180,7 +187,7 @@ impl World {
                 last_drop: None,
             },
         );
-        self.schedule(self.now + tr.timeout_ns, Event::Timeout { id });
+        self.schedule_after(timeout_ns, Event::Timeout { id });
         self.poll_host(h);
     }
 
