@@ -32,6 +32,7 @@ use crate::counters::Counters;
 use crate::policy::PolicyTable;
 use crate::routes::NextHop;
 use crate::services::{Endpoint, Service, ServiceTable};
+use crate::underlay::OuterTemplate;
 
 pub use crate::config::{underlay_mac_for, vtep_mac_for, Backend, NodeConfig, Peer};
 /// The old path of [`crate::time::SECOND`].
@@ -80,6 +81,8 @@ pub struct Snapshot {
     pub conntrack_timeouts: Timeouts,
     /// The NetworkPolicies compiled for this node's pods ([`Control::set_policies`]).
     pub policy: Arc<PolicyTable>,
+    /// This node's outer headers, derived from `config`: what encapsulation copies.
+    pub(crate) outer: OuterTemplate,
 }
 
 impl Snapshot {
@@ -101,6 +104,7 @@ impl Snapshot {
         let underlay = of_kind(PortKind::Underlay).next();
         let host = of_kind(PortKind::Host).next();
         Snapshot {
+            outer: OuterTemplate::new(&config),
             config,
             ports,
             pod_ports,

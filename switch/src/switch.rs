@@ -1005,8 +1005,7 @@ impl Switch {
         match config.backend {
             Backend::Vxlan { vni, port } => {
                 let src_port = vxlan::source_port(flow::hash(buf.data(), &ip));
-                vxlan::encap(&mut buf, config, peer, vni, port, src_port)
-                    .ok_or(DropReason::NoBuffer)?;
+                vxlan::encap(&mut buf, &snap.outer, peer, src_port).ok_or(DropReason::NoBuffer)?;
                 b.node.encap += 1;
                 hop! { b, Stage::Encap, "encap", ("vxlan peer {}", peer.name), ("vxlan encap VNI {vni} {}:{src_port} -> {}:{port}", config.underlay_ip, peer.underlay_ip) }
             }
@@ -1014,7 +1013,8 @@ impl Switch {
                 if !udpencap::decrement_ttl(buf.data_mut(), &mut ip) {
                     return Err(DropReason::TtlExceeded);
                 }
-                udpencap::encap(&mut buf, config, peer, port).ok_or(DropReason::NoBuffer)?;
+                udpencap::encap(&mut buf, &snap.outer, config, peer, port)
+                    .ok_or(DropReason::NoBuffer)?;
                 b.node.encap += 1;
                 hop! { b, Stage::Encap, "encap", ("udp peer {}", peer.name), ("udp encap {} -> {}:{port}", config.underlay_ip, peer.underlay_ip) }
             }
