@@ -8,6 +8,7 @@
 //! `pipeline/{bridge, vxlan_encap, vxlan_decap, udp_encap, udp_decap, dnat_new,
 //! dnat_est_10k, dnat_est_1m, chain}` and `workers/{1,2}`.
 
+use std::cell::OnceCell;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -154,26 +155,49 @@ fn web(eps: &[Ipv4Addr], node: &str) -> Vec<Service> {
     vec![s]
 }
 
-/// Measures `sw.process(port, ...)` over batches made from `frames`, taken in turn
+/// Registers benchmark `name`, whose state `setup` makes only when criterion runs it: a
+/// filter that leaves a benchmark out skips its set-up too (benches/profile.sh runs one
+/// benchmark at a time under callgrind, where building a million flows is slow).
+fn bench_lazy<S>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    setup: impl FnOnce() -> S,
+    mut run: impl FnMut(&mut criterion::Bencher<'_>, &S),
+) -> Option<S> {
+    let state = OnceCell::new();
+    let mut setup = Some(setup);
+    g.bench_function(name, |b| {
+        let s = state.get_or_init(|| (setup.take().expect("set up once"))());
+        run(b, s)
+    });
+    state.into_inner()
+}
+
+/// A switch, the port its benchmark's frames enter on, and the frames.
+struct Feed {
+    sw: Switch,
+    port: PortId,
+    frames: Vec<Vec<u8>>,
+}
+
+/// Measures `sw.process(port, ...)` over batches made from the frames, taken in turn
 /// `BATCH` at a time.
 fn bench_batches(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
-    sw: &Switch,
-    port: PortId,
-    frames: &[Vec<u8>],
+    setup: impl FnOnce() -> Feed,
 ) {
     let mut tx = Vec::with_capacity(BATCH * 2);
     let mut at = 0;
-    g.bench_function(name, |b| {
+    bench_lazy(g, name, setup, |b, f: &Feed| {
         b.iter_batched_ref(
             || {
                 let from = at;
-                at = (at + BATCH) % frames.len();
-                batch(sw, &frames[from..from + BATCH])
+                at = (at + BATCH) % f.frames.len();
+                batch(&f.sw, &f.frames[from..from + BATCH])
             },
             |rx| {
-                sw.process(port, rx, NOW, &mut tx);
+                f.sw.process(f.port, rx, NOW, &mut tx);
                 tx.clear();
             },
             BatchSize::PerIteration,
@@ -187,34 +211,93 @@ fn encapsulated(sw: &Switch, port: PortId, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     send(sw, port, frames).into_iter().map(|(_, f)| f).collect()
 }
 
+/// Node 1 with a client pod sending to 4 pods on node 2 (256 flows), by `backend`.
+struct Pair {
+    a: Feed,
+    b: Switch,
+    b_underlay: PortId,
+}
+
+fn pair(backend: Backend) -> Pair {
+    let client = Ipv4Addr::new(10, 0, 1, 33);
+    let a = node(1, backend, Limits::default());
+    let pod = a.add_port("client", PortKind::Pod);
+    a.add_port("underlay", PortKind::Underlay);
+    let gw = a.control().load().config.gateway_mac();
+    let b = node(2, backend, Limits::default());
+    let remote = endpoints(&b, 2, 4);
+    let b_underlay = b.add_port("underlay", PortKind::Underlay);
+    let frames: Vec<_> = (0..BATCH * 4)
+        .map(|i| {
+            frame(
+                pod_mac(client),
+                gw,
+                client,
+                1000 + i as u16,
+                remote[i % 4],
+                8080,
+            )
+        })
+        .collect();
+    Pair {
+        a: Feed {
+            sw: a,
+            port: pod,
+            frames,
+        },
+        b,
+        b_underlay,
+    }
+}
+
+/// A node with a client pod and the service `web` on 3 local endpoints, conntrack of
+/// `conntrack` slots.
+fn dnat_node(conntrack: usize) -> (Switch, PortId, Mac) {
+    let limits = Limits {
+        conntrack,
+        ..Limits::default()
+    };
+    let sw = node(1, Backend::VXLAN, limits);
+    let pod = sw.add_port("client", PortKind::Pod);
+    let eps = endpoints(&sw, 1, 3);
+    sw.control().set_services(web(&eps, "node-1")).unwrap();
+    let gw = sw.control().load().config.gateway_mac();
+    (sw, pod, gw)
+}
+
 fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(BATCH as u64));
-    let client = Ipv4Addr::new(10, 0, 1, 33);
-    let client_mac = pod_mac(client);
 
     // bridge: pod to pod on one node, 1,000 learned MACs on 8 ports, destinations in a
     // fixed random order among them.
-    let sw = node(1, Backend::VXLAN, Limits::default());
-    let from = sw.add_port("client", PortKind::Pod);
-    let ports: Vec<PortId> = (0..8)
-        .map(|i| sw.add_port(&format!("p{i}"), PortKind::Pod))
-        .collect();
-    let macs: Vec<Mac> = (0..1000u32)
-        .map(|i| Mac([0x02, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]))
-        .collect();
-    for (i, m) in macs.iter().enumerate() {
-        let f = frame(*m, Mac::BROADCAST, client, 1, client, 2);
-        send(&sw, ports[i % ports.len()], &[f]);
-    }
-    let mut rng = Rng(1);
-    let frames: Vec<_> = (0..BATCH * 64)
-        .map(|i| {
-            let dst = macs[rng.below(macs.len())];
-            frame(client_mac, dst, client, 1000 + i as u16, client, 53)
-        })
-        .collect();
-    bench_batches(&mut g, "bridge", &sw, from, &frames);
+    bench_batches(&mut g, "bridge", || {
+        let client = Ipv4Addr::new(10, 0, 1, 33);
+        let sw = node(1, Backend::VXLAN, Limits::default());
+        let from = sw.add_port("client", PortKind::Pod);
+        let ports: Vec<PortId> = (0..8)
+            .map(|i| sw.add_port(&format!("p{i}"), PortKind::Pod))
+            .collect();
+        let macs: Vec<Mac> = (0..1000u32)
+            .map(|i| Mac([0x02, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]))
+            .collect();
+        for (i, m) in macs.iter().enumerate() {
+            let f = frame(*m, Mac::BROADCAST, client, 1, client, 2);
+            send(&sw, ports[i % ports.len()], &[f]);
+        }
+        let mut rng = Rng(1);
+        let frames: Vec<_> = (0..BATCH * 64)
+            .map(|i| {
+                let dst = macs[rng.below(macs.len())];
+                frame(pod_mac(client), dst, client, 1000 + i as u16, client, 53)
+            })
+            .collect();
+        Feed {
+            sw,
+            port: from,
+            frames,
+        }
+    });
 
     // vxlan_encap / udp_encap: pod to pods on the peer, 256 flows; *_decap: the same
     // packets arriving at the peer, delivered to its resolved pods.
@@ -222,120 +305,125 @@ fn stages(c: &mut Criterion) {
         (Backend::VXLAN, "vxlan_encap", "vxlan_decap"),
         (Backend::Udp { port: 8285 }, "udp_encap", "udp_decap"),
     ] {
-        let a = node(1, backend, Limits::default());
-        let pod = a.add_port("client", PortKind::Pod);
-        a.add_port("underlay", PortKind::Underlay);
-        let gw = a.control().load().config.gateway_mac();
-        let b = node(2, backend, Limits::default());
-        let remote = endpoints(&b, 2, 4);
-        let b_underlay = b.add_port("underlay", PortKind::Underlay);
-        let frames: Vec<_> = (0..BATCH * 4)
-            .map(|i| frame(client_mac, gw, client, 1000 + i as u16, remote[i % 4], 8080))
-            .collect();
-        bench_batches(&mut g, encap, &a, pod, &frames);
-        let outer = encapsulated(&a, pod, &frames);
-        assert_eq!(
-            outer.len(),
-            frames.len(),
-            "{encap}: every packet encapsulated"
-        );
-        bench_batches(&mut g, decap, &b, b_underlay, &outer);
+        bench_batches(&mut g, encap, || pair(backend).a);
+        bench_batches(&mut g, decap, || {
+            let p = pair(backend);
+            let outer = encapsulated(&p.a.sw, p.a.port, &p.a.frames);
+            assert_eq!(
+                outer.len(),
+                p.a.frames.len(),
+                "{encap}: every packet encapsulated"
+            );
+            Feed {
+                sw: p.b,
+                port: p.b_underlay,
+                frames: outer,
+            }
+        });
     }
 
     // dnat_new: every packet a new flow (a source port and address never seen before)
     // to a service with 3 local endpoints.
-    let sw = node(1, Backend::VXLAN, Limits::default());
-    let pod = sw.add_port("client", PortKind::Pod);
-    let eps = endpoints(&sw, 1, 3);
-    sw.control().set_services(web(&eps, "node-1")).unwrap();
-    let gw = sw.control().load().config.gateway_mac();
     let mut tx = Vec::with_capacity(BATCH * 2);
     let mut next: u32 = 0;
-    g.bench_function("dnat_new", |b| {
-        b.iter_batched_ref(
-            || {
-                let frames: Vec<_> = (0..BATCH)
-                    .map(|_| {
-                        next = next.wrapping_add(1);
-                        let src = Ipv4Addr::new(10, 0, 1, 2 + ((next >> 16) % 100) as u8);
-                        frame(pod_mac(src), gw, src, next as u16 | 1024, VIP, 80)
-                    })
-                    .collect();
-                batch(&sw, &frames)
-            },
-            |rx| {
-                sw.process(pod, rx, NOW, &mut tx);
-                tx.clear();
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    bench_lazy(
+        &mut g,
+        "dnat_new",
+        || dnat_node(Limits::default().conntrack),
+        |b, (sw, pod, gw)| {
+            b.iter_batched_ref(
+                || {
+                    let frames: Vec<_> = (0..BATCH)
+                        .map(|_| {
+                            next = next.wrapping_add(1);
+                            let src = Ipv4Addr::new(10, 0, 1, 2 + ((next >> 16) % 100) as u8);
+                            frame(pod_mac(src), *gw, src, next as u16 | 1024, VIP, 80)
+                        })
+                        .collect();
+                    batch(sw, &frames)
+                },
+                |rx| {
+                    sw.process(*pod, rx, NOW, &mut tx);
+                    tx.clear();
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
 
     // dnat_est_10k / dnat_est_1m: established flows to the same service, packets in a
     // fixed random order over the flows.
     for (name, flows) in [("dnat_est_10k", 10_000usize), ("dnat_est_1m", 1_000_000)] {
-        let limits = Limits {
-            conntrack: podnet_switch::conntrack::HOST_SIZE,
-            ..Limits::default()
-        };
-        let sw = node(1, Backend::VXLAN, limits);
-        let pod = sw.add_port("client", PortKind::Pod);
-        let eps = endpoints(&sw, 1, 3);
-        sw.control().set_services(web(&eps, "node-1")).unwrap();
-        let gw = sw.control().load().config.gateway_mac();
-        let flow = |i: usize| {
+        let flow = |gw: Mac, i: usize| {
             let src = Ipv4Addr::new(10, 0, 1, 2 + (i / 60_000) as u8);
             frame(pod_mac(src), gw, src, 1024 + (i % 60_000) as u16, VIP, 80)
         };
         let mut tx = Vec::with_capacity(BATCH * 2);
-        for chunk in (0..flows).collect::<Vec<_>>().chunks(BATCH) {
-            let frames: Vec<_> = chunk.iter().map(|&i| flow(i)).collect();
-            let mut rx = batch(&sw, &frames);
-            sw.process(pod, &mut rx, NOW, &mut tx);
-            tx.clear();
-        }
-        assert_eq!(
-            sw.counters().dnat,
-            flows as u64,
-            "{name}: every flow tracked"
-        );
-        let mut rng = Rng(flows as u64);
-        let order: Vec<usize> = (0..BATCH * 256).map(|_| rng.below(flows)).collect();
+        let setup = || {
+            let (sw, pod, gw) = dnat_node(podnet_switch::conntrack::HOST_SIZE);
+            let mut tx = Vec::with_capacity(BATCH * 2);
+            for chunk in (0..flows).collect::<Vec<_>>().chunks(BATCH) {
+                let frames: Vec<_> = chunk.iter().map(|&i| flow(gw, i)).collect();
+                let mut rx = batch(&sw, &frames);
+                sw.process(pod, &mut rx, NOW, &mut tx);
+                tx.clear();
+            }
+            assert_eq!(
+                sw.counters().dnat,
+                flows as u64,
+                "{name}: every flow tracked"
+            );
+            let mut rng = Rng(flows as u64);
+            let order: Vec<usize> = (0..BATCH * 256).map(|_| rng.below(flows)).collect();
+            (sw, pod, gw, order)
+        };
         let mut at = 0;
-        g.bench_function(name, |b| {
+        let state = bench_lazy(&mut g, name, setup, |b, (sw, pod, gw, order)| {
             b.iter_batched_ref(
                 || {
-                    let frames: Vec<_> = order[at..at + BATCH].iter().map(|&i| flow(i)).collect();
+                    let frames: Vec<_> = order[at..at + BATCH]
+                        .iter()
+                        .map(|&i| flow(*gw, i))
+                        .collect();
                     at = (at + BATCH) % order.len();
-                    batch(&sw, &frames)
+                    batch(sw, &frames)
                 },
                 |rx| {
-                    sw.process(pod, rx, NOW, &mut tx);
+                    sw.process(*pod, rx, NOW, &mut tx);
                     tx.clear();
                 },
                 BatchSize::PerIteration,
             )
         });
-        assert_eq!(sw.counters().dnat, flows as u64, "{name}: no flow was new");
+        if let Some((sw, ..)) = state {
+            assert_eq!(sw.counters().dnat, flows as u64, "{name}: no flow was new");
+        }
     }
 
     // chain: pod -> VIP -> DNAT -> VXLAN encap on node 1, then decap and delivery on
     // node 2, established flows; counted once per packet.
-    let chain = Chain::new();
-    let frames = chain.frames(0);
-    g.bench_function("chain", |b| {
-        let mut tx = Vec::with_capacity(BATCH * 2);
-        let mut at = 0;
-        b.iter_batched_ref(
-            || {
-                let from = at;
-                at = (at + BATCH) % frames.len();
-                batch(&chain.a, &frames[from..from + BATCH])
-            },
-            |rx| chain.run(rx, &mut tx),
-            BatchSize::PerIteration,
-        )
-    });
+    let mut tx = Vec::with_capacity(BATCH * 2);
+    let mut at = 0;
+    bench_lazy(
+        &mut g,
+        "chain",
+        || {
+            let chain = Chain::new();
+            let frames = chain.frames(0);
+            (chain, frames)
+        },
+        |b, (chain, frames)| {
+            b.iter_batched_ref(
+                || {
+                    let from = at;
+                    at = (at + BATCH) % frames.len();
+                    batch(&chain.a, &frames[from..from + BATCH])
+                },
+                |rx| chain.run(rx, &mut tx),
+                BatchSize::PerIteration,
+            )
+        },
+    );
     g.finish();
 }
 

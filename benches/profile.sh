@@ -16,7 +16,9 @@ command -v valgrind >/dev/null || { echo "profile.sh: valgrind is not installed"
 secs="${PROFILE_SECS:-3}"
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(bridge vxlan_encap vxlan_decap udp_encap udp_decap dnat_new dnat_est_10k dnat_est_1m chain)
-bin=$(cargo bench --bench pipeline --no-run --message-format=json 2>/dev/null |
+# PROFILE_BIN: a benchmark binary built elsewhere (another commit's), instead of this tree's.
+bin=${PROFILE_BIN:-}
+[ -n "$bin" ] || bin=$(cargo bench --bench pipeline --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m=json.loads(l)

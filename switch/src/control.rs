@@ -32,6 +32,7 @@ use crate::counters::Counters;
 use crate::policy::PolicyTable;
 use crate::routes::NextHop;
 use crate::services::{Endpoint, Service, ServiceTable};
+use crate::underlay::OuterTemplate;
 
 pub use crate::config::{underlay_mac_for, vtep_mac_for, Backend, NodeConfig, Peer};
 /// The old path of [`crate::time::SECOND`].
@@ -80,6 +81,8 @@ pub struct Snapshot {
     pub conntrack_timeouts: Timeouts,
     /// The NetworkPolicies compiled for this node's pods ([`Control::set_policies`]).
     pub policy: Arc<PolicyTable>,
+    /// This node's outer headers, derived from `config`: what encapsulation copies.
+    pub(crate) outer: OuterTemplate,
 }
 
 impl Snapshot {
@@ -101,6 +104,7 @@ impl Snapshot {
         let underlay = of_kind(PortKind::Underlay).next();
         let host = of_kind(PortKind::Host).next();
         Snapshot {
+            outer: OuterTemplate::new(&config),
             config,
             ports,
             pod_ports,
@@ -140,21 +144,28 @@ impl Snapshot {
     /// ([`crate::Peers`]): no node copies them.
     pub(crate) fn next_hop(&self, ip: Ipv4Addr) -> Option<NextHop> {
         let c = &self.config;
-        let own = c
-            .subnet
-            .contains(ip)
-            .then_some((c.subnet.prefix(), 2, NextHop::Local));
-        let peer = c.peers.route(ip).map(|(len, i)| (len, 1, NextHop::Peer(i)));
-        let cidr =
-            c.pod_cidr
-                .contains(ip)
-                .then_some((c.pod_cidr.prefix(), 0, NextHop::UnknownSubnet));
-        [own, peer, cidr]
-            .into_iter()
-            .flatten()
-            .max_by_key(|&(len, rank, _)| (len, rank))
-            .map(|(_, _, hop)| hop)
+        let a = u32::from(ip);
+        // The three candidates in rising rank: a longer prefix wins, and of equal
+        // prefixes the later one (what `max_by_key` over (length, rank) would pick).
+        let mut best =
+            holds(c.pod_cidr, a).then_some((c.pod_cidr.prefix(), NextHop::UnknownSubnet));
+        if let Some((len, i)) = c.peers.route(ip) {
+            if best.is_none_or(|(l, _)| len >= l) {
+                best = Some((len, NextHop::Peer(i)));
+            }
+        }
+        if holds(c.subnet, a) && best.is_none_or(|(l, _)| c.subnet.prefix() >= l) {
+            best = Some((c.subnet.prefix(), NextHop::Local));
+        }
+        best.map(|(_, hop)| hop)
     }
+}
+
+/// Whether `net` holds the address `a`: one mask and compare, on every routed packet.
+fn holds(net: ipnetwork::Ipv4Network, a: u32) -> bool {
+    let len = net.prefix();
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    (a ^ u32::from(net.ip())) & mask == 0
 }
 
 /// Holds the current snapshot; see the module documentation for the rule.

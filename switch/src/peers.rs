@@ -41,6 +41,7 @@ impl PeerSet {
             routes.insert(p.subnet, NextHop::Peer(i));
             by_underlay.entry(u32::from(p.underlay_ip)).or_insert(i);
         }
+        routes.compact();
         PeerSet {
             list,
             routes,

@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use ipnetwork::Ipv4Network;
 
 use crate::config::{Backend, NodeConfig};
+use crate::routes::MixHasher;
 use crate::time::SECOND;
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
@@ -211,9 +213,22 @@ pub struct ServiceTable {
     /// Bumped on every change: the datapath flushes stale UDP flows when it moves.
     generation: u64,
     ports: Vec<PortEntry>,
-    by_vip: HashMap<(Ipv4Addr, u16, u8), usize>,
-    by_node_port: HashMap<(u16, u8), usize>,
-    vips: HashSet<Ipv4Addr>,
+    /// Keyed by [`vip_key`] and [`node_port_key`], hashed with one multiply: every new
+    /// flow and every packet of a tracked UDP flow asks (SipHash cost a hundred
+    /// instructions a packet here, for a table the control plane fills).
+    by_vip: HashMap<u64, usize, FastHash>,
+    by_node_port: HashMap<u32, usize, FastHash>,
+    vips: HashSet<u32, FastHash>,
+}
+
+type FastHash = BuildHasherDefault<MixHasher>;
+
+fn vip_key(vip: Ipv4Addr, port: u16, proto: u8) -> u64 {
+    (u32::from(vip) as u64) << 24 | (port as u64) << 8 | proto as u64
+}
+
+fn node_port_key(port: u16, proto: u8) -> u32 {
+    (port as u32) << 8 | proto as u32
 }
 
 impl ServiceTable {
@@ -256,7 +271,7 @@ impl ServiceTable {
             ..ServiceTable::default()
         };
         for s in &list {
-            t.vips.insert(s.cluster_ip);
+            t.vips.insert(u32::from(s.cluster_ip));
             let mut endpoints: Vec<Ipv4Addr> = Vec::new();
             for e in &s.endpoints {
                 if !endpoints.contains(&e.ip) {
@@ -276,9 +291,10 @@ impl ServiceTable {
                     local_policy: s.external_traffic_policy == TrafficPolicy::Local,
                 });
                 t.by_vip
-                    .insert((s.cluster_ip, p.port, p.protocol.number()), i);
+                    .insert(vip_key(s.cluster_ip, p.port, p.protocol.number()), i);
                 if let Some(np) = p.node_port {
-                    t.by_node_port.insert((np, p.protocol.number()), i);
+                    t.by_node_port
+                        .insert(node_port_key(np, p.protocol.number()), i);
                 }
             }
         }
@@ -301,23 +317,23 @@ impl ServiceTable {
 
     /// True when `ip` is a service's cluster IP.
     pub fn is_vip(&self, ip: Ipv4Addr) -> bool {
-        self.vips.contains(&ip)
+        self.vips.contains(&u32::from(ip))
     }
 
     /// True when `port` is a node port for IP protocol `proto`.
     pub fn is_node_port(&self, proto: u8, port: u16) -> bool {
-        self.by_node_port.contains_key(&(port, proto))
+        self.by_node_port.contains_key(&node_port_key(port, proto))
     }
 
     pub(crate) fn by_vip(&self, vip: Ipv4Addr, port: u16, proto: u8) -> Option<&PortEntry> {
         self.by_vip
-            .get(&(vip, port, proto))
+            .get(&vip_key(vip, port, proto))
             .map(|&i| &self.ports[i])
     }
 
     pub(crate) fn by_node_port(&self, port: u16, proto: u8) -> Option<&PortEntry> {
         self.by_node_port
-            .get(&(port, proto))
+            .get(&node_port_key(port, proto))
             .map(|&i| &self.ports[i])
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::buffer::PacketBuf;
 use crate::config::{NodeConfig, Peer};
-use crate::underlay::{self, OUTER_UDP_LEN};
+use crate::underlay::{OuterTemplate, OUTER_UDP_LEN};
 use crate::wire::{self, Ipv4Header};
 
 /// Everything the UDP backend puts in front of the inner IP packet.
@@ -24,13 +24,20 @@ pub fn decrement_ttl(packet: &mut [u8], ip: &mut Ipv4Header) -> bool {
 }
 
 /// Wraps the IPv4 packet in `buf` for `peer`, from and to `port` (flanneld's socket is
-/// bound to it, so the source port is the same). The kernel under flanneld fills in the
-/// UDP checksum, so this does too. `None` when the headroom is too small.
-pub fn encap(buf: &mut PacketBuf, config: &NodeConfig, peer: &Peer, port: u16) -> Option<()> {
+/// bound to it, so the source port is the same), with this node's headers `outer`. The
+/// kernel under flanneld fills in the UDP checksum, so this does too. `None` when the
+/// headroom is too small.
+pub fn encap(
+    buf: &mut PacketBuf,
+    outer: &OuterTemplate,
+    config: &NodeConfig,
+    peer: &Peer,
+    port: u16,
+) -> Option<()> {
     let inner_len = buf.len();
     let hdr = buf.prepend(ENCAP_LEN)?;
+    outer.write(hdr, peer, port, inner_len, false);
     // The UDP checksum covers the payload, which follows the header in the same buffer.
-    underlay::write_outer_udp(hdr, config, peer, port, port, inner_len, false);
     let frame = buf.data_mut();
     wire::write_udp(
         &mut frame[OUTER_UDP_LEN - wire::UDP_LEN..],

@@ -8,11 +8,11 @@
 //! flannel's permanent neighbour entry `<subnet>.0 -> VTEP MAC` gives the kernel.
 
 use crate::buffer::PacketBuf;
-use crate::config::{NodeConfig, Peer};
+use crate::config::Peer;
 use crate::counters::DropReason;
-use crate::underlay::{self, OUTER_UDP_LEN};
+use crate::underlay::{OuterTemplate, OUTER_UDP_LEN};
 use crate::wire::vxlan::VxlanHeader;
-use crate::wire::{self, ETHERTYPE_IPV4, ETH_LEN, VXLAN_LEN};
+use crate::wire::{ETH_LEN, VXLAN_LEN};
 
 /// Everything VXLAN puts in front of the inner IP packet.
 pub(crate) const ENCAP_LEN: usize = OUTER_UDP_LEN + VXLAN_LEN + ETH_LEN;
@@ -29,23 +29,17 @@ pub fn source_port(flow_hash: u32) -> u16 {
     SRC_PORT_MIN + ((flow_hash as u64 * range) >> 32) as u16
 }
 
-/// Wraps the IPv4 packet in `buf` for `peer`. `None` when the headroom is too small.
+/// Wraps the IPv4 packet in `buf` for `peer`, from this node's headers `outer` (its
+/// VNI and port). `None` when the headroom is too small.
 pub(crate) fn encap(
     buf: &mut PacketBuf,
-    config: &NodeConfig,
+    outer: &OuterTemplate,
     peer: &Peer,
-    vni: u32,
-    dst_port: u16,
     src_port: u16,
 ) -> Option<()> {
     let inner_len = buf.len();
     let hdr = buf.prepend(ENCAP_LEN)?;
-    let (outer, rest) = hdr.split_at_mut(OUTER_UDP_LEN);
-    let udp_payload = VXLAN_LEN + ETH_LEN + inner_len;
-    let (vx, inner_eth) = rest.split_at_mut(VXLAN_LEN);
-    VxlanHeader { vni }.emit(vx);
-    wire::write_eth(inner_eth, peer.vtep_mac, config.vtep_mac, ETHERTYPE_IPV4);
-    underlay::write_outer_udp(outer, config, peer, src_port, dst_port, udp_payload, false);
+    outer.write(hdr, peer, src_port, VXLAN_LEN + ETH_LEN + inner_len, true);
     Some(())
 }
 

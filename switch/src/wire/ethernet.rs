@@ -2,7 +2,6 @@
 //! and a raw socket carry it.
 
 use pnet_base::MacAddr;
-use pnet_packet::ethernet::EtherType;
 pub use pnet_packet::ethernet::{EthernetPacket, MutableEthernetPacket};
 
 use super::Malformed;
@@ -36,22 +35,28 @@ pub struct EthHeader {
 }
 
 impl EthHeader {
-    /// Reads the header; the frame must hold at least the header.
+    /// Reads the header; the frame must hold at least the header. Plain loads of the
+    /// three fields (every frame pays this once, at ingress), in the layout
+    /// [`EthernetPacket`] reads.
     pub fn parse(frame: &[u8]) -> Result<EthHeader, Malformed> {
-        let eth = EthernetPacket::new(frame).ok_or(Malformed)?;
+        let h: &[u8; ETH_LEN] = frame
+            .get(..ETH_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(Malformed)?;
         Ok(EthHeader {
-            dst: eth.get_destination().into(),
-            src: eth.get_source().into(),
-            ethertype: eth.get_ethertype().0,
+            dst: Mac([h[0], h[1], h[2], h[3], h[4], h[5]]),
+            src: Mac([h[6], h[7], h[8], h[9], h[10], h[11]]),
+            ethertype: u16::from_be_bytes([h[12], h[13]]),
         })
     }
 
-    /// Writes the header into the first 14 bytes of `b`.
+    /// Writes the header into the first 14 bytes of `b` (three stores, the layout
+    /// [`MutableEthernetPacket`] writes).
     pub fn emit(&self, b: &mut [u8]) {
-        let mut eth = MutableEthernetPacket::new(&mut b[..ETH_LEN]).expect("14 bytes");
-        eth.set_destination(self.dst.into());
-        eth.set_source(self.src.into());
-        eth.set_ethertype(EtherType(self.ethertype));
+        let h = &mut b[..ETH_LEN];
+        h[..6].copy_from_slice(&self.dst.0);
+        h[6..12].copy_from_slice(&self.src.0);
+        h[12..].copy_from_slice(&self.ethertype.to_be_bytes());
     }
 }
 

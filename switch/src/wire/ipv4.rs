@@ -3,9 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use pnet_packet::ip::IpNextHeaderProtocol;
 pub use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
-use pnet_packet::Packet;
 
 use super::{checksum, get16, put16, Malformed};
 
@@ -48,29 +46,43 @@ pub struct Ipv4Header {
 impl Ipv4Header {
     /// Validates the IPv4 packet at the start of `b`: version 4, IHL at least 5, header
     /// and total length within the bytes present, header checksum correct.
+    ///
+    /// Every routed and bridged packet pays this once, at ingress, so it reads the fields
+    /// with plain loads at their RFC 791 offsets (the layout [`Ipv4Packet`] reads) and
+    /// sums a header without options as a fixed 20 bytes.
     pub fn parse(b: &[u8]) -> Result<Ipv4Header, Malformed> {
-        let ip = Ipv4Packet::new(b).ok_or(Malformed)?;
-        let header_len = ip.get_header_length() as usize * 4;
-        let total_len = ip.get_total_length() as usize;
-        if ip.get_version() != 4
+        let h: &[u8; IPV4_LEN] = b
+            .get(..IPV4_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(Malformed)?;
+        let header_len = (h[0] & 0x0f) as usize * 4;
+        let total_len = get16(h, 2) as usize;
+        if h[0] >> 4 != 4
             || header_len < IPV4_LEN
             || header_len > b.len()
             || total_len < header_len
             || total_len > b.len()
-            || checksum::of(&b[..header_len]) != 0
         {
             return Err(Malformed);
         }
+        let sum = if header_len == IPV4_LEN {
+            checksum::add_header(0, h)
+        } else {
+            checksum::add(0, &b[..header_len])
+        };
+        if checksum::finish(sum) != 0 {
+            return Err(Malformed);
+        }
         Ok(Ipv4Header {
-            src: ip.get_source(),
-            dst: ip.get_destination(),
-            protocol: ip.get_next_level_protocol().0,
-            ttl: ip.get_ttl(),
+            src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+            dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            protocol: h[9],
+            ttl: h[TTL_AT],
             header_len,
             total_len,
-            flags: ip.get_flags(),
-            frag_offset: ip.get_fragment_offset(),
-            tos: (ip.get_dscp() << 2) | ip.get_ecn(),
+            flags: h[6] >> 5,
+            frag_offset: get16(h, 6) & 0x1fff,
+            tos: h[1],
         })
     }
 
@@ -149,23 +161,23 @@ impl Ipv4Fields {
     /// first 20 bytes of `b`, checksum included. Returns the header as the pipeline
     /// carries it, so that a packet the switch builds needs no parse.
     pub fn emit(&self, b: &mut [u8], total_len: usize) -> Ipv4Header {
-        let mut ip = MutableIpv4Packet::new(&mut b[..IPV4_LEN]).expect("20 bytes");
-        ip.set_version(4);
-        ip.set_header_length(5);
-        ip.set_dscp(self.tos >> 2);
-        ip.set_ecn(self.tos & 3);
-        ip.set_total_length(total_len as u16);
-        ip.set_identification(self.id);
+        // Plain stores at RFC 791's offsets: the outer header of every encapsulated
+        // packet is written here.
+        let h = &mut b[..IPV4_LEN];
         let flags = if self.dont_fragment { FLAG_DF } else { 0 };
-        ip.set_flags(flags);
-        ip.set_fragment_offset(0);
-        ip.set_ttl(self.ttl);
-        ip.set_next_level_protocol(IpNextHeaderProtocol(self.protocol));
-        ip.set_checksum(0);
-        ip.set_source(self.src);
-        ip.set_destination(self.dst);
-        let c = checksum::of(ip.packet());
-        ip.set_checksum(c);
+        h[0] = 0x45;
+        h[1] = self.tos;
+        put16(h, 2, total_len as u16);
+        put16(h, 4, self.id);
+        h[6] = flags << 5;
+        h[7] = 0;
+        h[TTL_AT] = self.ttl;
+        h[9] = self.protocol;
+        put16(h, CHECKSUM_AT, 0);
+        h[SRC_AT..SRC_AT + 4].copy_from_slice(&self.src.octets());
+        h[DST_AT..DST_AT + 4].copy_from_slice(&self.dst.octets());
+        let c = checksum::of(h);
+        put16(h, CHECKSUM_AT, c);
         Ipv4Header {
             src: self.src,
             dst: self.dst,
@@ -187,6 +199,7 @@ pub fn write_ipv4(b: &mut [u8], f: &Ipv4Fields, total_len: usize) {
 
 /// Decrements the TTL of the valid IPv4 header at the start of `b`, fixing the header
 /// checksum incrementally (RFC 1624). Returns the new TTL.
+#[inline]
 pub fn decrement_ttl(b: &mut [u8]) -> u8 {
     let old = get16(b, TTL_AT);
     b[TTL_AT] = b[TTL_AT].wrapping_sub(1);
