@@ -901,6 +901,39 @@ mod tests {
         }
     }
 
+    /// A kernel that refuses a GSO send (here: `SO_NO_CHECK`, with which UDP GSO gives
+    /// EINVAL) turns GSO off for good, and the batch goes out as plain datagrams.
+    #[test]
+    fn a_refused_gso_send_falls_back_to_plain_datagrams() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let a = UnderlaySocket::bind(lo, 0).unwrap();
+        if !a.gso.load(Ordering::Relaxed) {
+            eprintln!("no UDP GSO in this kernel: nothing to test");
+            return;
+        }
+        assert!(set_int(&a.sock, libc::SOL_SOCKET, libc::SO_NO_CHECK, 1));
+        let plain = UdpSocket::bind((lo, 0)).unwrap();
+        plain
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let config = loopback_config();
+        let pool = Pool::new(64, 2048);
+        let sizes = [300; 8];
+        let frames = frames_to(&pool, &config, plain.local_addr().unwrap().port(), &sizes);
+        let sent = a.send_batch(&frames);
+        assert_eq!(
+            (sent.sent, sent.errors, sent.gso_sends),
+            (8, 0, 0),
+            "{sent:?}"
+        );
+        assert!(!a.gso.load(Ordering::Relaxed));
+        let mut buf = [0u8; 2048];
+        for (i, &n) in sizes.iter().enumerate() {
+            let (len, _) = plain.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..len], &vec![i as u8; n][..], "datagram {i}");
+        }
+    }
+
     #[test]
     fn copy_split_reads_across_the_two_parts() {
         let (a, b) = ([0u8, 1, 2, 3], [4u8, 5, 6]);
