@@ -125,6 +125,13 @@ pub struct EdgeCounters {
     pub underlay_rx_drops: AtomicU64,
     /// VXLAN super-frames (GSO from a kernel node on this host) segmented in software.
     pub underlay_super_frames: AtomicU64,
+    /// Underlay reads that held several datagrams (`UDP_GRO`), and the datagrams in them.
+    pub underlay_gro_reads: AtomicU64,
+    pub underlay_gro_datagrams: AtomicU64,
+    /// Underlay sends of several datagrams as one `UDP_SEGMENT` (GSO) message, and the
+    /// datagrams in them.
+    pub underlay_gso_sends: AtomicU64,
+    pub underlay_gso_segments: AtomicU64,
     pub underlay_tx_errors: AtomicU64,
     /// Frames the core addressed to a host on the underlay without UDP, which a socket
     /// cannot send.
@@ -152,6 +159,10 @@ pub struct EdgeSnapshot {
     /// Datagrams the kernel dropped for a full socket receive buffer.
     pub underlay_socket_drops: u64,
     pub underlay_super_frames: u64,
+    pub underlay_gro_reads: u64,
+    pub underlay_gro_datagrams: u64,
+    pub underlay_gso_sends: u64,
+    pub underlay_gso_segments: u64,
     pub underlay_tx_errors: u64,
     pub underlay_unsendable: u64,
     pub no_buffer: u64,
@@ -172,6 +183,10 @@ impl EdgeCounters {
             underlay_rx_drops: g(&self.underlay_rx_drops),
             underlay_socket_drops,
             underlay_super_frames: g(&self.underlay_super_frames),
+            underlay_gro_reads: g(&self.underlay_gro_reads),
+            underlay_gro_datagrams: g(&self.underlay_gro_datagrams),
+            underlay_gso_sends: g(&self.underlay_gso_sends),
+            underlay_gso_segments: g(&self.underlay_gso_segments),
             underlay_tx_errors: g(&self.underlay_tx_errors),
             underlay_unsendable: g(&self.underlay_unsendable),
             no_buffer: g(&self.no_buffer),
@@ -338,6 +353,12 @@ impl Runtime {
                 .fetch_add(sent.unsendable, Ordering::Relaxed);
             e.underlay_tx_errors
                 .fetch_add(sent.errors, Ordering::Relaxed);
+            if sent.gso_sends > 0 {
+                e.underlay_gso_sends
+                    .fetch_add(sent.gso_sends, Ordering::Relaxed);
+                e.underlay_gso_segments
+                    .fetch_add(sent.gso_segments, Ordering::Relaxed);
+            }
         }
     }
 
@@ -361,6 +382,12 @@ impl Runtime {
                         if got.super_frames > 0 {
                             e.underlay_super_frames
                                 .fetch_add(got.super_frames, Ordering::Relaxed);
+                        }
+                        if got.gro_reads > 0 {
+                            e.underlay_gro_reads
+                                .fetch_add(got.gro_reads, Ordering::Relaxed);
+                            e.underlay_gro_datagrams
+                                .fetch_add(got.gro_datagrams, Ordering::Relaxed);
                         }
                         if got.dropped > 0 {
                             e.underlay_rx_drops
