@@ -21,7 +21,15 @@ fn probe(a: &rig::Rig, pod: usize, f: &[u8]) -> (Result<Outcome, DropReason>, Re
 fn line(rec: &Recorded) -> String {
     rec.hops
         .iter()
-        .map(|h| format!("{} {} {} [{}]", h.stage.name(), h.action, h.detail, h.object))
+        .map(|h| {
+            format!(
+                "{} {} {} [{}]",
+                h.stage.name(),
+                h.action,
+                h.detail,
+                h.object
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -61,7 +69,11 @@ fn a_probe_follows_the_tracked_flow_and_changes_nothing() {
     assert_eq!(format!("{after:?}"), format!("{before:?}"));
     // The new flow's endpoint is the one the next real connection gets.
     let (_, rec) = probe(&a, P, &from_pod(P, &fresh, SYN));
-    let said = if line(&rec).contains(&format!("-> {E2}:8080")) { E2 } else { pod_ip(E1) };
+    let said = if line(&rec).contains(&format!("-> {E2}:8080")) {
+        E2
+    } else {
+        pod_ip(E1)
+    };
     let out = a.send(a.pod(P), &from_pod(P, &fresh, SYN));
     assert_eq!(read(&out[0].1).ip.dst, said);
 }
@@ -97,17 +109,30 @@ fn a_probe_is_judged_by_policy_without_counting_or_tracking() {
         }],
         ports: vec![],
     }];
-    a.sw
-        .control()
+    a.sw.control()
         .set_policies(PolicyTable::compile(&view, &[allow], |_| true));
-    let (v, rec) = probe(&a, P, &from_pod(P, &tcp(pod_ip(P), 40000, pod_ip(E1), 80), SYN));
+    let (v, rec) = probe(
+        &a,
+        P,
+        &from_pod(P, &tcp(pod_ip(P), 40000, pod_ip(E1), 80), SYN),
+    );
     assert_eq!(v, Ok(Outcome::Forwarded), "{}", line(&rec));
     assert!(line(&rec).contains("policy allow"), "{}", line(&rec));
-    let (v, rec) = probe(&a, E3, &from_pod(E3, &tcp(pod_ip(E3), 40000, pod_ip(E1), 80), SYN));
+    let (v, rec) = probe(
+        &a,
+        E3,
+        &from_pod(E3, &tcp(pod_ip(E3), 40000, pod_ip(E1), 80), SYN),
+    );
     assert_eq!(v, Err(DropReason::Policy), "{}", line(&rec));
     let text = line(&rec);
-    assert!(text.contains("policy deny") && text.contains("default/web-from-client"), "{text}");
-    assert!(text.ends_with("drop drop dropped: policy [policy]"), "{text}");
+    assert!(
+        text.contains("policy deny") && text.contains("default/web-from-client"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("drop drop dropped: policy [policy]"),
+        "{text}"
+    );
     let snap = a.sw.control().load();
     let stat = &snap.policy.stats()[0];
     assert_eq!((stat.allowed(), stat.denied()), (0, 0));
@@ -124,5 +149,9 @@ fn a_probe_to_an_unresolved_pod_waits_without_asking() {
     assert_eq!(v, Ok(Outcome::Queued), "{}", line(&rec));
     assert!(line(&rec).contains("waiting for ARP"), "{}", line(&rec));
     assert_eq!(a.sw.pending_len(), 0);
-    assert_eq!(format!("{:?}", a.counters()), before, "no ARP request was sent");
+    assert_eq!(
+        format!("{:?}", a.counters()),
+        before,
+        "no ARP request was sent"
+    );
 }

@@ -34,6 +34,7 @@ pub mod nodefile;
 pub mod nodeport;
 pub mod offload;
 pub mod partial;
+pub mod trace;
 pub mod underlay_socket;
 
 use std::os::fd::{AsRawFd, RawFd};

@@ -14,9 +14,8 @@ use super::error::{Invalid, Position};
 
 /// Checks one object and turns it into the model; `namespaces` are the ones that exist.
 pub(crate) fn policy(raw: &RawPolicy, namespaces: &[String]) -> Result<NetworkPolicy, Invalid> {
-    podnet_netpol::policy(raw, namespaces).map_err(|e| {
-        Invalid::at_position(e.location.and_then(Position::from_location), e.message)
-    })
+    podnet_netpol::policy(raw, namespaces)
+        .map_err(|e| Invalid::at_position(e.location.and_then(Position::from_location), e.message))
 }
 
 /// A fault's `policy:` — `NAMESPACE/NAME` (`policy_delete`) or a whole object (`policy_add`).

@@ -1070,7 +1070,10 @@ policies:
         assert_eq!(t.stats()[1].key, "shop/from-client");
         assert_eq!(t.stats()[1].allowed(), 1);
         // Without `policies:` nothing is enforced.
-        let none = parse("n.yaml", "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n");
+        let none = parse(
+            "n.yaml",
+            "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n",
+        );
         assert!(none.unwrap().policy_table().is_none());
     }
 
@@ -1085,16 +1088,49 @@ policies:
             assert!(e.contains(want), "{e:?} should mention {want:?}");
         };
         bad(
-            POLICIES.replace("kind: NetworkPolicy\n    metadata: {name: deny", "kind: Policy\n    metadata: {name: deny"),
+            POLICIES.replace(
+                "kind: NetworkPolicy\n    metadata: {name: deny",
+                "kind: Policy\n    metadata: {name: deny",
+            ),
             "12:11",
             "expected NetworkPolicy",
         );
-        bad(POLICIES.replace("protocol: TCP, port: http", "protocol: ICMP, port: http"), "22:30", "TCP, UDP or SCTP");
-        bad(POLICIES.replace("{name: deny, namespace: shop}", "{name: deny, namespace: shoe}"), "13:39", "not declared");
-        bad(POLICIES.replace("namespace: shop, labels", "namespace: shoe, labels"), "7:46", "not declared");
-        bad(POLICIES.replace("{name: from-client, namespace: shop}", "{name: deny, namespace: shop}"), "17:22", "declared twice");
-        bad(POLICIES.replace("policyTypes: [Ingress]", "policyTypes: [Ingres]"), "14:43", "Ingress or Egress");
-        bad(POLICIES.replace("spec: {podSelector", "spek: {podSelector"), "14:5", "spek");
+        bad(
+            POLICIES.replace("protocol: TCP, port: http", "protocol: ICMP, port: http"),
+            "22:30",
+            "TCP, UDP or SCTP",
+        );
+        bad(
+            POLICIES.replace(
+                "{name: deny, namespace: shop}",
+                "{name: deny, namespace: shoe}",
+            ),
+            "13:39",
+            "not declared",
+        );
+        bad(
+            POLICIES.replace("namespace: shop, labels", "namespace: shoe, labels"),
+            "7:46",
+            "not declared",
+        );
+        bad(
+            POLICIES.replace(
+                "{name: from-client, namespace: shop}",
+                "{name: deny, namespace: shop}",
+            ),
+            "17:22",
+            "declared twice",
+        );
+        bad(
+            POLICIES.replace("policyTypes: [Ingress]", "policyTypes: [Ingres]"),
+            "14:43",
+            "Ingress or Egress",
+        );
+        bad(
+            POLICIES.replace("spec: {podSelector", "spek: {podSelector"),
+            "14:5",
+            "spek",
+        );
     }
 
     #[test]
