@@ -136,7 +136,7 @@ enum CtlRequest {
     Macs,
     /// The resolved neighbours (pod IP to MAC).
     Neighbours,
-    /// The tracked service flows.
+    /// The tracked flows: services', the node's own, and (with policies) allowed pod flows.
     Conntrack,
     /// The peers: name, subnet, underlay IP, VTEP MAC, where each came from (node file or
     /// etcd) and when its etcd lease ends; a table, or JSON with --json.
