@@ -500,7 +500,10 @@ impl Balancer {
     /// (its affinity's, or the random sequence's next draw, which is not consumed) and
     /// tracked nowhere: no conntrack or affinity entry is made, touched or removed, no
     /// stale flow is flushed. Counts `dnat` and `snat` in `tally` as the real stage
-    /// would (the caller throws the tally away).
+    /// would (the caller throws the tally away). Cold and never inlined: the router's
+    /// normal path is laid out as if it were absent.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn probe(
         &self,
         snap: &Snapshot,
