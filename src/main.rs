@@ -136,11 +136,40 @@ enum CtlRequest {
     Macs,
     /// The resolved neighbours (pod IP to MAC).
     Neighbours,
-    /// The tracked service flows.
+    /// The tracked flows: services', the node's own, and (with policies) allowed pod flows.
     Conntrack,
     /// The peers: name, subnet, underlay IP, VTEP MAC, where each came from (node file or
     /// etcd) and when its etcd lease ends; a table, or JSON with --json.
     Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The NetworkPolicies the node enforces, with how many new flows each allowed and
+    /// denied and how many of the node's pods it selects; a table, or JSON with --json.
+    Policies {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs a probe from one of the node's pods through its switch as a dry run (real
+    /// tables, nothing changed, nothing sent) and prints each stage's decision up to
+    /// where the packet would leave the node. Exit 0 delivered or forwarded, 1 dropped,
+    /// 2 invalid input (docs/trace.md).
+    Trace {
+        /// The pod of this node that sends, by name.
+        #[arg(long, value_name = "POD")]
+        from: String,
+        /// The destination: IP:PORT for tcp and udp, IP for icmp.
+        #[arg(long, value_name = "IP[:PORT]")]
+        to: String,
+        /// A TCP SYN, a UDP datagram or an ICMP echo request; default tcp when --to has a
+        /// port, else icmp.
+        #[arg(long, value_enum)]
+        proto: Option<ProtoArg>,
+        /// The probe's source port (tcp, udp): the same as an open connection's shows
+        /// that connection's tracked path.
+        #[arg(long, value_name = "PORT", default_value_t = podnet_tap::trace::DEFAULT_SPORT)]
+        sport: u16,
+        /// Prints the trace as JSON, in `podnet trace --json`'s shape.
         #[arg(long)]
         json: bool,
     },
@@ -438,6 +467,11 @@ fn tap(args: TapArgs) -> ExitCode {
 fn ctl(args: CtlArgs) -> ExitCode {
     use podnet_tap::ctl::{request, CtlError};
     let table = matches!(args.request, CtlRequest::Peers { json: false });
+    let policies_table = matches!(args.request, CtlRequest::Policies { json: false });
+    let trace = match &args.request {
+        CtlRequest::Trace { json, .. } => Some(*json),
+        _ => None,
+    };
     let words: Vec<String> = match args.request {
         CtlRequest::Stats => vec!["stats".into()],
         CtlRequest::Services => vec!["services".into()],
@@ -455,11 +489,55 @@ fn ctl(args: CtlArgs) -> ExitCode {
         CtlRequest::Neighbours => vec!["neighbours".into()],
         CtlRequest::Conntrack => vec!["conntrack".into()],
         CtlRequest::Peers { .. } => vec!["peers".into()],
+        CtlRequest::Policies { .. } => vec!["policies".into()],
+        CtlRequest::Trace {
+            from,
+            to,
+            proto,
+            sport,
+            ..
+        } => {
+            let mut w = vec!["trace".into(), "--from".into(), from, "--to".into(), to];
+            if let Some(p) = proto {
+                let p = match p {
+                    ProtoArg::Tcp => "tcp",
+                    ProtoArg::Udp => "udp",
+                    ProtoArg::Icmp => "icmp",
+                };
+                w.extend(["--proto".into(), p.into()]);
+            }
+            w.extend(["--sport".into(), sport.to_string()]);
+            // One line of words: a name with spaces would split.
+            if w.iter()
+                .any(|word| word.is_empty() || word.contains(char::is_whitespace))
+            {
+                eprintln!("podnet: ctl: trace: --from and --to take no spaces");
+                return ExitCode::from(INVALID);
+            }
+            w
+        }
     };
     match request(&args.socket, &words) {
         Ok(v) if table => {
             print!("{}", peers_table(&v));
             ExitCode::SUCCESS
+        }
+        Ok(v) if policies_table => {
+            print!("{}", policies_text(&v));
+            ExitCode::SUCCESS
+        }
+        Ok(v) if trace.is_some() => {
+            let text = if trace == Some(true) {
+                serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+            } else {
+                trace_text(&v)
+            };
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            if v["verdict"] == "dropped" {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Ok(v) => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -499,6 +577,58 @@ fn peers_table(peers: &serde_json::Value) -> String {
         );
     }
     out
+}
+
+/// `ctl policies` as a table, one line a policy.
+fn policies_text(v: &serde_json::Value) -> String {
+    if v["enforcing"] != true {
+        return "no NetworkPolicy enforcement (the node file has no policies:)\n".to_string();
+    }
+    let mut out = format!(
+        "{:<40} {:>8} {:>10} {:>10}\n",
+        "POLICY", "SELECTED", "ALLOWED", "DENIED"
+    );
+    for p in v["policies"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:<40} {:>8} {:>10} {:>10}\n",
+            p["name"].as_str().unwrap_or("?"),
+            p["selected"].as_u64().unwrap_or(0),
+            p["allowed"].as_u64().unwrap_or(0),
+            p["denied"].as_u64().unwrap_or(0)
+        );
+    }
+    out
+}
+
+/// `ctl trace` as `podnet trace` prints a trace: one line per hop, then the verdict.
+fn trace_text(v: &serde_json::Value) -> String {
+    use podnet_sim::trace::{Trace, TraceHop};
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let trace = Trace {
+        verdict: if v["verdict"] == "dropped" {
+            "dropped"
+        } else {
+            "delivered"
+        },
+        reason: v["reason"].as_str().map(str::to_string),
+        at: v["at"].as_str().map(str::to_string),
+        summary: s(&v["summary"]),
+        hops: v["hops"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| TraceHop {
+                t_ns: h["t_ns"].as_u64().unwrap_or(0),
+                place: s(&h["place"]),
+                stage: s(&h["stage"]),
+                action: s(&h["action"]),
+                detail: s(&h["detail"]),
+                object: s(&h["object"]),
+            })
+            .collect(),
+        reply: None,
+    };
+    trace.render()
 }
 
 /// `podnet help [SUB...]`: exactly what `podnet SUB... --help` prints.

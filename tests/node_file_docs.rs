@@ -101,6 +101,11 @@ fn every_field_the_loader_accepts_is_documented() {
             format!("{base}pods: [{{name: p, tap: t, ip: 10.0.1.9, zz_unknown: 1}}]\n"),
         ),
         ("host_port", format!("{base}host_port: {{tap: h, zz_unknown: 1}}\n")),
+        (
+            "pod ports",
+            format!("{base}pods: [{{name: p, tap: t, ip: 10.0.1.9, ports: [{{name: h, port: 1, zz_unknown: 1}}]}}]\n"),
+        ),
+        ("namespaces", format!("{base}namespaces: [{{name: n, zz_unknown: 1}}]\n")),
         ("etcd", format!("{base}etcd: {{zz_unknown: 1}}\n")),
         (
             "services",

@@ -800,3 +800,317 @@ fn a_taken_device_or_address_exits_2_with_one_line() {
     assert_eq!(code, Some(2), "{err}");
     assert!(one_line(&err).contains("pa2 is taken"), "{err}");
 }
+
+/// `podnet ctl ARGS...` in full: exit code, stdout, stderr.
+fn ctl_raw(sock: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(PODNET)
+        .args(["ctl", "--socket"])
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ctl trace ... --json`: its exit code and the trace.
+fn ctl_trace(sock: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut all = vec!["trace"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (code, out, err) = ctl_raw(sock, &all);
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?} {err}"));
+    (code, v)
+}
+
+/// The hops of a trace as lines, for assertion messages.
+fn hops(trace: &serde_json::Value) -> String {
+    trace["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {} {} [{}]",
+                h["stage"], h["action"], h["detail"], h["object"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A node enforcing a default-deny-ingress policy and one that allows its web pod from
+/// pods labelled role=client on TCP 8080: the client connects, the other pod does not
+/// (the node counts a `policy` drop), and `ctl policies` shows what each policy decided.
+#[test]
+fn network_policy_allows_the_labelled_client_only() {
+    let Some(mut lab) = Lab::new("np") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let ul = lab.netns("ul");
+    let web = lab.netns("web");
+    let client = lab.netns("cl");
+    let other = lab.netns("ot");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}namespaces:
+  - {{name: default, labels: {{team: a}}}}
+pods:
+  - {{name: web, tap: pw, ip: 10.0.1.10, netns: {web}, labels: {{app: web}}, ports: [{{name: http, port: 8080}}]}}
+  - {{name: client, tap: pc, ip: 10.0.1.11, netns: {client}, labels: {{role: client}}}}
+  - {{name: other, tap: po, ip: 10.0.1.12, netns: {other}, labels: {{role: other}}}}
+policies:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {{name: default-deny-ingress}}
+    spec:
+      podSelector: {{}}
+      policyTypes: [Ingress]
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {{name: web-from-client, namespace: default}}
+    spec:
+      podSelector: {{matchLabels: {{app: web}}}}
+      ingress:
+        - from: [{{podSelector: {{matchLabels: {{role: client}}}}}}]
+          ports: [{{protocol: TCP, port: http}}]
+"
+        ),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = identity_server(&web, "web", Ipv4Addr::new(10, 0, 1, 10), 8080, stop.clone());
+    let to = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 10), 8080);
+    // The allowed client: its first try may wait for ARP, so a few tries, bounded.
+    let mut answer = Err(String::new());
+    for _ in 0..5 {
+        answer = ask(&client, to);
+        if answer.is_ok() {
+            break;
+        }
+    }
+    assert_eq!(
+        answer.unwrap(),
+        ("web".to_string(), "10.0.1.11".to_string()),
+        "the client reaches web and is seen by its own address"
+    );
+    // The other pod: no rule allows it. Its SYNs vanish: a timeout, not a refusal.
+    let err = ask(&other, to).unwrap_err();
+    assert!(err.contains("timed out"), "{err}");
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    assert!(
+        stats["counters"]["drops"]["policy"].as_u64().unwrap() >= 1,
+        "a policy drop is counted: {}",
+        stats["counters"]
+    );
+    let v = ctl(&sock, &["policies", "--json"]).unwrap();
+    assert_eq!(v["enforcing"], true, "{v}");
+    let p = v["policies"].as_array().unwrap();
+    assert_eq!(p.len(), 2, "{v}");
+    assert_eq!(p[0]["name"], "default/default-deny-ingress");
+    assert_eq!(p[0]["selected"], 3, "{v}");
+    assert_eq!(p[0]["allowed"], 0, "{v}");
+    assert!(p[0]["denied"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(p[1]["name"], "default/web-from-client");
+    assert_eq!(p[1]["selected"], 1, "{v}");
+    assert!(p[1]["allowed"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(
+        p[1]["denied"], p[0]["denied"],
+        "web is isolated by both: {v}"
+    );
+    let (code, table, _) = ctl_raw(&sock, &["policies"]);
+    eprint!("ctl policies:\n{table}");
+    assert_eq!(code, Some(0));
+    assert!(
+        table.starts_with("POLICY") && table.contains("default/web-from-client"),
+        "{table}"
+    );
+    // The same decisions as a dry run, which counts nothing.
+    let (code, t) = ctl_trace(&sock, &["--from", "other", "--to", "10.0.1.10:8080"]);
+    eprintln!("ctl trace --json:\n{t:#}");
+    assert_eq!(code, Some(1), "{t}");
+    assert_eq!(t["reason"], "policy", "{t}");
+    assert!(hops(&t).contains("\"policy\" \"deny\""), "{}", hops(&t));
+    let (code, t) = ctl_trace(&sock, &["--from", "client", "--to", "10.0.1.10:8080"]);
+    assert_eq!(code, Some(0), "{t}");
+    assert!(hops(&t).contains("\"policy\" \"allow\""), "{}", hops(&t));
+    assert_eq!(
+        ctl(&sock, &["policies", "--json"]).unwrap(),
+        v,
+        "a trace counts nothing"
+    );
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}
+
+/// `ctl trace` on a live node: a probe with the 5-tuple of an open connection to a
+/// service VIP follows that connection's conntrack entry to its endpoint; one with
+/// another source port is a new flow; neither adds to conntrack. Bad requests exit 2.
+#[test]
+fn ctl_trace_follows_the_real_conntrack_and_changes_nothing() {
+    let Some(mut lab) = Lab::new("tr") else {
+        return;
+    };
+    let (n1, n2) = underlay(&mut lab);
+    let a1 = lab.netns("a1");
+    let a2 = lab.netns("a2");
+    let b1 = lab.netns("b1");
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {a1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {a2}}}
+services:
+  - name: web
+    cluster_ip: 10.3.0.50
+    ports: [{{name: http, port: 80, target_port: 8080, protocol: tcp}}]
+    endpoints: [10.0.1.10, 10.0.2.10]
+"
+        ),
+    );
+    lab.node(
+        &n2,
+        &format!("{NODE_B}pods:\n  - {{name: b1, tap: pb1, ip: 10.0.2.10, netns: {b1}}}\n"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let s1 = identity_server(&a1, "a1", Ipv4Addr::new(10, 0, 1, 10), 8080, stop.clone());
+    let s2 = identity_server(&b1, "b1", Ipv4Addr::new(10, 0, 2, 10), 8080, stop.clone());
+    ping(&a2, "10.0.2.10", None);
+    ping(&a2, "10.0.1.10", None);
+    // An open connection from a2 to the VIP: its source port and the endpoint it got.
+    let (open_tx, open_rx) = mpsc::channel();
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    let conn = in_ns(&a2, move || {
+        let vip = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 50), 80));
+        let mut c = TcpStream::connect_timeout(&vip, Duration::from_secs(5)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut line = [0u8; 3];
+        c.read_exact(&mut line).unwrap();
+        let port = c.local_addr().unwrap().port();
+        open_tx
+            .send((port, String::from_utf8_lossy(&line[..2]).into_owned()))
+            .unwrap();
+        close_rx.recv_timeout(Duration::from_secs(60)).ok();
+    });
+    let (sport, name) = open_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let endpoint = if name == "a1" {
+        "10.0.1.10"
+    } else {
+        "10.0.2.10"
+    };
+    let ct = ctl(&sock, &["conntrack"]).unwrap();
+    let flow = ct
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["src"] == format!("10.0.1.11:{sport}"))
+        .unwrap_or_else(|| panic!("the open connection is tracked: {ct}"))
+        .clone();
+    assert_eq!(flow["to_dst"], format!("{endpoint}:8080"), "{flow}");
+    let size = ct.as_array().unwrap().len();
+    let sport_word = sport.to_string();
+    // The same 5-tuple, many times: always the endpoint the connection has.
+    for _ in 0..10 {
+        let (code, t) = ctl_trace(
+            &sock,
+            &[
+                "--from",
+                "a2",
+                "--to",
+                "10.3.0.50:80",
+                "--sport",
+                &sport_word,
+            ],
+        );
+        assert_eq!(code, Some(0), "{t}");
+        assert_eq!(t["verdict"], "delivered", "{t}");
+        assert_eq!(t["reply"], serde_json::Value::Null);
+        let services = t["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["stage"] == "services")
+            .unwrap_or_else(|| panic!("a services hop: {}", hops(&t)))
+            .clone();
+        let detail = services["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("-> {endpoint}:8080"))
+                && detail.contains("conntrack established"),
+            "{detail}"
+        );
+        assert_eq!(services["object"], "service web port http");
+        assert_eq!(services["place"], "node-a");
+    }
+    // Another source port: a new flow.
+    let fresh = if sport == 40000 { "40001" } else { "40000" };
+    let (code, t) = ctl_trace(
+        &sock,
+        &["--from", "a2", "--to", "10.3.0.50:80", "--sport", fresh],
+    );
+    assert_eq!(code, Some(0), "{t}");
+    assert!(hops(&t).contains("conntrack new"), "{}", hops(&t));
+    // Nothing tracked by the traces.
+    let after = ctl(&sock, &["conntrack"]).unwrap();
+    assert_eq!(after.as_array().unwrap().len(), size, "{after}");
+    assert!(!after
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["src"] == format!("10.0.1.11:{fresh}")));
+    // The readable form: one line per hop, then the verdict.
+    let (code, text, _) = ctl_raw(
+        &sock,
+        &[
+            "trace",
+            "--from",
+            "a2",
+            "--to",
+            "10.3.0.50:80",
+            "--sport",
+            &sport_word,
+        ],
+    );
+    eprint!("ctl trace:\n{text}");
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("services")
+            && text
+                .lines()
+                .last()
+                .unwrap()
+                .starts_with("verdict: delivered"),
+        "{text}"
+    );
+    // ICMP to a subnet no node has: dropped, no_route.
+    let (code, t) = ctl_trace(&sock, &["--from", "a2", "--to", "10.0.9.9"]);
+    assert_eq!(code, Some(1), "{t}");
+    assert_eq!(t["reason"], "no_route", "{t}");
+    // Invalid requests: exit 2 with a message.
+    for (args, want) in [
+        (
+            &["--from", "nobody", "--to", "10.3.0.50:80"][..],
+            "no pod of node-a",
+        ),
+        (
+            &["--from", "a2", "--to", "10.3.0.50"][..],
+            "needs --to IP:PORT",
+        ),
+    ] {
+        let mut all = vec!["trace", "--proto", "tcp"];
+        all.extend_from_slice(args);
+        let (code, _, err) = ctl_raw(&sock, &all);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    close_tx.send(()).unwrap();
+    conn.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    s1.join().unwrap();
+    s2.join().unwrap();
+}

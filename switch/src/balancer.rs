@@ -59,6 +59,12 @@ impl Rng {
     fn below(&self, n: usize) -> usize {
         ((self.next() as u128 * n as u128) >> 64) as usize
     }
+
+    /// What [`Rng::below`] would give now, without moving the sequence on (a dry run).
+    fn peek_below(&self, n: usize) -> usize {
+        let next = conntrack::mix(self.state.load(Ordering::Relaxed).wrapping_add(GAMMA));
+        ((next as u128 * n as u128) >> 64) as usize
+    }
 }
 
 // ---- session affinity -----------------------------------------------------------------------
@@ -147,6 +153,25 @@ impl Affinity {
         (candidates[rng.below(candidates.len())], None)
     }
 
+    /// The endpoint `client`'s affinity to `p` holds now among `candidates`, if any;
+    /// changes nothing (a dry run).
+    fn peek(
+        &self,
+        client: Ipv4Addr,
+        p: &PortEntry,
+        candidates: &[Ipv4Addr],
+        now: u64,
+    ) -> Option<Ipv4Addr> {
+        let (k0, k1) = Affinity::key(client, p);
+        let h = conntrack::mix(k0 ^ conntrack::mix(k1));
+        let key = |w: &[u64; 4]| w[0] == k0 && w[1] == k1;
+        let f = self
+            .table
+            .find(self.table.home(h), TagOf::Orig, (h >> 8) as u16, key, false)?;
+        let endpoint = Ipv4Addr::from(f.words[2] as u32);
+        (!self.expired(f.idx, &f.words, now) && candidates.contains(&endpoint)).then_some(endpoint)
+    }
+
     /// A packet of an affine flow from `client`: the affinity lives on.
     fn touch(&self, idx: u32, client: Ipv4Addr, now: u64) {
         if let Some(f) = self.table.read(idx as usize) {
@@ -194,8 +219,9 @@ pub(crate) enum Decision {
     /// Belongs to a tracked flow (either direction): send it on.
     Forward(Egress),
     /// The first packet of a new service flow, translated and tracked: the policy stage
-    /// judges it (and forgets the flow when it refuses).
-    New(Egress, conntrack::Hit),
+    /// judges it (and forgets the flow when it refuses). `None` in a dry run
+    /// ([`Balancer::probe`]): translated as it would be, tracked nowhere.
+    New(Egress, Option<conntrack::Hit>),
     /// A service with no endpoint: refuse (TCP RST, ICMP port unreachable) and drop.
     Reject,
     Drop(DropReason),
@@ -408,36 +434,8 @@ impl Balancer {
                 .pick(t.src, port, candidates, timeout, now, &self.rng),
             None => (candidates[self.rng.below(candidates.len())], None),
         };
-        let masquerade = if endpoint == t.src {
-            // Hairpin: the pod reached itself; from the gateway, the reply comes back here.
-            Some(config.gateway_ip())
-        } else if (external && !port.local_policy)
-            || (!external && !config.pod_cidr.contains(t.src))
-        {
-            Some(masquerade_address(config, endpoint))
-        } else {
-            None
-        };
+        let flow = Balancer::flow_to(snap, t, port, external, endpoint, from, affinity);
         let to = &snap.conntrack_timeouts;
-        let target = Tuple {
-            dst: endpoint,
-            dport: port.target_port,
-            ..t
-        };
-        let client = match from {
-            Origin::Host => Client::Host,
-            Origin::Underlay(mac) => Client::Underlay(mac),
-            Origin::Pod | Origin::Peer => Client::Routed,
-        };
-        let flow = Flow {
-            orig: t,
-            xlat: Tuple {
-                src: masquerade.unwrap_or(t.src),
-                ..target
-            },
-            client,
-            affinity,
-        };
         // Conntrack keeps reply tuples unique: a masqueraded flow, or one client socket
         // reaching one endpoint through two services, may leave with another source port.
         let r = self.ct.insert(flow, config.snat_ports, now, to, l4.flags);
@@ -449,10 +447,126 @@ impl Balancer {
                 tally.dnat += hit.flow.is_dnat() as u64;
                 tally.snat += hit.flow.is_snat() as u64;
                 nat::rewrite(pkt, ip, &hit.flow.xlat);
-                Decision::New(Egress::Route, hit)
+                Decision::New(Egress::Route, Some(hit))
             }
             Insert::Full => Decision::Drop(DropReason::TableFull),
         }
+    }
+
+    /// The flow of `t` to `endpoint` of service port `port`: DNAT to the endpoint, and the
+    /// source masqueraded for a hairpin, a NodePort of policy Cluster, or a client from
+    /// outside the pod CIDR.
+    fn flow_to(
+        snap: &Snapshot,
+        t: Tuple,
+        port: &PortEntry,
+        external: bool,
+        endpoint: Ipv4Addr,
+        from: Origin,
+        affinity: Option<u32>,
+    ) -> Flow {
+        let config = &snap.config;
+        let masquerade = if endpoint == t.src {
+            // Hairpin: the pod reached itself; from the gateway, the reply comes back here.
+            Some(config.gateway_ip())
+        } else if (external && !port.local_policy)
+            || (!external && !config.pod_cidr.contains(t.src))
+        {
+            Some(masquerade_address(config, endpoint))
+        } else {
+            None
+        };
+        let client = match from {
+            Origin::Host => Client::Host,
+            Origin::Underlay(mac) => Client::Underlay(mac),
+            Origin::Pod | Origin::Peer => Client::Routed,
+        };
+        Flow {
+            orig: t,
+            xlat: Tuple {
+                src: masquerade.unwrap_or(t.src),
+                dst: endpoint,
+                dport: port.target_port,
+                ..t
+            },
+            client,
+            affinity,
+        }
+    }
+
+    /// [`Balancer::routed`] as a dry run (`podnet ctl trace`): the same decision about
+    /// the packet from the same tables, which are only looked up. A tracked flow goes its
+    /// tracked way; a new one is translated to the endpoint the next choice would give
+    /// (its affinity's, or the random sequence's next draw, which is not consumed) and
+    /// tracked nowhere: no conntrack or affinity entry is made, touched or removed, no
+    /// stale flow is flushed. Counts `dnat` and `snat` in `tally` as the real stage
+    /// would (the caller throws the tally away). Cold and never inlined: the router's
+    /// normal path is laid out as if it were absent.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn probe(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        pkt: &mut [u8],
+        ip: &mut Ipv4Header,
+        from: Origin,
+        tally: &mut Tally,
+    ) -> Decision {
+        if ip.protocol == PROTO_ICMP {
+            return self
+                .related(snap, now, pkt, ip)
+                .map_or(Decision::Pass, Decision::Forward);
+        }
+        let Some(l4) = nat::parse_l4(pkt, ip) else {
+            return Decision::Pass;
+        };
+        let to = &snap.conntrack_timeouts;
+        let t = l4.tuple;
+        if self.ct.is_used() {
+            if let Some(hit) = self.ct.find_orig(&t, now, to, false) {
+                let reopen = l4.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                    && matches!(
+                        self.ct.tcp_state(&hit),
+                        Some(TcpState::TimeWait | TcpState::Close)
+                    );
+                if !reopen && Balancer::valid(snap, &hit.flow) {
+                    nat::rewrite(pkt, ip, &hit.flow.xlat);
+                    return Decision::Forward(Egress::Route);
+                }
+            } else if let Some(hit) = self.ct.find_reply(&t, now, to) {
+                if !Balancer::valid(snap, &hit.flow) {
+                    return Decision::Pass;
+                }
+                nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
+                return Decision::Forward(egress(hit.flow.client));
+            }
+        }
+        let Some((port, external)) = Balancer::service_of(snap, t.dst, t.dport, t.proto) else {
+            // The node's own connections are tracked untranslated (or moved to a free
+            // port on a clash, which only the insert can tell).
+            return Decision::Pass;
+        };
+        if t.proto == PROTO_TCP && l4.flags & TCP_RST != 0 {
+            return Decision::Drop(DropReason::NoEndpoints);
+        }
+        let candidates = port.candidates(external, snap.config.subnet);
+        if candidates.is_empty() {
+            return if external && port.local_policy {
+                Decision::Drop(DropReason::NoEndpoints)
+            } else {
+                Decision::Reject
+            };
+        }
+        let endpoint = port
+            .affinity_ns
+            .and_then(|_| self.affinity.peek(t.src, port, &candidates, now))
+            .unwrap_or_else(|| candidates[self.rng.peek_below(candidates.len())]);
+        let flow = Balancer::flow_to(snap, t, port, external, endpoint, from, None);
+        tally.dnat += flow.is_dnat() as u64;
+        tally.snat += flow.is_snat() as u64;
+        nat::rewrite(pkt, ip, &flow.xlat);
+        Decision::New(Egress::Route, None)
     }
 
     /// A new connection of the node's own stack that is no service's. It is tracked as

@@ -299,7 +299,9 @@ impl PolicyStat {
         self.allowed.load(Relaxed)
     }
 
-    /// New flows denied while this policy alone isolated the pod.
+    /// New flows refused at a pod this policy isolates (in the direction refused): no
+    /// rule of any policy isolating it allowed them. With several isolating policies,
+    /// each of them counts the refusal.
     pub fn denied(&self) -> u64 {
         self.denied.load(Relaxed)
     }
@@ -445,19 +447,28 @@ impl PolicyTable {
     /// Judges a new flow: the egress of its source when that is an isolated local pod,
     /// then the ingress of its destination likewise. Counts the decision.
     pub fn check(&self, f: &FlowKey) -> Result<(), Denied> {
+        self.judge::<true>(f)
+    }
+
+    /// [`PolicyTable::check`] without counting: what a dry run (`podnet ctl trace`) asks.
+    pub fn check_uncounted(&self, f: &FlowKey) -> Result<(), Denied> {
+        self.judge::<false>(f)
+    }
+
+    fn judge<const COUNT: bool>(&self, f: &FlowKey) -> Result<(), Denied> {
         if let Some(side) = self
             .local
             .get(&u32::from(f.src))
             .and_then(|p| p.egress.as_ref())
         {
-            self.side(side, Direction::Egress, f.dst, f)?;
+            self.side::<COUNT>(side, Direction::Egress, f.dst, f)?;
         }
         if let Some(side) = self
             .local
             .get(&u32::from(f.dst))
             .and_then(|p| p.ingress.as_ref())
         {
-            self.side(side, Direction::Ingress, f.src, f)?;
+            self.side::<COUNT>(side, Direction::Ingress, f.src, f)?;
         }
         Ok(())
     }
@@ -470,20 +481,30 @@ impl PolicyTable {
         }
     }
 
-    fn side(&self, side: &Side, d: Direction, peer: Ipv4Addr, f: &FlowKey) -> Result<(), Denied> {
+    fn side<const COUNT: bool>(
+        &self,
+        side: &Side,
+        d: Direction,
+        peer: Ipv4Addr,
+        f: &FlowKey,
+    ) -> Result<(), Denied> {
         for rule in &side.rules {
             if rule.peers.contains(peer) && self.ports_match(&rule.ports, f) {
-                self.stats[rule.policy as usize]
-                    .allowed
-                    .fetch_add(1, Relaxed);
+                if COUNT {
+                    self.stats[rule.policy as usize]
+                        .allowed
+                        .fetch_add(1, Relaxed);
+                }
                 return Ok(());
             }
         }
-        let policy = match side.policies[..] {
-            [only] => {
-                self.stats[only as usize].denied.fetch_add(1, Relaxed);
-                Some(only)
+        if COUNT {
+            for &i in &side.policies {
+                self.stats[i as usize].denied.fetch_add(1, Relaxed);
             }
+        }
+        let policy = match side.policies[..] {
+            [only] => Some(only),
             _ => None,
         };
         Err(Denied {

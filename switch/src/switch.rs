@@ -93,15 +93,19 @@ pub struct Switch {
     balancer: Balancer,
 }
 
-/// How one packet ended.
+/// How one packet ended (short of a drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
+    /// Sent to one port or flooded to several.
     Forwarded,
+    /// Taken by the switch itself (ARP for the gateway, a ping to it).
     Consumed,
+    /// Waiting while its next hop's MAC is resolved.
     Queued,
 }
 
-type Verdict = Result<Outcome, DropReason>;
+/// How a packet ended, or why it was dropped.
+pub type Verdict = Result<Outcome, DropReason>;
 
 /// Whether the router forwards a packet (and so decrements its TTL) or originates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +123,8 @@ struct Batch<'a> {
     tx: &'a mut Vec<(PortId, PacketBuf)>,
     /// Told of every decision when set ([`crate::trace`]); `None` on the normal path.
     trace: Option<&'a mut dyn Tracer>,
+    /// A dry run ([`Switch::probe`]): tables are looked up and never changed.
+    dry: bool,
 }
 
 /// Reports a hop to the batch's tracer: `hop! { b, Stage, "action", ("object", ..),
@@ -279,6 +285,7 @@ impl Switch {
             ingress: Tally::default(),
             tx,
             trace: trace.map(|t| t as &mut dyn Tracer),
+            dry: false,
         };
         let kind = snap.port(ingress).map(|p| p.kind);
         for buf in rx.drain(..) {
@@ -298,6 +305,53 @@ impl Switch {
         self.finish(b, first_tx, Some(ingress))
     }
 
+    /// A dry run of the pipeline (`podnet ctl trace`): `frame`, as if the pod on port
+    /// `ingress` had sent it to its gateway, goes through the stages with this node's real
+    /// tables, each reporting to `tracer` as in [`Switch::process_traced`], up to where it
+    /// would leave the node (a pod's port, a peer, the host port) or die. Nothing changes:
+    /// conntrack and affinity are looked up, never written ([`crate::balancer`]'s
+    /// `probe`), the policy stage counts nothing, no MAC is learned, no ARP is sent or
+    /// packet queued for one, no counter moves, and what the switch would send is
+    /// dropped here. A frame that is not a pod's IPv4 to its gateway's MAC is `NotForUs`.
+    pub fn probe(
+        &self,
+        ingress: PortId,
+        mut frame: PacketBuf,
+        now: u64,
+        tracer: &mut dyn Tracer,
+    ) -> Verdict {
+        let snap = self.control.load();
+        let mut tx = Vec::new();
+        let mut b = Batch {
+            snap: &snap,
+            now,
+            node: Tally::default(),
+            ingress: Tally::default(),
+            tx: &mut tx,
+            trace: Some(tracer),
+            dry: true,
+        };
+        let verdict = match snap.port(ingress).map(|p| p.kind) {
+            Some(PortKind::Pod) => match classify(&mut frame) {
+                // What `to_gateway` does with it, without calling it: a second caller would
+                // keep it from being inlined into the bridge (15 instructions a packet).
+                Ok((eth, L3::Ipv4(ip))) if eth.dst == snap.config.gateway_mac() => {
+                    match frame.strip(ETH_LEN) {
+                        Some(_) => self.router(&mut b, frame, ip, Origin::Pod),
+                        None => Err(DropReason::Malformed),
+                    }
+                }
+                Ok(_) => Err(DropReason::NotForUs),
+                Err(reason) => Err(reason),
+            },
+            _ => Err(DropReason::NoRoute),
+        };
+        if verdict.is_err() {
+            b.account(verdict);
+        }
+        verdict
+    }
+
     /// Timers: drops packets that waited too long for ARP. Call it now and then (every
     /// 100 ms is plenty); it does nothing when no packet waits.
     pub fn poll(&self, now: u64, tx: &mut Vec<(PortId, PacketBuf)>) {
@@ -314,6 +368,7 @@ impl Switch {
             ingress: Tally::default(),
             tx,
             trace: None,
+            dry: false,
         };
         self.release_pending(&mut b, None);
         self.finish(b, first_tx, None);
@@ -651,9 +706,13 @@ impl Switch {
                 .trace
                 .is_some()
                 .then(|| (ip, wire::ports(buf.data(), &ip), b.node));
-            let decision =
+            let decision = if b.dry {
                 self.balancer
-                    .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node);
+                    .probe(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node)
+            } else {
+                self.balancer
+                    .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node)
+            };
             if let Some(before) = before {
                 self.trace_services(b, before, (&ip, wire::ports(buf.data(), &ip)), decision);
             }
@@ -663,7 +722,9 @@ impl Switch {
                 Decision::Forward(e) => egress = e,
                 Decision::New(e, hit) => {
                     if let Err(reason) = self.policy(b, buf.data(), &ip, client, from, false) {
-                        self.balancer.forget(&hit);
+                        if let Some(hit) = &hit {
+                            self.balancer.forget(hit);
+                        }
                         return Err(reason);
                     }
                     egress = e;
@@ -718,12 +779,17 @@ impl Switch {
             dst: ip.dst,
             dport,
         };
-        if let Err(denied) = snap.policy.check(&key) {
+        let verdict = if b.dry {
+            snap.policy.check_uncounted(&key)
+        } else {
+            snap.policy.check(&key)
+        };
+        if let Err(denied) = verdict {
             hop! { b, Stage::Policy, "deny", ("{}", snap.policy.denial_name(&denied)), ("{:?} of {}: no rule allows {} -> {}:{dport}", denied.direction, if denied.direction == policy::Direction::Egress { client } else { ip.dst }, client, ip.dst) }
             return Err(DropReason::Policy);
         }
         hop! { b, Stage::Policy, "allow", ("new flow {} -> {}:{dport}", client, ip.dst), ("allowed by the policies isolating its ends (or none isolates them)") }
-        if track {
+        if track && !b.dry {
             self.balancer
                 .track_allowed(snap, b.now, pkt, ip, &mut b.node);
         }
@@ -936,6 +1002,9 @@ impl Switch {
             Some(mac) => self.bridge_out(b, buf, mac),
             None => {
                 hop! { b, Stage::GatewayArp, "resolve", ("neighbour {}", ip.dst), ("waiting for ARP of {}", ip.dst) }
+                if b.dry {
+                    return Ok(Outcome::Queued);
+                }
                 if self.neighbours.should_ask(ip.dst, b.now, ARP_RETRY_NS) {
                     self.arp_request(b, ip.dst);
                 }

@@ -1,6 +1,7 @@
 //! The control socket: a Unix stream socket where `podnet ctl` asks one question per
 //! connection. The request is one line of words (`stats`, `services`,
-//! `set-endpoints [--external] SERVICE IP...`, `macs`, `neighbours`, `conntrack`, `peers`);
+//! `set-endpoints [--external] SERVICE IP...`, `macs`, `neighbours`, `conntrack`, `peers`,
+//! `policies`, `trace --from POD --to IP[:PORT] [--proto P] [--sport N]`);
 //! the answer is one line of JSON, `{"ok": ...}` or `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -162,6 +163,27 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
         }
         ["neighbours"] | ["neighbors"] => Ok(to_json(&sw.neighbour_entries(now))),
         ["conntrack"] => Ok(to_json(&sw.conntrack_entries(now))),
+        ["policies"] => {
+            let snap = sw.control().load();
+            let policies: Vec<Value> = snap
+                .policy
+                .stats()
+                .iter()
+                .map(|p| {
+                    json!({
+                        "name": p.key,
+                        "selected": p.selected,
+                        "allowed": p.allowed(),
+                        "denied": p.denied(),
+                    })
+                })
+                .collect();
+            Ok(json!({
+                "enforcing": !snap.policy.is_off(),
+                "policies": policies,
+            }))
+        }
+        ["trace", rest @ ..] => crate::trace::run(rt, &crate::trace::Probe::parse(rest)?),
         ["set-endpoints", rest @ ..] => {
             let (external, rest) = match rest {
                 ["--external", rest @ ..] => (true, rest),
@@ -200,7 +222,7 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
         }
         [] => Err("empty request".into()),
         [cmd, ..] => Err(format!(
-            "unknown request {cmd:?} (stats | services | set-endpoints [--external] SERVICE IP... | macs | neighbours | conntrack | peers)"
+            "unknown request {cmd:?} (stats | services | set-endpoints [--external] SERVICE IP... | macs | neighbours | conntrack | peers | policies | trace --from POD --to IP[:PORT] [--proto P] [--sport N])"
         )),
     }
 }

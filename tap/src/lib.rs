@@ -34,6 +34,7 @@ pub mod nodefile;
 pub mod nodeport;
 pub mod offload;
 pub mod partial;
+pub mod trace;
 pub mod underlay_socket;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -591,6 +592,10 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         .control()
         .set_services(spec.services.clone())
         .map_err(|e| SetupError::invalid(format!("services: {e}")))?;
+    // NetworkPolicy: the same stage as the simulator's, compiled over this node's pods.
+    if let Some(table) = spec.policy_table() {
+        switch.control().set_policies(table);
+    }
 
     let listener = ctl::bind(&spec.control)?;
     let _socket_file = RemoveOnDrop(spec.control.clone());

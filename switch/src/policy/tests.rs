@@ -137,6 +137,12 @@ fn the_union_of_selecting_policies_allows() {
     );
     let d = t2.check(&tcp(5, 2, 80)).unwrap_err();
     assert_eq!(t2.denial_name(&d), "default-deny");
+    // Each policy isolating a counts the refusal.
+    assert_eq!((t2.stats()[0].denied(), t2.stats()[1].denied()), (1, 1));
+    // A dry run judges alike and counts nothing.
+    assert_eq!(t2.check_uncounted(&tcp(5, 2, 80)), Err(d));
+    assert!(t2.check_uncounted(&tcp(3, 2, 80)).is_ok());
+    assert_eq!((t2.stats()[0].denied(), t2.stats()[0].allowed()), (1, 0));
 }
 
 fn t_policy(name: &str, peer: &str) -> NetworkPolicy {

@@ -109,3 +109,13 @@ impl Invalid {
         NodeFileError::new(file, self.position, self.message)
     }
 }
+
+/// A policy's own error (podnet-netpol), at its place in the node file.
+impl From<podnet_netpol::Invalid> for Invalid {
+    fn from(e: podnet_netpol::Invalid) -> Invalid {
+        Invalid {
+            position: e.location.and_then(Position::from_location),
+            message: format!("policies: {}", e.message),
+        }
+    }
+}

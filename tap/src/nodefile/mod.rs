@@ -1,6 +1,9 @@
 //! The TAP mode node file (docs/node-file.md): parsed with serde-saphyr,
-//! then checked and turned into the switch's [`NodeConfig`] and [`Service`]s.
+//! then checked and turned into the switch's [`NodeConfig`] and [`Service`]s, and its
+//! NetworkPolicies (`policies:`, Kubernetes' own objects, parsed by podnet-netpol as a
+//! scenario's are) into the switch's [`PolicyTable`].
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +15,9 @@ use std::time::Duration;
 
 use podnet_switch::control::{vtep_mac_for, Backend, NodeConfig, Peer};
 use podnet_switch::mac::Mac;
+use podnet_switch::policy::{
+    ClusterView, NamedPort, NamespaceView, NetworkPolicy, PodView, PolicyTable,
+};
 use podnet_switch::services::{
     Endpoint, Protocol, Service, ServicePort, ServiceTable, SessionAffinity, TrafficPolicy,
 };
@@ -66,6 +72,30 @@ struct RawNode {
     /// Cluster mode: the subnet, the backend and the peers from etcd.
     #[serde(default)]
     etcd: Option<Spanned<RawEtcd>>,
+    /// Namespaces and their labels, for policies' namespace selectors.
+    #[serde(default)]
+    namespaces: Vec<Spanned<RawNamespace>>,
+    /// NetworkPolicy objects; present (even empty), the node enforces policy.
+    #[serde(default)]
+    policies: Option<Vec<podnet_netpol::RawPolicy>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    name: Spanned<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A named container port of a pod, which policies may name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPodPort {
+    name: Spanned<String>,
+    port: u16,
+    #[serde(default = "tcp")]
+    protocol: Protocol,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +157,14 @@ struct RawPod {
     netns: Option<String>,
     #[serde(default)]
     mac: Option<Mac>,
+    /// Its namespace, for policies; default `default`.
+    #[serde(default)]
+    namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// Named container ports, for policies that name a port.
+    #[serde(default)]
+    ports: Vec<RawPodPort>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +220,11 @@ pub struct PodSpec {
     pub netns: Option<String>,
     /// The MAC the pod's interface gets (with `netns`); default: the kernel's choice.
     pub mac: Option<Mac>,
+    /// Its namespace (`default` unless written), labels and named ports: what policies
+    /// select it and its ports by.
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<NamedPort>,
 }
 
 /// A node file, checked.
@@ -197,6 +240,10 @@ pub struct NodeSpec {
     pub workers: usize,
     /// Pod TAP devices take TSO super-segments and partial checksums (`IFF_VNET_HDR`).
     pub offload: bool,
+    /// Declared namespaces, `default` first.
+    pub namespaces: Vec<NamespaceView>,
+    /// The NetworkPolicies; `None` when the file has no `policies:` (no enforcement).
+    pub policies: Option<Vec<NetworkPolicy>>,
 }
 
 impl NodeSpec {
@@ -213,6 +260,32 @@ impl NodeSpec {
                 .unwrap_or_default()
         };
         Endpoint::new(ip, &node)
+    }
+
+    /// The node's policies compiled over its own pods, or `None` without `policies:`.
+    /// A TAP node knows no other node's pods: pod and namespace selectors resolve over
+    /// this node's pods only (a peer's pod matches a rule by `ipBlock` alone), which
+    /// decides exactly for ingress to this node's pods from them and for egress between
+    /// them (docs/node-file.md).
+    pub fn policy_table(&self) -> Option<PolicyTable> {
+        let policies = self.policies.as_ref()?;
+        let view = ClusterView {
+            namespaces: self.namespaces.clone(),
+            pods: self
+                .pods
+                .iter()
+                .map(|p| PodView {
+                    ip: p.ip,
+                    namespace: p.namespace.clone(),
+                    labels: p.labels.clone(),
+                    ports: p.ports.clone(),
+                })
+                .collect(),
+        };
+        let subnet = self.config.subnet;
+        Some(PolicyTable::compile(&view, policies, |ip| {
+            subnet.contains(ip)
+        }))
     }
 }
 
@@ -515,6 +588,7 @@ fn resolve(raw: &RawNode, net: Option<&Network>) -> Result<NodeSpec, Invalid> {
         config.peers.push(peer);
         config.validate().map_err(|e| Invalid::at(&p.subnet, e))?;
     }
+    let namespaces = namespaces(&raw.namespaces)?;
     let mut pods: Vec<PodSpec> = Vec::new();
     for sp in &raw.pods {
         let p = &sp.value;
@@ -556,13 +630,7 @@ fn resolve(raw: &RawNode, net: Option<&Network>) -> Result<NodeSpec, Invalid> {
                     format!("pods: {} repeats the name or tap of {}", p.name, q.name),
                 ));
             }
-            pods.push(PodSpec {
-                name: p.name.clone(),
-                tap: p.tap.value.clone(),
-                ip,
-                netns: p.netns.clone(),
-                mac: p.mac,
-            });
+            pods.push(pod_spec(p, ip, &namespaces)?);
             continue;
         }
         if !subnet.contains(ip) || ip == config.vtep_ip() || ip == config.gateway_ip() {
@@ -590,13 +658,7 @@ fn resolve(raw: &RawNode, net: Option<&Network>) -> Result<NodeSpec, Invalid> {
                 format!("pods: {} repeats the name, tap or ip of {}", p.name, q.name),
             ));
         }
-        pods.push(PodSpec {
-            name: p.name.clone(),
-            tap: p.tap.value.clone(),
-            ip,
-            netns: p.netns.clone(),
-            mac: p.mac,
-        });
+        pods.push(pod_spec(p, ip, &namespaces)?);
     }
     let host_port = match &raw.host_port {
         Some(h) => {
@@ -645,6 +707,24 @@ fn resolve(raw: &RawNode, net: Option<&Network>) -> Result<NodeSpec, Invalid> {
         Some(w) => w.value,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
+    let policies = match &raw.policies {
+        None => None,
+        Some(list) => {
+            let mut out: Vec<NetworkPolicy> = Vec::new();
+            for p in list {
+                let policy = podnet_netpol::policy(p, &names).map_err(Invalid::from)?;
+                if out.iter().any(|q| q.key() == policy.key()) {
+                    return Err(Invalid::at(
+                        &p.metadata.name,
+                        format!("policies: {} is declared twice", policy.key()),
+                    ));
+                }
+                out.push(policy);
+            }
+            Some(out)
+        }
+    };
     Ok(NodeSpec {
         config,
         service_cidr,
@@ -654,6 +734,89 @@ fn resolve(raw: &RawNode, net: Option<&Network>) -> Result<NodeSpec, Invalid> {
         control,
         workers,
         offload: raw.offload,
+        namespaces,
+        policies,
+    })
+}
+
+/// `namespaces:`, with `default` first (declared or not; declaring it gives it labels).
+fn namespaces(raw: &[Spanned<RawNamespace>]) -> Result<Vec<NamespaceView>, Invalid> {
+    let mut out = vec![NamespaceView {
+        name: "default".to_string(),
+        labels: BTreeMap::new(),
+    }];
+    let mut default_declared = false;
+    for ns in raw {
+        let name = &ns.value.name;
+        if name.value.is_empty() || name.value.contains(['/', ' ']) {
+            return Err(Invalid::at(
+                name,
+                format!(
+                    "namespaces: {:?} is not a namespace name (not empty, no '/' or spaces)",
+                    name.value
+                ),
+            ));
+        }
+        let labels = ns.value.labels.clone();
+        if name.value == "default" && !default_declared {
+            default_declared = true;
+            out[0].labels = labels;
+        } else if out.iter().any(|n| n.name == name.value) {
+            return Err(Invalid::at(
+                name,
+                format!("namespaces: {:?} is declared twice", name.value),
+            ));
+        } else {
+            out.push(NamespaceView {
+                name: name.value.clone(),
+                labels,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A checked pod at `ip`: its namespace must be declared, its port names unique.
+fn pod_spec(p: &RawPod, ip: Ipv4Addr, namespaces: &[NamespaceView]) -> Result<PodSpec, Invalid> {
+    let namespace = match &p.namespace {
+        Some(ns) if !namespaces.iter().any(|n| n.name == ns.value) => {
+            return Err(Invalid::at(
+                ns,
+                format!(
+                    "pods: {}: namespace {:?} is not declared in namespaces:",
+                    p.name, ns.value
+                ),
+            ))
+        }
+        Some(ns) => ns.value.clone(),
+        None => "default".to_string(),
+    };
+    let mut ports: Vec<NamedPort> = Vec::new();
+    for port in &p.ports {
+        if port.name.value.is_empty() || ports.iter().any(|q| q.name == port.name.value) {
+            return Err(Invalid::at(
+                &port.name,
+                format!(
+                    "pods: {}: port name {:?} is empty or repeated",
+                    p.name, port.name.value
+                ),
+            ));
+        }
+        ports.push(NamedPort {
+            name: port.name.value.clone(),
+            protocol: port.protocol.number(),
+            port: port.port,
+        });
+    }
+    Ok(PodSpec {
+        name: p.name.clone(),
+        tap: p.tap.value.clone(),
+        ip,
+        netns: p.netns.clone(),
+        mac: p.mac,
+        namespace,
+        labels: p.labels.clone(),
+        ports,
     })
 }
 
@@ -859,6 +1022,114 @@ workers: 2
         assert!(
             e.starts_with("c.yaml:4:30: ") && e.contains("not a pod address of subnet 10.5.3.0/24"),
             "{e}"
+        );
+    }
+
+    const POLICIES: &str = r#"node: a
+subnet: 10.0.1.0/24
+underlay_ip: 172.16.0.1
+namespaces:
+  - {name: shop, labels: {team: a}}
+pods:
+  - {name: web, tap: pw, ip: .10, namespace: shop, labels: {app: web}, ports: [{name: http, port: 8080}]}
+  - {name: client, tap: pc, ip: .11, labels: {role: client}}
+  - {name: other, tap: po, ip: .12}
+policies:
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: deny, namespace: shop}
+    spec: {podSelector: {}, policyTypes: [Ingress]}
+  - apiVersion: networking.k8s.io/v1
+    kind: NetworkPolicy
+    metadata: {name: from-client, namespace: shop}
+    spec:
+      podSelector: {matchLabels: {app: web}}
+      ingress:
+        - from: [{namespaceSelector: {}, podSelector: {matchLabels: {role: client}}}]
+          ports: [{protocol: TCP, port: http}]
+"#;
+
+    #[test]
+    fn policies_compile_over_the_nodes_own_pods() {
+        use podnet_switch::policy::FlowKey;
+        let n = parse("p.yaml", POLICIES).unwrap();
+        assert_eq!(n.pods[0].namespace, "shop");
+        assert_eq!(n.pods[1].namespace, "default");
+        assert_eq!(n.pods[0].ports[0].port, 8080);
+        assert_eq!(n.namespaces.len(), 2);
+        let t = n.policy_table().expect("policies: present");
+        let flow = |src: u8, dport: u16| FlowKey {
+            proto: podnet_switch::wire::PROTO_TCP,
+            src: Ipv4Addr::new(10, 0, 1, src),
+            dst: Ipv4Addr::new(10, 0, 1, 10),
+            dport,
+        };
+        assert!(t.check(&flow(11, 8080)).is_ok());
+        assert!(t.check(&flow(11, 9090)).is_err());
+        assert!(t.check(&flow(12, 8080)).is_err());
+        assert_eq!(t.stats()[1].key, "shop/from-client");
+        assert_eq!(t.stats()[1].allowed(), 1);
+        // Without `policies:` nothing is enforced.
+        let none = parse(
+            "n.yaml",
+            "node: a\nsubnet: 10.0.1.0/24\nunderlay_ip: 172.16.0.1\n",
+        );
+        assert!(none.unwrap().policy_table().is_none());
+    }
+
+    #[test]
+    fn policy_mistakes_are_named_with_file_line_and_column() {
+        let bad = |text: String, at: &str, want: &str| {
+            let e = parse("p.yaml", &text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("p.yaml:{at}: ")),
+                "{e:?} should start at {at}"
+            );
+            assert!(e.contains(want), "{e:?} should mention {want:?}");
+        };
+        bad(
+            POLICIES.replace(
+                "kind: NetworkPolicy\n    metadata: {name: deny",
+                "kind: Policy\n    metadata: {name: deny",
+            ),
+            "12:11",
+            "expected NetworkPolicy",
+        );
+        bad(
+            POLICIES.replace("protocol: TCP, port: http", "protocol: ICMP, port: http"),
+            "22:30",
+            "TCP, UDP or SCTP",
+        );
+        bad(
+            POLICIES.replace(
+                "{name: deny, namespace: shop}",
+                "{name: deny, namespace: shoe}",
+            ),
+            "13:39",
+            "not declared",
+        );
+        bad(
+            POLICIES.replace("namespace: shop, labels", "namespace: shoe, labels"),
+            "7:46",
+            "not declared",
+        );
+        bad(
+            POLICIES.replace(
+                "{name: from-client, namespace: shop}",
+                "{name: deny, namespace: shop}",
+            ),
+            "17:22",
+            "declared twice",
+        );
+        bad(
+            POLICIES.replace("policyTypes: [Ingress]", "policyTypes: [Ingres]"),
+            "14:43",
+            "Ingress or Egress",
+        );
+        bad(
+            POLICIES.replace("spec: {podSelector", "spek: {podSelector"),
+            "14:5",
+            "spek",
         );
     }
 
