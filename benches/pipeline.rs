@@ -360,7 +360,7 @@ fn stages(c: &mut Criterion) {
         };
         let mut tx = Vec::with_capacity(BATCH * 2);
         let setup = || {
-            let (sw, pod, gw) = dnat_node(podnet_switch::conntrack::HOST_SIZE);
+            let (sw, pod, gw) = dnat_node(podnet_switch::services::conntrack::HOST_SIZE);
             let mut tx = Vec::with_capacity(BATCH * 2);
             for chunk in (0..flows).collect::<Vec<_>>().chunks(BATCH) {
                 let frames: Vec<_> = chunk.iter().map(|&i| flow(gw, i)).collect();

@@ -5,10 +5,10 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use crate::conntrack::SnatPorts;
-use crate::mac::Mac;
-use crate::peers::Peers;
+use crate::services::conntrack::SnatPorts;
+use crate::tables::peers::Peers;
 use crate::time::SECOND;
+use crate::wire::mac::Mac;
 use crate::wire::udp::{FLANNEL_UDP_PORT, VXLAN_PORT};
 
 /// How this node reaches other nodes' pods.

@@ -27,12 +27,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::conntrack::Timeouts;
 use crate::counters::Counters;
+use crate::encap::underlay::OuterTemplate;
 use crate::policy::PolicyTable;
-use crate::routes::NextHop;
+use crate::services::conntrack::Timeouts;
 use crate::services::{Endpoint, Service, ServiceTable};
-use crate::underlay::OuterTemplate;
+use crate::tables::routes::NextHop;
 
 pub use crate::config::{underlay_mac_for, vtep_mac_for, Backend, NodeConfig, Peer};
 /// The old path of [`crate::time::SECOND`].

@@ -6,44 +6,48 @@
 //! with virtual time, or the TAP runtime on a real host. The core never reads a clock
 //! and never blocks; see [`control`] for the concurrency rule and [`switch`] for the
 //! pipeline.
+//!
+//! Layout:
+//!
+//! - [`switch`]: the pipeline, composed in one place, top to bottom.
+//! - [`wire`]: one file per header (a zero-copy view, and a repr where needed), the
+//!   checksums, and the MAC address type.
+//! - `tables`: the bridge's MAC table, the ARP neighbours, the routes, the peers.
+//! - [`services`]: the service model and table, the balancing stage with affinity,
+//!   [`services::conntrack`], and NAT.
+//! - [`policy`]: NetworkPolicy compiled per node, and its stage.
+//! - [`encap`]: the underlay's outer headers, VXLAN, flannel's UDP, the flow hash.
+//! - [`control`], [`counters`], [`buffer`], [`trace`]: the RCU snapshot, the counters,
+//!   the packet pool, the trace hook; and beside them the node's config, the ICMP
+//!   messages the gateway originates, and time.
 
-mod balancer;
-mod bridge;
 pub mod buffer;
 mod config;
-pub mod conntrack;
 pub mod control;
 pub mod counters;
-pub mod flow;
+pub mod encap;
 mod icmp;
-pub mod mac;
-mod nat;
-mod neighbour;
-mod peers;
 pub mod policy;
-mod routes;
 pub mod services;
 pub mod switch;
+mod tables;
 mod time;
 pub mod trace;
-mod udpencap;
-pub mod underlay;
-pub mod vxlan;
 pub mod wire;
 
 /// The checksum helpers' old path: they live beside the headers now.
 pub use wire::checksum;
 
-pub use bridge::MacEntry;
 pub use buffer::{PacketBuf, Pool};
-pub use conntrack::ConntrackEntry;
 pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
 pub use counters::{CounterSnapshot, DropReason};
-pub use mac::Mac;
-pub use neighbour::NeighbourEntry;
-pub use peers::Peers;
+pub use services::conntrack::ConntrackEntry;
 pub use services::{Endpoint, Protocol, Service, ServicePort};
 pub use switch::Switch;
+pub use tables::bridge::MacEntry;
+pub use tables::neighbour::NeighbourEntry;
+pub use tables::peers::Peers;
+pub use wire::mac::Mac;
 
 /// Workers share one `Switch` by reference: it must stay `Send + Sync`.
 const _: () = {

@@ -27,25 +27,25 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::balancer::{Balancer, Decision, Egress, Origin};
-use crate::bridge::{Learned, MacEntry, MacTable};
 use crate::buffer::{PacketBuf, Pool};
 use crate::config::{Backend, NodeConfig};
-use crate::conntrack::ConntrackEntry;
 use crate::control::{Control, PortId, PortKind, Snapshot};
 use crate::counters::{CounterSnapshot, Counters, DropReason, Tally};
-use crate::flow;
+use crate::encap::flow;
+use crate::encap::udp as udpencap;
+use crate::encap::underlay;
+use crate::encap::vxlan;
 use crate::icmp::{self, IcmpError};
-use crate::mac::Mac;
-use crate::nat;
-use crate::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::policy;
-use crate::routes::NextHop;
+use crate::services::balancer::{Balancer, Decision, Egress, Origin};
+use crate::services::conntrack::ConntrackEntry;
+use crate::services::nat;
 use crate::services::{self, Service};
+use crate::tables::bridge::{Learned, MacEntry, MacTable};
+use crate::tables::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
+use crate::tables::routes::NextHop;
 use crate::trace::{Age, Stage, Tracer};
-use crate::udpencap;
-use crate::underlay;
-use crate::vxlan;
+use crate::wire::mac::Mac;
 use crate::wire::{self, Arp, Ipv4Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_LEN};
 
 /// Packets per batch the runtimes hand to [`Switch::process`]; any size works.
@@ -68,10 +68,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            mac_table: crate::bridge::DEFAULT_SIZE,
-            arp_queue: crate::neighbour::DEFAULT_PENDING,
-            conntrack: crate::conntrack::DEFAULT_SIZE,
-            affinity: crate::balancer::DEFAULT_AFFINITY_SIZE,
+            mac_table: crate::tables::bridge::DEFAULT_SIZE,
+            arp_queue: crate::tables::neighbour::DEFAULT_PENDING,
+            conntrack: crate::services::conntrack::DEFAULT_SIZE,
+            affinity: crate::services::balancer::DEFAULT_AFFINITY_SIZE,
         }
     }
 }
@@ -309,7 +309,7 @@ impl Switch {
     /// `ingress` had sent it to its gateway, goes through the stages with this node's real
     /// tables, each reporting to `tracer` as in [`Switch::process_traced`], up to where it
     /// would leave the node (a pod's port, a peer, the host port) or die. Nothing changes:
-    /// conntrack and affinity are looked up, never written ([`crate::balancer`]'s
+    /// conntrack and affinity are looked up, never written ([`crate::services::balancer`]'s
     /// `probe`), the policy stage counts nothing, no MAC is learned, no ARP is sent or
     /// packet queued for one, no counter moves, and what the switch would send is
     /// dropped here. A frame that is not a pod's IPv4 to its gateway's MAC is `NotForUs`.

@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Barrier;
 
-use podnet_switch::conntrack::{SnatPorts, Timeouts, Tuple};
 use podnet_switch::control::SECOND;
+use podnet_switch::services::conntrack::{SnatPorts, Timeouts, Tuple};
 use podnet_switch::services::{Endpoint, Service};
 use podnet_switch::switch::Limits;
 use podnet_switch::wire::{self, ETH_LEN, PROTO_ICMP};
@@ -940,7 +940,9 @@ fn point_10_encapsulated_traffic_never_translated() {
     let inner_ip = wire::parse_ipv4(&s.packet).unwrap();
     assert_eq!(
         sport,
-        podnet_switch::vxlan::source_port(podnet_switch::flow::hash(&s.packet, &inner_ip))
+        podnet_switch::encap::vxlan::source_port(podnet_switch::encap::flow::hash(
+            &s.packet, &inner_ip
+        ))
     );
 
     // Encapsulated traffic that arrives is decapsulated, never taken for a service flow,

@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
 use crate::SetupError;
-use podnet_switch::mac::Mac;
+use podnet_switch::Mac;
 
 /// An open TAP device. A device podnet created goes away when its last descriptor closes
 /// (it is not persistent), wherever it was moved; an attached one stays.

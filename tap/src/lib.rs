@@ -48,8 +48,8 @@ use serde::Serialize;
 
 use podnet_switch::buffer::{PacketBuf, Pool};
 use podnet_switch::control::{Backend, PortId, PortKind};
+use podnet_switch::encap::underlay::OUTER_UDP_LEN;
 use podnet_switch::switch::{Switch, BATCH};
-use podnet_switch::underlay::OUTER_UDP_LEN;
 
 use device::Tap;
 use nodefile::{NodePlan, NodeSpec};
@@ -579,7 +579,7 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
     // A host node's conntrack holds a million flows and more; the slots cost memory only
     // as they are used.
     let limits = podnet_switch::switch::Limits {
-        conntrack: podnet_switch::conntrack::HOST_SIZE,
+        conntrack: podnet_switch::services::conntrack::HOST_SIZE,
         ..Default::default()
     };
     let switch = Switch::with_limits(config.clone(), pool, limits).map_err(SetupError::invalid)?;

@@ -11,12 +11,12 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use podnet_switch::mac::Mac;
 use podnet_switch::switch::Outcome;
 use podnet_switch::trace::{Recorded, Stage};
 use podnet_switch::wire::{
     self, checksum, ETHERTYPE_IPV4, ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
+use podnet_switch::Mac;
 
 use crate::Runtime;
 

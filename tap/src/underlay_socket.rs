@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use podnet_switch::buffer::PacketBuf;
 use podnet_switch::control::NodeConfig;
-use podnet_switch::mac::Mac;
-use podnet_switch::underlay::OUTER_UDP_LEN;
+use podnet_switch::encap::underlay::OUTER_UDP_LEN;
 use podnet_switch::wire::ipv4::Ipv4Packet;
 use podnet_switch::wire::tcp::TcpHeader;
 use podnet_switch::wire::udp::UdpHeader;
 use podnet_switch::wire::{
     self, Ipv4Fields, Packet, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP, UDP_LEN,
 };
+use podnet_switch::Mac;
 
 use crate::SetupError;
 
@@ -681,7 +681,7 @@ mod tests {
     use super::*;
     use podnet_switch::buffer::Pool;
     use podnet_switch::control::NodeConfig;
-    use podnet_switch::underlay;
+    use podnet_switch::encap::underlay;
     use std::sync::Arc;
 
     #[test]

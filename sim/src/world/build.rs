@@ -174,7 +174,7 @@ impl World {
         let mut c = NodeConfig::new(&n.name, n.subnet, sc.cluster.pod_cidr, n.ip, backend);
         c.underlay_mtu = sc.underlay.mtu;
         let np = sc.cluster.node_port_range;
-        c.snat_ports = podnet_switch::conntrack::SnatPorts::excluding(np.first, np.last);
+        c.snat_ports = podnet_switch::services::conntrack::SnatPorts::excluding(np.first, np.last);
         // The cluster-wide list, this node included (its switch skips itself).
         c.peers = self.peers.clone();
         let pool: Arc<Pool> = Pool::new(512, sc.underlay.mtu as usize + 128);

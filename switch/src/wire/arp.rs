@@ -7,7 +7,7 @@ pub use pnet_packet::arp::{ArpPacket, MutableArpPacket};
 use pnet_packet::ethernet::EtherType;
 
 use super::{Malformed, ETHERTYPE_IPV4};
-use crate::mac::Mac;
+use crate::wire::mac::Mac;
 
 /// Bytes of an ARP packet for IPv4 over Ethernet.
 pub const ARP_LEN: usize = 28;

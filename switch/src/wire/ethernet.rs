@@ -5,7 +5,7 @@ use pnet_base::MacAddr;
 pub use pnet_packet::ethernet::{EthernetPacket, MutableEthernetPacket};
 
 use super::Malformed;
-use crate::mac::Mac;
+use crate::wire::mac::Mac;
 
 /// Bytes of an Ethernet header: destination, source, ethertype.
 pub const ETH_LEN: usize = 14;

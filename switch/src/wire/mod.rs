@@ -8,7 +8,7 @@
 //! the IPv4 header checksum), once, at ingress, so the stages after it index the buffer
 //! without further checks; a packet that fails is dropped as `malformed`. `emit` fills a
 //! header in place, in headroom the caller prepended. Checksums, full and incremental
-//! (RFC 1624), live in [`checksum`].
+//! (RFC 1624), live in [`checksum`]; the Ethernet address, [`mac::Mac`], in [`mac`].
 //!
 //! Protocol numbers, ethertypes and well-known ports are named here and nowhere else.
 
@@ -17,6 +17,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod mac;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;

@@ -7,8 +7,8 @@
 use std::net::Ipv4Addr;
 
 use podnet_switch::checksum;
-use podnet_switch::conntrack::Tuple;
 use podnet_switch::control::{NodeConfig, Peer, SECOND};
+use podnet_switch::services::conntrack::Tuple;
 use podnet_switch::services::{Service, ServicePort, SessionAffinity, TrafficPolicy};
 use podnet_switch::switch::Limits;
 use podnet_switch::wire::{self, EthHeader, Ipv4Header, ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::NetworkConfig;
 use super::EtcdError;
-use podnet_switch::mac::Mac;
+use podnet_switch::Mac;
 
 /// How often the choice starts over after losing a create race (flannel's `raceRetries`).
 const RACE_RETRIES: usize = 10;

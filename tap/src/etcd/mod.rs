@@ -39,8 +39,8 @@ use ipnetwork::Ipv4Network;
 use serde_json::{json, Value};
 
 use podnet_switch::control::{Backend, Peer};
-use podnet_switch::mac::Mac;
 use podnet_switch::switch::Switch;
+use podnet_switch::Mac;
 
 use lease::{Acquired, BackendData, Lease, LeaseAttrs, Registry};
 use network::NetworkConfig;

@@ -14,13 +14,13 @@ use serde_saphyr::Spanned;
 use std::time::Duration;
 
 use podnet_switch::control::{vtep_mac_for, Backend, NodeConfig, Peer};
-use podnet_switch::mac::Mac;
 use podnet_switch::policy::{
     ClusterView, NamedPort, NamespaceView, NetworkPolicy, PodView, PolicyTable,
 };
 use podnet_switch::services::{
     Endpoint, Protocol, Service, ServicePort, ServiceTable, SessionAffinity, TrafficPolicy,
 };
+use podnet_switch::Mac;
 
 use crate::etcd::network::NetworkConfig;
 use crate::etcd::EtcdSpec;

@@ -16,7 +16,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::config::Peer;
-use crate::routes::{MixHasher, NextHop, RouteTable};
+use crate::tables::routes::{MixHasher, NextHop, RouteTable};
 
 /// An immutable, shared list of peers with its lookups; see the module documentation.
 #[derive(Clone, Default)]

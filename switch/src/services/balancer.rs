@@ -14,14 +14,14 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::conntrack::{
-    self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple, Victim,
-};
 use crate::control::Snapshot;
 use crate::counters::{DropReason, Tally};
-use crate::mac::Mac;
-use crate::nat::{self, L4};
+use crate::services::conntrack::{
+    self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple, Victim,
+};
+use crate::services::nat::{self, L4};
 use crate::services::{is_node_address, masquerade_address, PortEntry};
+use crate::wire::mac::Mac;
 use crate::wire::tcp::{TCP_ACK, TCP_RST, TCP_SYN};
 use crate::wire::{Ipv4Header, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::control::PortId;
-use crate::mac::Mac;
+use crate::wire::mac::Mac;
 
 /// Slots probed from a MAC's home slot.
 const PROBE: usize = 8;

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use crate::config::{Backend, NodeConfig, Peer};
 use crate::counters::DropReason;
-use crate::mac::Mac;
+use crate::wire::mac::Mac;
 use crate::wire::udp::UdpHeader;
 use crate::wire::vxlan::VxlanHeader;
 use crate::wire::{self, Ipv4Fields, Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, IPV4_LEN, PROTO_UDP};

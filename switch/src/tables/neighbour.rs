@@ -18,7 +18,7 @@ use crossbeam_queue::ArrayQueue;
 use ipnetwork::Ipv4Network;
 
 use crate::buffer::PacketBuf;
-use crate::mac::Mac;
+use crate::wire::mac::Mac;
 
 const VALID: u64 = 1 << 63;
 

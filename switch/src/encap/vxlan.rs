@@ -10,7 +10,7 @@
 use crate::buffer::PacketBuf;
 use crate::config::Peer;
 use crate::counters::DropReason;
-use crate::underlay::{OuterTemplate, OUTER_UDP_LEN};
+use crate::encap::underlay::{OuterTemplate, OUTER_UDP_LEN};
 use crate::wire::vxlan::VxlanHeader;
 use crate::wire::{ETH_LEN, VXLAN_LEN};
 

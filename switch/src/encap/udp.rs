@@ -7,7 +7,7 @@
 
 use crate::buffer::PacketBuf;
 use crate::config::{NodeConfig, Peer};
-use crate::underlay::{OuterTemplate, OUTER_UDP_LEN};
+use crate::encap::underlay::{OuterTemplate, OUTER_UDP_LEN};
 use crate::wire::{self, Ipv4Header};
 
 /// Everything the UDP backend puts in front of the inner IP packet.

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::buffer::{PacketBuf, Pool};
-use crate::conntrack::Tuple;
+use crate::services::conntrack::Tuple;
 use crate::wire::checksum;
 use crate::wire::icmp::{self as icmpw, ICMP_LEN};
 use crate::wire::tcp::{self, TcpHeader, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN};

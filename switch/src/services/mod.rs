@@ -4,7 +4,7 @@
 //! external traffic policy) in the control snapshot ([`crate::control::Control::set_services`],
 //! [`crate::control::Control::set_endpoints`]); [`ServiceTable`] is the snapshot's
 //! derived form, with lookup maps by VIP and by node port. The stage that balances over
-//! them is [`crate::balancer`].
+//! them is [`crate::services::balancer`].
 //!
 //! Semantics are kube-proxy's: the endpoint is chosen uniformly at random (an RNG the
 //! caller seeds, [`crate::Switch::set_seed`]) or by ClientIP affinity; the client IP is
@@ -13,6 +13,10 @@
 //! [`masquerade_address`]); `Local` node ports use only this node's endpoints, keep the
 //! client IP and drop when there are none. Encapsulated packets never reach the stage:
 //! the router sees inner packets only, and outer headers are written after translation.
+
+pub(crate) mod balancer;
+pub mod conntrack;
+pub(crate) mod nat;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -24,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use ipnetwork::Ipv4Network;
 
 use crate::config::{Backend, NodeConfig};
-use crate::routes::MixHasher;
+use crate::tables::routes::MixHasher;
 use crate::time::SECOND;
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 

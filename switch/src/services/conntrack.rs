@@ -53,8 +53,8 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use crate::mac::Mac;
 use crate::time::SECOND;
+use crate::wire::mac::Mac;
 use crate::wire::tcp::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::wire::{PROTO_TCP, PROTO_UDP};
 
