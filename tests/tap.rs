@@ -801,21 +801,6 @@ fn a_taken_device_or_address_exits_2_with_one_line() {
     assert!(one_line(&err).contains("pa2 is taken"), "{err}");
 }
 
-/// `podnet ctl ARGS...` in full: exit code, stdout, stderr.
-fn ctl_raw(sock: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(PODNET)
-        .args(["ctl", "--socket"])
-        .arg(sock)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `ctl trace ... --json`: its exit code and the trace.
 fn ctl_trace(sock: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let mut all = vec!["trace"];

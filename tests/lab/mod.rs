@@ -234,18 +234,28 @@ impl Drop for Lab {
     }
 }
 
-/// `podnet ctl --socket SOCK ARGS...`: the JSON it printed, or its stderr.
-pub fn ctl(sock: &Path, args: &[&str]) -> Result<Value, String> {
+/// `podnet ctl --socket SOCK ARGS...` in full: exit code, stdout, stderr.
+pub fn ctl_raw(sock: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(PODNET)
         .args(["ctl", "--socket"])
         .arg(sock)
         .args(args)
         .output()
         .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `podnet ctl --socket SOCK ARGS...`: the JSON it printed, or its stderr.
+pub fn ctl(sock: &Path, args: &[&str]) -> Result<Value, String> {
+    let (code, out, err) = ctl_raw(sock, args);
+    if code != Some(0) {
+        return Err(err);
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    serde_json::from_str(&out).map_err(|e| e.to_string())
 }
 
 /// Runs `f` on a thread inside network namespace `ns`.
