@@ -94,6 +94,7 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
     let to_json = |v: &dyn erased::Ser| v.to_value();
     match words {
         ["stats"] => {
+            use std::sync::atomic::Ordering::Relaxed;
             let snap = sw.control().load();
             let mut ports = serde_json::Map::new();
             for p in rt.ports.iter().flatten() {
@@ -105,9 +106,28 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
                 };
                 if let Some(o) = v.as_object_mut() {
                     o.insert("lost".into(), json!(lost));
+                    // How the kernel spread the port's traffic over its queues (one
+                    // per worker, or one for a single-queue TAP).
+                    let queues: Vec<Value> = p
+                        .queues
+                        .iter()
+                        .map(|q| json!({ "rx_packets": q.rx_packets.load(Relaxed) }))
+                        .collect();
+                    o.insert("queues".into(), json!(queues));
                 }
                 ports.insert(p.name.clone(), v);
             }
+            let workers: Vec<Value> = rt
+                .workers
+                .iter()
+                .map(|w| {
+                    json!({
+                        "batches": w.batches.load(Relaxed),
+                        "rx_packets": w.rx_packets.load(Relaxed),
+                        "tx_packets": w.tx_packets.load(Relaxed),
+                    })
+                })
+                .collect();
             Ok(json!({
                 "node": snap.config.name,
                 "subnet": snap.config.subnet.to_string(),
@@ -116,6 +136,7 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
                 "counters": to_json(&sw.counters()),
                 "edges": to_json(&rt.edges.snapshot(rt.underlay_socket_drops())),
                 "ports": ports,
+                "workers": workers,
                 "etcd": rt.etcd.as_ref().map(|m| m.stats_json()),
             }))
         }

@@ -13,8 +13,9 @@ use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 use crate::SetupError;
 use podnet_switch::Mac;
 
-/// An open TAP device. A device podnet created goes away when its last descriptor closes
-/// (it is not persistent), wherever it was moved; an attached one stays.
+/// One queue of an open TAP device: its own descriptor, which one worker reads and writes
+/// ([`open`]). A device podnet created goes away when the last descriptor of its last
+/// queue closes (it is not persistent), wherever it was moved; an attached one stays.
 pub struct Tap {
     pub name: String,
     pub dev: SyncDevice,
@@ -33,51 +34,135 @@ pub fn exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
-/// Opens the TAP device `name`, creating it when it does not exist; with `offload`,
-/// with `IFF_VNET_HDR` and the offloads [`crate::offload`] handles.
-pub fn open(name: &str, offload: bool) -> Result<Tap, SetupError> {
+/// Opens the TAP device `name` with up to `queues` queues, creating it when it does not
+/// exist; with `offload`, with `IFF_VNET_HDR` and the offloads [`crate::offload`] handles.
+///
+/// With `queues` > 1 the device is `IFF_MULTI_QUEUE` and every queue is a descriptor of
+/// its own (`TUNSETIFF` again on a fresh open of /dev/net/tun: tun-rs's `try_clone`); the
+/// kernel spreads the frames its side sends over the queues by flow, and sends a flow's
+/// frames to the queue podnet last wrote that flow's other direction to (tun's automatic
+/// flow steering, a symmetric hash), so both directions of a flow meet on one worker.
+/// What tun keeps per queue: the descriptor's `O_NONBLOCK`; per device: `IFF_VNET_HDR`,
+/// the header size and the `TUNSETOFFLOAD` mask, which is why the mask is set once, after
+/// the last queue is attached.
+///
+/// A device that exists keeps the mode it was created with (tun refuses to attach a
+/// multi-queue open to a single-queue device and the reverse, `EINVAL`): a single-queue
+/// TAP someone else made is attached with one queue, and stderr says so. A multi-queue
+/// one that already has a queue attached (another process reads it) is refused as busy,
+/// as tun itself refuses a second open of a single-queue device.
+pub fn open(name: &str, offload: bool, queues: usize) -> Result<Vec<Tap>, SetupError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(SetupError::invalid(
             "/dev/net/tun is missing: TAP mode needs the tun driver (modprobe tun, or --device /dev/net/tun in a container)",
         ));
     }
     let existed = exists(name);
-    let dev = DeviceBuilder::new()
-        .name(name)
-        .layer(Layer::L2)
-        .offload(offload)
-        .build_sync()
-        .map_err(|e| {
-            let why = match e.raw_os_error() {
-                Some(libc::EPERM) | Some(libc::EACCES) => {
-                    format!("no privileges to open TAP device {name} (needs root or CAP_NET_ADMIN)")
-                }
-                Some(libc::EBUSY) => {
-                    format!("device name {name} is taken: a TAP device in use by another process")
-                }
-                Some(libc::EINVAL) | Some(libc::EEXIST) if existed => {
-                    format!("device name {name} is taken by a device that is not a TAP device")
-                }
-                Some(libc::ENOENT) | Some(libc::ENODEV) => {
-                    format!("cannot open TAP device {name}: /dev/net/tun has no tun driver ({e})")
-                }
-                _ => format!("cannot open TAP device {name}: {e}"),
-            };
-            SetupError::invalid(why)
-        })?;
-    dev.set_nonblocking(true)
-        .map_err(|e| SetupError::failed(format!("TAP device {name}: {e}")))?;
+    let build = |multi_queue: bool| {
+        DeviceBuilder::new()
+            .name(name)
+            .layer(Layer::L2)
+            .offload(offload)
+            .multi_queue(multi_queue)
+            .build_sync()
+    };
+    let want_mq = queues > 1;
+    let (first, multi_queue) = match build(want_mq) {
+        Ok(dev) => (dev, want_mq),
+        // An existing device of the other mode, or not a TAP device at all (which the
+        // second try names).
+        Err(e) if existed && e.raw_os_error() == Some(libc::EINVAL) => match build(!want_mq) {
+            Ok(dev) => (dev, !want_mq),
+            Err(e) => return Err(open_error(name, existed, e)),
+        },
+        Err(e) => return Err(open_error(name, existed, e)),
+    };
+    if existed && multi_queue && attached_queues(name).is_some_and(|n| n > 1) {
+        return Err(SetupError::invalid(format!(
+            "device name {name} is taken: a TAP device in use by another process"
+        )));
+    }
+    let mut devs = vec![first];
+    if multi_queue {
+        while devs.len() < queues {
+            let dev = devs[0].try_clone().map_err(|e| {
+                SetupError::failed(format!(
+                    "TAP device {name}: cannot attach queue {} of {queues}: {e}",
+                    devs.len()
+                ))
+            })?;
+            devs.push(dev);
+        }
+    } else if want_mq {
+        eprintln!(
+            "podnet: TAP device {name} exists without IFF_MULTI_QUEUE: attached with one queue, which one worker reads"
+        );
+    }
+    for dev in &devs {
+        dev.set_nonblocking(true)
+            .map_err(|e| SetupError::failed(format!("TAP device {name}: {e}")))?;
+    }
     if offload {
         use std::os::fd::AsRawFd;
-        crate::offload::set_offloads(dev.as_raw_fd())
+        // Device-wide, and widened again by tun-rs on every queue it attaches: restricted
+        // here, after the last one.
+        crate::offload::set_offloads(devs[0].as_raw_fd())
             .map_err(|e| SetupError::failed(format!("TAP device {name}: offloads: {e}")))?;
     }
-    Ok(Tap {
-        name: name.to_string(),
-        dev,
-        created: !existed,
-        vnet: offload,
-    })
+    Ok(devs
+        .into_iter()
+        .map(|dev| Tap {
+            name: name.to_string(),
+            dev,
+            created: !existed,
+            vnet: offload,
+        })
+        .collect())
+}
+
+/// What a failed open of TAP device `name` means, in the user's terms.
+fn open_error(name: &str, existed: bool, e: std::io::Error) -> SetupError {
+    let why = match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            format!("no privileges to open TAP device {name} (needs root or CAP_NET_ADMIN)")
+        }
+        Some(libc::EBUSY) => {
+            format!("device name {name} is taken: a TAP device in use by another process")
+        }
+        Some(libc::EINVAL) | Some(libc::EEXIST) if existed => {
+            format!("device name {name} is taken by a device that is not a TAP device")
+        }
+        Some(libc::ENOENT) | Some(libc::ENODEV) => {
+            format!("cannot open TAP device {name}: /dev/net/tun has no tun driver ({e})")
+        }
+        _ => format!("cannot open TAP device {name}: {e}"),
+    };
+    SetupError::invalid(why)
+}
+
+/// How many queues of multi-queue TAP device `name` have a descriptor attached: tun keeps
+/// the device's real queue count at that number, and sysfs lists one `rx-N` per queue.
+/// `None` when this namespace's sysfs does not show the device (sysfs mounted for
+/// another namespace): cannot tell.
+fn attached_queues(name: &str) -> Option<usize> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    // The same device, not a namesake in the namespace sysfs was mounted for.
+    let index: u32 = std::fs::read_to_string(dir.join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::if_nametoindex(c.as_ptr()) } != index {
+        return None;
+    }
+    let n = std::fs::read_dir(dir.join("queues"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    Some(n)
 }
 
 /// Runs `ip ARGS...`; the error names the command and what `ip` said.

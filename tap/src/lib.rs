@@ -9,9 +9,15 @@
 //!  node ports: a userspace proxy on underlay_ip:node_port connecting through the host port
 //! ```
 //!
-//! Each port's descriptor is read by one worker (ports are dealt out round-robin); every
-//! worker writes to any port (a TAP write is one frame, atomic; the underlay's datagrams
-//! of a batch leave in one `sendmmsg` and arrive a batch per `recvmmsg`). With
+//! Queues: every port has a queue per worker (pod and host TAPs `IFF_MULTI_QUEUE`, the
+//! underlay a `SO_REUSEPORT` group of sockets, [`device::open`],
+//! [`UnderlaySocket::bind_group`]); worker k polls queue k of every port and writes
+//! through its own queue k of whatever port a frame leaves by, so no descriptor is shared
+//! between workers and the kernel's spread of flows over the queues is the spread over
+//! the workers. A TAP that exists without `IFF_MULTI_QUEUE` keeps one queue: one worker
+//! reads it (such ports are dealt out round-robin) and every worker writes to it (a TAP
+//! write is one frame, atomic). The underlay's datagrams of a batch leave in one
+//! `sendmmsg` and arrive a batch per `recvmmsg`. With
 //! `offload: true` (the default) pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment
 //! crosses in one `read` and is segmented in software ([`offload`]) before the switch,
 //! which forwards MTU-sized frames only; on the way out, a run of one flow's segments for
@@ -209,27 +215,66 @@ struct TxScratch {
     segs: Vec<gro::Segment>,
 }
 
-/// A port's device.
+/// A descriptor of a port's device: one queue of a TAP, or one underlay socket.
 pub enum Io {
     Tap(Tap),
     Underlay(UnderlaySocket),
 }
 
-pub struct PortIo {
-    pub id: PortId,
-    pub name: String,
-    pub io: Io,
-    /// Set when the device failed for good; its worker stops reading it.
-    pub lost: AtomicBool,
-}
-
-impl PortIo {
+impl Io {
     fn fd(&self) -> RawFd {
-        match &self.io {
+        match self {
             Io::Tap(t) => t.dev.as_raw_fd(),
             Io::Underlay(u) => u.sock.as_raw_fd(),
         }
     }
+}
+
+/// One queue of a port. Aligned so that each queue's counter, which its one reader
+/// bumps, has a cache line of its own.
+#[repr(align(64))]
+pub struct Queue {
+    pub io: Io,
+    /// Frames read from this queue and handed to the switch (after offload splitting).
+    pub rx_packets: AtomicU64,
+}
+
+impl Queue {
+    pub fn new(io: Io) -> Queue {
+        Queue {
+            io,
+            rx_packets: AtomicU64::new(0),
+        }
+    }
+}
+
+pub struct PortIo {
+    pub id: PortId,
+    pub name: String,
+    /// One per worker, queue k read by worker k; or one (a single-queue TAP podnet
+    /// attached to), read by one worker.
+    pub queues: Vec<Queue>,
+    /// Set when the device failed for good; its workers stop reading it.
+    pub lost: AtomicBool,
+}
+
+impl PortIo {
+    /// The descriptor worker `k` writes through: its own queue, or the one there is.
+    fn queue(&self, k: usize) -> &Io {
+        &self.queues[k % self.queues.len()].io
+    }
+}
+
+/// What one worker did, for `ctl stats`: how the load spread over the workers. Aligned:
+/// a cache line per worker.
+#[repr(align(64))]
+#[derive(Default, Debug)]
+pub struct WorkerCounters {
+    /// Batches read and run through the switch.
+    pub batches: AtomicU64,
+    /// Frames in them, and frames the switch emitted for this worker to write.
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
 }
 
 /// Everything the workers and the control server share.
@@ -240,6 +285,8 @@ pub struct Runtime {
     pub edges: EdgeCounters,
     /// Indexed by `PortId.0`.
     pub ports: Vec<Option<PortIo>>,
+    /// One per worker thread.
+    pub workers: Vec<WorkerCounters>,
     /// 64 KiB buffers that offloading TAPs read super-segments into.
     pub big: Arc<Pool>,
     /// Cluster mode: the lease and the follower of etcd.
@@ -247,12 +294,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// What the kernel dropped on the underlay socket before podnet read it.
+    /// What the kernel dropped on the underlay sockets before podnet read it.
     pub fn underlay_socket_drops(&self) -> u64 {
         self.ports
             .iter()
             .flatten()
-            .map(|p| match &p.io {
+            .flat_map(|p| &p.queues)
+            .map(|q| match &q.io {
                 Io::Underlay(u) => u.kernel_drops(),
                 Io::Tap(_) => 0,
             })
@@ -265,13 +313,13 @@ impl Runtime {
 
     /// Writes what the switch emitted to the ports: to an offloading pod TAP, a run of
     /// segments of one TCP flow as one super-segment ([`gro`]), anything else one write per
-    /// frame; one `sendmmsg` for the underlay's share.
-    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, scratch: &mut TxScratch) {
+    /// frame; one `sendmmsg` for the underlay's share. Through worker `k`'s queues.
+    fn flush(&self, tx: &mut Vec<(PortId, PacketBuf)>, scratch: &mut TxScratch, k: usize) {
         let mut socket = None;
         let mut it = tx.drain(..).peekable();
         while let Some((id, buf)) = it.next() {
             let Some(port) = self.port(id) else { continue };
-            match &port.io {
+            match port.queue(k) {
                 Io::Tap(t) if t.vnet => {
                     let run = &mut scratch.run;
                     let segs = &mut scratch.segs;
@@ -363,15 +411,15 @@ impl Runtime {
         }
     }
 
-    /// Reads up to a batch from `port` into `rx`: TAP frames one `read` each, underlay
-    /// datagrams one `recvmmsg` for all. `Err` when the device is gone.
+    /// Reads up to a batch from a port's `queue` into `rx`: TAP frames one `read` each,
+    /// underlay datagrams one `recvmmsg` for all. `Err` when the device is gone.
     fn read_batch(
         &self,
-        port: &PortIo,
+        queue: &Queue,
         rx: &mut Vec<PacketBuf>,
         scratch: Option<&mut RecvScratch>,
     ) -> Result<(), ()> {
-        match &port.io {
+        match &queue.io {
             Io::Underlay(u) => {
                 let snap = self.switch.control().load();
                 let first = rx.len();
@@ -476,9 +524,10 @@ impl Runtime {
         }
     }
 
-    /// One worker: polls the ports it owns, runs batches through the switch, writes the
-    /// results. The worker with `timers` also drives [`Switch::poll`].
-    fn worker(&self, mine: &[PortId], timers: bool) {
+    /// Worker `k`: polls the queues it owns (`mine`: a port and its queue), runs batches
+    /// through the switch, writes the results through its own queues. The worker with
+    /// `timers` also drives [`Switch::poll`].
+    fn worker(&self, k: usize, mine: &[(PortId, usize)], timers: bool) {
         let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH);
         let mut tx: Vec<(PortId, PacketBuf)> = Vec::with_capacity(BATCH * 2);
         let mut out = TxScratch {
@@ -486,48 +535,64 @@ impl Runtime {
             run: Vec::with_capacity(BATCH * 2),
             segs: Vec::with_capacity(BATCH * 2),
         };
+        let counters = &self.workers[k];
         let mut pfds: Vec<libc::pollfd> = mine
             .iter()
-            .map(|&id| libc::pollfd {
-                fd: self.port(id).map_or(-1, PortIo::fd),
+            .map(|&(id, q)| libc::pollfd {
+                fd: self.port(id).map_or(-1, |p| p.queues[q].io.fd()),
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
         let mut scratch = mine
             .iter()
-            .any(|&id| matches!(self.port(id).map(|p| &p.io), Some(Io::Underlay(_))))
+            .any(|&(id, q)| {
+                matches!(
+                    self.port(id).map(|p| &p.queues[q].io),
+                    Some(Io::Underlay(_))
+                )
+            })
             .then(RecvScratch::new);
         let mut last_timer = 0u64;
         while !shutting_down() {
             // SAFETY: `pfds` is a valid array of pollfd for the duration of the call.
             let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
             if r > 0 {
-                for (k, pfd) in pfds.iter_mut().enumerate() {
+                for (i, pfd) in pfds.iter_mut().enumerate() {
                     if pfd.revents == 0 {
                         continue;
                     }
                     pfd.revents = 0;
-                    let Some(port) = self.port(mine[k]) else {
+                    let (id, q) = mine[i];
+                    let Some(port) = self.port(id) else {
                         continue;
                     };
+                    let queue = &port.queues[q];
                     // A few batches per wakeup, then give the other ports a turn.
                     for _ in 0..4 {
-                        let res = self.read_batch(port, &mut rx, scratch.as_mut());
+                        let res = self.read_batch(queue, &mut rx, scratch.as_mut());
                         let got = rx.len();
                         if got > 0 {
+                            queue.rx_packets.fetch_add(got as u64, Ordering::Relaxed);
+                            counters.batches.fetch_add(1, Ordering::Relaxed);
+                            counters.rx_packets.fetch_add(got as u64, Ordering::Relaxed);
                             let now = self.clock.now();
                             self.switch.process(port.id, &mut rx, now, &mut tx);
-                            self.flush(&mut tx, &mut out);
+                            counters
+                                .tx_packets
+                                .fetch_add(tx.len() as u64, Ordering::Relaxed);
+                            self.flush(&mut tx, &mut out, k);
                         }
                         if res.is_err() {
                             // The device is gone (its namespace deleted): stop reading it,
-                            // keep serving the others.
+                            // keep serving the others. Every worker with a queue of it
+                            // finds out; the first detaches it.
                             pfd.fd = -1;
-                            port.lost.store(true, Ordering::Relaxed);
-                            self.switch.remove_port(port.id);
-                            self.edges.ports_lost.fetch_add(1, Ordering::Relaxed);
-                            eprintln!("podnet: port {} lost; serving the others", port.name);
+                            if !port.lost.swap(true, Ordering::Relaxed) {
+                                self.switch.remove_port(port.id);
+                                self.edges.ports_lost.fetch_add(1, Ordering::Relaxed);
+                                eprintln!("podnet: port {} lost; serving the others", port.name);
+                            }
                             break;
                         }
                         if got < BATCH {
@@ -541,7 +606,7 @@ impl Runtime {
                 if now - last_timer >= 100_000_000 {
                     last_timer = now;
                     self.switch.poll(now, &mut tx);
-                    self.flush(&mut tx, &mut out);
+                    self.flush(&mut tx, &mut out, k);
                 }
             }
         }
@@ -603,10 +668,12 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         Backend::Vxlan { port, .. } | Backend::Udp { port } => port,
         Backend::HostGw => unreachable!("the node file has no host-gw"),
     };
-    let underlay = UnderlaySocket::bind(config.underlay_ip, udp_port)?;
+    // A queue of every port per worker.
+    let workers = spec.workers.max(1);
+    let underlay = UnderlaySocket::bind_group(config.underlay_ip, udp_port, workers)?;
 
     let mut ports: Vec<Option<PortIo>> = Vec::new();
-    let add = |ports: &mut Vec<Option<PortIo>>, name: &str, kind: PortKind, io: Io| {
+    let add = |ports: &mut Vec<Option<PortIo>>, name: &str, kind: PortKind, queues: Vec<Io>| {
         let id = switch.add_port(name, kind);
         let i = id.0 as usize;
         if ports.len() <= i {
@@ -615,7 +682,7 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         ports[i] = Some(PortIo {
             id,
             name: name.to_string(),
-            io,
+            queues: queues.into_iter().map(Queue::new).collect(),
             lost: AtomicBool::new(false),
         });
     };
@@ -623,12 +690,12 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         &mut ports,
         "underlay",
         PortKind::Underlay,
-        Io::Underlay(underlay),
+        underlay.into_iter().map(Io::Underlay).collect(),
     );
     for pod in &spec.pods {
-        let tap = device::open(&pod.tap, spec.offload)?;
+        let taps = device::open(&pod.tap, spec.offload, workers)?;
         device::setup_pod(
-            &tap,
+            &taps[0],
             pod.netns.as_deref(),
             pod.ip,
             config.subnet,
@@ -636,18 +703,28 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
             config.pod_mtu(),
             pod.mac,
         )?;
-        add(&mut ports, &pod.name, PortKind::Pod, Io::Tap(tap));
+        add(
+            &mut ports,
+            &pod.name,
+            PortKind::Pod,
+            taps.into_iter().map(Io::Tap).collect(),
+        );
     }
     if let Some(name) = &spec.host_port {
-        let tap = device::open(name, false)?;
+        let taps = device::open(name, false, workers)?;
         let mut routes: Vec<Ipv4Network> = vec![config.pod_cidr, spec.service_cidr];
         for s in &spec.services {
             if !spec.service_cidr.contains(s.cluster_ip) {
                 routes.push(Ipv4Network::new(s.cluster_ip, 32).expect("a /32"));
             }
         }
-        device::setup_host(&tap, config.gateway_ip(), config.pod_mtu(), &routes)?;
-        add(&mut ports, "host", PortKind::Host, Io::Tap(tap));
+        device::setup_host(&taps[0], config.gateway_ip(), config.pod_mtu(), &routes)?;
+        add(
+            &mut ports,
+            "host",
+            PortKind::Host,
+            taps.into_iter().map(Io::Tap).collect(),
+        );
     }
 
     let workers_hint = spec.workers;
@@ -657,6 +734,7 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         clock: Clock(Instant::now()),
         edges: EdgeCounters::default(),
         ports,
+        workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
         big: Pool::new(
             if offloading { workers_hint * 2 + 2 } else { 0 },
             65536 + offload::VNET_HDR_LEN,
@@ -670,8 +748,20 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         Vec::new()
     };
 
-    let ids: Vec<PortId> = rt.ports.iter().flatten().map(|p| p.id).collect();
-    let workers = rt.spec.workers.min(ids.len()).max(1);
+    // Worker k reads queue k of every port with a queue per worker; the single-queue
+    // ports are dealt out round-robin.
+    let mut mine: Vec<Vec<(PortId, usize)>> = vec![Vec::new(); workers];
+    let mut single = 0;
+    for p in rt.ports.iter().flatten() {
+        if p.queues.len() == workers {
+            for (k, m) in mine.iter_mut().enumerate() {
+                m.push((p.id, k));
+            }
+        } else {
+            mine[single % workers].push((p.id, 0));
+            single += 1;
+        }
+    }
     eprintln!(
         "podnet: node {} up: {} pods, {} underlay on {}, {} workers, control {}",
         config.name,
@@ -682,12 +772,11 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         rt.spec.control.display()
     );
     std::thread::scope(|s| {
-        for w in 0..workers {
-            let mine: Vec<PortId> = ids.iter().copied().skip(w).step_by(workers).collect();
+        for (w, mine) in mine.into_iter().enumerate() {
             let rt = &rt;
             std::thread::Builder::new()
                 .name(format!("podnet-worker-{w}"))
-                .spawn_scoped(s, move || rt.worker(&mine, w == 0))
+                .spawn_scoped(s, move || rt.worker(w, &mine, w == 0))
                 .expect("spawn a worker");
         }
         let rt = &rt;
@@ -708,7 +797,7 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         .ports
         .iter()
         .flatten()
-        .filter_map(|p| match &p.io {
+        .filter_map(|p| match &p.queues[0].io {
             Io::Tap(t) if t.created => Some(t.name.clone()),
             _ => None,
         })

@@ -1,5 +1,6 @@
 //! The underlay as a UDP socket bound to the node's underlay address and the backend's
-//! port (8472 for vxlan, 8285 for udp).
+//! port (8472 for vxlan, 8285 for udp); with several workers, one socket per worker, all
+//! bound there in one `SO_REUSEPORT` group ([`UnderlaySocket::bind_group`]).
 //!
 //! The switch core speaks whole underlay frames (outer Ethernet + IPv4 + UDP + payload);
 //! the socket carries UDP payloads. On the way in, the outer headers are synthesised into
@@ -43,6 +44,26 @@ pub struct UnderlaySocket {
 impl UnderlaySocket {
     /// Binds `ip:port`. The errors a misconfigured host gives are named.
     pub fn bind(ip: Ipv4Addr, port: u16) -> Result<UnderlaySocket, SetupError> {
+        let mut group = UnderlaySocket::bind_group(ip, port, 1)?;
+        Ok(group.pop().expect("a group of one"))
+    }
+
+    /// Binds `n` sockets to `ip:port`, one per worker: with `n` > 1 a `SO_REUSEPORT`
+    /// group, over which the kernel spreads arriving datagrams by a hash of their
+    /// addresses and ports (a kernel VXLAN sender varies its source port by inner flow;
+    /// a podnet sender always sends from its bound port, so its traffic spreads by peer
+    /// only). Every socket has the same options.
+    ///
+    /// The first socket is bound without `SO_REUSEPORT` and only then given it: a bind
+    /// without the option fails on any bound socket, so this one fails, with the message
+    /// a taken port always gave, when another podnet (whose sockets have the option) or
+    /// anything else holds the port; a group never takes in a second podnet. The others
+    /// join it with the option set before their bind.
+    pub fn bind_group(
+        ip: Ipv4Addr,
+        port: u16,
+        n: usize,
+    ) -> Result<Vec<UnderlaySocket>, SetupError> {
         // Checked first: in a namespace whose loopback is down, the kernel lets a socket
         // bind any address.
         if !ip.is_loopback() && !is_local_address(ip) {
@@ -51,7 +72,7 @@ impl UnderlaySocket {
             )));
         }
         let local = SocketAddrV4::new(ip, port);
-        let sock = UdpSocket::bind(local).map_err(|e| {
+        let first = UdpSocket::bind(local).map_err(|e| {
             SetupError::invalid(match e.kind() {
                 io::ErrorKind::AddrInUse => {
                     format!("underlay address {local} is already in use (another podnet or a kernel VXLAN device on this port?)")
@@ -65,6 +86,30 @@ impl UnderlaySocket {
                 _ => format!("cannot bind underlay address {local}: {e}"),
             })
         })?;
+        // The port the kernel chose, when bound to port 0: the group's port.
+        let local = match first.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => a,
+            _ => local,
+        };
+        let mut socks = vec![first];
+        if n > 1 {
+            let group_error =
+                |e: io::Error| SetupError::failed(format!("underlay socket group on {local}: {e}"));
+            if !set_int(&socks[0], libc::SOL_SOCKET, libc::SO_REUSEPORT, 1) {
+                return Err(group_error(io::Error::last_os_error()));
+            }
+            while socks.len() < n {
+                socks.push(bind_reuseport(local).map_err(group_error)?);
+            }
+        }
+        socks
+            .into_iter()
+            .map(|sock| UnderlaySocket::configure(sock, local))
+            .collect()
+    }
+
+    /// The options every underlay socket has.
+    fn configure(sock: UdpSocket, local: SocketAddrV4) -> Result<UnderlaySocket, SetupError> {
         sock.set_nonblocking(true)
             .map_err(|e| SetupError::failed(format!("underlay socket: {e}")))?;
         // A default-sized receive buffer overflows within one burst of a kernel node's
@@ -75,11 +120,6 @@ impl UnderlaySocket {
         // UDP GRO and GSO (Linux 5.0 and 4.18): off where the kernel does not know them.
         let gro = set_int(&sock, libc::SOL_UDP, UDP_GRO, 1);
         let gso = set_int(&sock, libc::SOL_UDP, UDP_SEGMENT, 0);
-        // The port the kernel chose, when bound to port 0.
-        let local = match sock.local_addr() {
-            Ok(std::net::SocketAddr::V4(a)) => a,
-            _ => local,
-        };
         Ok(UnderlaySocket {
             sock,
             local,
@@ -87,6 +127,41 @@ impl UnderlaySocket {
             gso: AtomicBool::new(gso),
         })
     }
+}
+
+/// A UDP socket with `SO_REUSEPORT` set before it binds `local` (which std's `bind`
+/// cannot do): a member of the group there.
+fn bind_reuseport(local: SocketAddrV4) -> io::Result<UdpSocket> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned by `sock` below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh UDP socket that nothing else owns.
+    let sock = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if !set_int(&sock, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1) {
+        return Err(io::Error::last_os_error());
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: local.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*local.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in of the size given.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
 }
 
 /// Bytes of socket buffer asked for, each way.
@@ -703,6 +778,46 @@ mod tests {
         let (dst, p) = udp_payload(buf.data()).unwrap();
         assert_eq!(dst, SocketAddrV4::new(config.underlay_ip, 8472));
         assert_eq!(p, &payload);
+    }
+
+    /// One socket per worker on one port: each with the socket's options, the kernel
+    /// spreading senders over them, and the port as taken for anyone else (another
+    /// podnet's group included) as one socket's port is. Loopback only.
+    #[test]
+    fn a_reuseport_group_spreads_senders_and_keeps_the_port_taken() {
+        let lo = Ipv4Addr::LOCALHOST;
+        let group = UnderlaySocket::bind_group(lo, 0, 3).unwrap();
+        let port = group[0].local.port();
+        for u in &group {
+            assert_eq!(u.sock.local_addr().unwrap().port(), port);
+            assert_eq!(u.local, group[0].local);
+            assert_eq!(u.gro, group[0].gro);
+        }
+        for taken in [
+            UnderlaySocket::bind(lo, port).err(),
+            UnderlaySocket::bind_group(lo, port, 2).err(),
+        ] {
+            let e = taken.expect("the port is taken");
+            assert!(e.message.contains("already in use"), "{e}");
+        }
+        // 64 senders, each from its own port: the kernel's hash spreads them.
+        for _ in 0..64 {
+            let c = UdpSocket::bind((lo, 0)).unwrap();
+            c.send_to(b"x", (lo, port)).unwrap();
+        }
+        // Loopback delivers in a softirq that may run after `send_to` returned.
+        let mut got = vec![0usize; group.len()];
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.iter().sum::<usize>() < 64 && std::time::Instant::now() < end {
+            for (u, n) in group.iter().zip(&mut got) {
+                while u.sock.recv(&mut [0u8; 8]).is_ok() {
+                    *n += 1;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(got.iter().sum::<usize>(), 64, "{got:?}");
+        assert!(got.iter().filter(|&&n| n > 0).count() > 1, "{got:?}");
     }
 
     /// sendmmsg from one socket, recvmmsg on another, over loopback only.
