@@ -111,6 +111,108 @@ fn two_podnet_nodes_udp_backend() {
     two_podnet_nodes("ud", "udp", 1472, false);
 }
 
+/// The frames read from each queue of `port`, from `ctl stats`.
+fn queue_rx(stats: &serde_json::Value, port: &str) -> Vec<u64> {
+    stats["ports"][port]["queues"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no queues of {port}: {stats}"))
+        .iter()
+        .map(|q| q["rx_packets"].as_u64().unwrap())
+        .collect()
+}
+
+/// Issue 9: a queue per worker. With `workers: 2` every port has two queues (the pod
+/// TAPs `IFF_MULTI_QUEUE`, the underlay two sockets), worker k reading queue k. The
+/// sending pod's kernel spreads 16 TCP flows over its TAP's two queues by flow hash (all
+/// 16 on one queue: 2 in 65,536); each flow's data is written to the receiving pod
+/// through the queue of the worker that read it, and tun steers the flow's
+/// acknowledgements back to that queue. Every flow arrives whole, and both workers
+/// carried traffic on both pods' TAPs.
+#[test]
+fn two_workers_each_carry_flows_through_their_own_queues() {
+    let Some(mut lab) = Lab::new("mq") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let ul = lab.netns("ul");
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p2}}}
+"
+        ),
+    );
+    ping(&p1, "10.0.1.11", None);
+    tcp_transfers(&p1, &p2, Ipv4Addr::new(10, 0, 1, 11), 16, 2 << 20);
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    for port in ["a1", "a2", "underlay"] {
+        assert_eq!(queue_rx(&stats, port).len(), 2, "{port}: {stats}");
+    }
+    let (a1, a2) = (queue_rx(&stats, "a1"), queue_rx(&stats, "a2"));
+    assert!(a1.iter().all(|&n| n > 0), "a1's queues: {a1:?}");
+    assert!(a2.iter().all(|&n| n > 0), "a2's queues: {a2:?}");
+    let workers = stats["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{stats}");
+    let by_worker: Vec<u64> = workers
+        .iter()
+        .map(|w| w["rx_packets"].as_u64().unwrap())
+        .collect();
+    // Worker k's frames are those of the queues k.
+    for (k, &n) in by_worker.iter().enumerate() {
+        let queues_k: u64 = ["a1", "a2", "underlay"]
+            .iter()
+            .map(|p| queue_rx(&stats, p)[k])
+            .sum();
+        assert_eq!(n, queues_k, "worker {k}: {stats}");
+    }
+    assert_eq!(stats["edges"]["offload_drops"], 0, "{stats}");
+}
+
+/// A single-queue TAP device someone else made (`ip tuntap add`, no `multi_queue`): a
+/// node with `workers: 2` attaches it with one queue, which one worker reads, says so
+/// once on stderr, and forwards through it as through its own multi-queue TAPs.
+#[test]
+fn an_existing_single_queue_tap_is_attached_with_one_queue() {
+    let Some(mut lab) = Lab::new("sq") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let ul = lab.netns("ul");
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    ipn(&n1, &["tuntap", "add", "dev", "pa1", "mode", "tap"]);
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p2}}}
+"
+        ),
+    );
+    ping(&p1, "10.0.1.11", None);
+    tcp_transfers(&p1, &p2, Ipv4Addr::new(10, 0, 1, 11), 4, 1 << 20);
+    tcp_transfers(&p2, &p1, Ipv4Addr::new(10, 0, 1, 10), 4, 1 << 20);
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    let a1 = queue_rx(&stats, "a1");
+    assert_eq!(a1.len(), 1, "{stats}");
+    assert!(a1[0] > 0, "{stats}");
+    assert_eq!(queue_rx(&stats, "a2").len(), 2, "{stats}");
+    let log = lab.log(&n1);
+    assert_eq!(
+        log.matches("pa1 exists without IFF_MULTI_QUEUE").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("pa2 exists"), "{log}");
+}
+
 /// Makes `n2` a kernel node as flannel's vxlan backend and the CNI bridge plugin set one
 /// up (flannel.1, cni0, a veth into pod namespace `p2` with 10.0.2.10), every offload at
 /// its default; its one peer is podnet's node-a.

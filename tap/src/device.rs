@@ -46,11 +46,11 @@ pub fn exists(name: &str) -> bool {
 /// the header size and the `TUNSETOFFLOAD` mask, which is why the mask is set once, after
 /// the last queue is attached.
 ///
-/// A device that exists keeps the mode it was created with (tun refuses to attach a
-/// multi-queue open to a single-queue device and the reverse, `EINVAL`): a single-queue
-/// TAP someone else made is attached with one queue, and stderr says so. A multi-queue
-/// one that already has a queue attached (another process reads it) is refused as busy,
-/// as tun itself refuses a second open of a single-queue device.
+/// A device that exists keeps the mode it was created with (tun refuses a multi-queue
+/// open of a single-queue device and the reverse, `EINVAL`): a single-queue TAP someone
+/// else made is attached with one queue, and stderr says so. One that another process
+/// reads is refused as busy: tun itself refuses a second open of a single-queue device,
+/// and a multi-queue one is probed first ([`probe_multi_queue`]).
 pub fn open(name: &str, offload: bool, queues: usize) -> Result<Vec<Tap>, SetupError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(SetupError::invalid(
@@ -58,30 +58,18 @@ pub fn open(name: &str, offload: bool, queues: usize) -> Result<Vec<Tap>, SetupE
         ));
     }
     let existed = exists(name);
-    let build = |multi_queue: bool| {
-        DeviceBuilder::new()
-            .name(name)
-            .layer(Layer::L2)
-            .offload(offload)
-            .multi_queue(multi_queue)
-            .build_sync()
+    let multi_queue = if existed {
+        probe_multi_queue(name, offload)?
+    } else {
+        queues > 1
     };
-    let want_mq = queues > 1;
-    let (first, multi_queue) = match build(want_mq) {
-        Ok(dev) => (dev, want_mq),
-        // An existing device of the other mode, or not a TAP device at all (which the
-        // second try names).
-        Err(e) if existed && e.raw_os_error() == Some(libc::EINVAL) => match build(!want_mq) {
-            Ok(dev) => (dev, !want_mq),
-            Err(e) => return Err(open_error(name, existed, e)),
-        },
-        Err(e) => return Err(open_error(name, existed, e)),
-    };
-    if existed && multi_queue && attached_queues(name).is_some_and(|n| n > 1) {
-        return Err(SetupError::invalid(format!(
-            "device name {name} is taken: a TAP device in use by another process"
-        )));
-    }
+    let first = DeviceBuilder::new()
+        .name(name)
+        .layer(Layer::L2)
+        .offload(offload)
+        .multi_queue(multi_queue)
+        .build_sync()
+        .map_err(|e| open_error(name, existed, e))?;
     let mut devs = vec![first];
     if multi_queue {
         while devs.len() < queues {
@@ -93,7 +81,7 @@ pub fn open(name: &str, offload: bool, queues: usize) -> Result<Vec<Tap>, SetupE
             })?;
             devs.push(dev);
         }
-    } else if want_mq {
+    } else if queues > 1 {
         eprintln!(
             "podnet: TAP device {name} exists without IFF_MULTI_QUEUE: attached with one queue, which one worker reads"
         );
@@ -138,6 +126,51 @@ fn open_error(name: &str, existed: bool, e: std::io::Error) -> SetupError {
         _ => format!("cannot open TAP device {name}: {e}"),
     };
     SetupError::invalid(why)
+}
+
+/// Whether the existing device `name` is a multi-queue TAP that podnet may attach to:
+/// `Ok(true)` when it is and no process has a queue of it, `Ok(false)` when tun refuses a
+/// multi-queue open of it (a single-queue TAP, or no TAP device: the real open says
+/// which), an error when another process reads it.
+///
+/// The probe attaches one queue with a bare `TUNSETIFF`, counts the device's queues and
+/// closes it again. Attaching a queue to a device that has queues changes nothing else
+/// of it; the open tun-rs does would also set the device-wide offload mask under the
+/// other process's feet.
+fn probe_multi_queue(name: &str, offload: bool) -> Result<bool, SetupError> {
+    let failed = |e: std::io::Error| SetupError::failed(format!("TAP device {name}: {e}"));
+    // SAFETY: open(2) of a constant path; the descriptor is owned by `tun` below.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns; closing it detaches.
+    let tun = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: a zeroed ifreq is valid; the name (at most 15 bytes, checked by the node
+    // file) and the flags are written into it.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *d = s as libc::c_char;
+    }
+    let vnet = if offload { libc::IFF_VNET_HDR } else { 0 };
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | vnet) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq on a /dev/net/tun descriptor.
+    if unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut req) } < 0 {
+        return Ok(false);
+    }
+    let attached = attached_queues(name);
+    drop(tun);
+    if attached.is_some_and(|n| n > 1) {
+        return Err(SetupError::invalid(format!(
+            "device name {name} is taken: a TAP device in use by another process"
+        )));
+    }
+    Ok(true)
 }
 
 /// How many queues of multi-queue TAP device `name` have a descriptor attached: tun keeps

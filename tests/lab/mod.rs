@@ -343,64 +343,109 @@ impl Fnv {
 /// Sends `len` pseudo-random bytes over TCP from `client_ns` to `server:5001` in
 /// `server_ns`; the server answers with the count and hash of what it got.
 pub fn tcp_transfer(client_ns: &str, server_ns: &str, server: Ipv4Addr, len: usize) {
+    tcp_transfers(client_ns, server_ns, server, 1, len);
+}
+
+/// [`tcp_transfer`] over `flows` connections at once, each with bytes of its own: every
+/// connection's bytes arrive whole and unchanged.
+pub fn tcp_transfers(client_ns: &str, server_ns: &str, server: Ipv4Addr, flows: usize, len: usize) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let srv = in_ns(server_ns, move || {
         let l = TcpListener::bind((server, 5001)).unwrap();
         ready_tx.send(()).unwrap();
-        let mut c = accept_within(&l, Duration::from_secs(20)).expect("a connection");
-        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut h = Fnv::new();
-        let mut n = 0u64;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let k = c.read(&mut buf).expect("read");
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        c.write_all(&n.to_be_bytes()).unwrap();
-        c.write_all(&h.0.to_be_bytes()).unwrap();
-        (n, h.0)
+        // Threads started here inherit this thread's namespace.
+        let conns: Vec<JoinHandle<(u64, u64)>> = (0..flows)
+            .map(|_| {
+                let mut c = accept_within(&l, Duration::from_secs(20)).expect("a connection");
+                std::thread::spawn(move || {
+                    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                    let mut h = Fnv::new();
+                    let mut n = 0u64;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let k = c.read(&mut buf).expect("read");
+                        if k == 0 {
+                            break;
+                        }
+                        h.update(&buf[..k]);
+                        n += k as u64;
+                    }
+                    c.write_all(&n.to_be_bytes()).unwrap();
+                    c.write_all(&h.0.to_be_bytes()).unwrap();
+                    (n, h.0)
+                })
+            })
+            .collect();
+        let mut got: Vec<(u64, u64)> = conns.into_iter().map(|c| c.join().unwrap()).collect();
+        got.sort_unstable();
+        got
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let cli = in_ns(client_ns, move || {
-        let mut c = TcpStream::connect_timeout(
-            &SocketAddr::V4(SocketAddrV4::new(server, 5001)),
-            Duration::from_secs(10),
-        )
-        .expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut h = Fnv::new();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut chunk = vec![0u8; 64 * 1024];
-        let mut sent = 0;
-        while sent < len {
-            let k = chunk.len().min(len - sent);
-            for b in chunk[..k].chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-            }
-            c.write_all(&chunk[..k]).expect("write");
-            h.update(&chunk[..k]);
-            sent += k;
-        }
-        c.shutdown(Shutdown::Write).unwrap();
-        let mut reply = [0u8; 16];
-        c.read_exact(&mut reply)
-            .expect("the server's count and hash");
-        let n = u64::from_be_bytes(reply[..8].try_into().unwrap());
-        let got = u64::from_be_bytes(reply[8..].try_into().unwrap());
-        (sent as u64, h.0, n, got)
+        let conns: Vec<JoinHandle<(u64, u64, u64, u64)>> = (0..flows as u64)
+            .map(|i| std::thread::spawn(move || send_hashed(server, len, i)))
+            .collect();
+        conns
+            .into_iter()
+            .map(|c| c.join().expect("a client"))
+            .collect::<Vec<_>>()
     });
-    let (sent, hash, n, got) = cli.join().expect("client");
-    let (sn, sh) = srv.join().expect("server");
-    assert_eq!((n, got), (sn, sh));
-    assert_eq!(n, sent, "{client_ns} -> {server_ns}: bytes received");
-    assert_eq!(got, hash, "{client_ns} -> {server_ns}: bytes differ");
+    let sent = cli.join().expect("client");
+    let mut got = srv.join().expect("server");
+    for (i, &(len, hash, n, h)) in sent.iter().enumerate() {
+        assert_eq!(
+            n, len,
+            "{client_ns} -> {server_ns}: bytes received on flow {i}"
+        );
+        assert_eq!(
+            h, hash,
+            "{client_ns} -> {server_ns}: bytes differ on flow {i}"
+        );
+        // What the server saw: the same count and hash, once.
+        let at = got
+            .iter()
+            .position(|&g| g == (n, h))
+            .expect("the server's count");
+        got.remove(at);
+    }
+    assert!(
+        got.is_empty(),
+        "connections the clients did not make: {got:?}"
+    );
+}
+
+/// One connection to `server:5001`: `len` bytes of the sequence seeded by `seed`, then
+/// the server's count and hash. (bytes sent, their hash, the server's count and hash)
+fn send_hashed(server: Ipv4Addr, len: usize, seed: u64) -> (u64, u64, u64, u64) {
+    let mut c = TcpStream::connect_timeout(
+        &SocketAddr::V4(SocketAddrV4::new(server, 5001)),
+        Duration::from_secs(10),
+    )
+    .expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut h = Fnv::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < len {
+        let k = chunk.len().min(len - sent);
+        for b in chunk[..k].chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        c.write_all(&chunk[..k]).expect("write");
+        h.update(&chunk[..k]);
+        sent += k;
+    }
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut reply = [0u8; 16];
+    c.read_exact(&mut reply)
+        .expect("the server's count and hash");
+    let n = u64::from_be_bytes(reply[..8].try_into().unwrap());
+    let got = u64::from_be_bytes(reply[8..].try_into().unwrap());
+    (sent as u64, h.0, n, got)
 }
 
 /// A UDP datagram of `size` bytes from `client_ns` to `server:5002`, echoed back.
