@@ -230,8 +230,8 @@ impl Io {
     }
 }
 
-/// One queue of a port. Aligned so that each queue's counter, which its one reader
-/// bumps, has a cache line of its own.
+/// One queue of a port. Aligned so that no two queues' counters, each bumped by its one
+/// reader, share a cache line.
 #[repr(align(64))]
 pub struct Queue {
     pub io: Io,
