@@ -135,8 +135,9 @@ fn open_error(name: &str, existed: bool, e: std::io::Error) -> SetupError {
 ///
 /// The probe attaches one queue with a bare `TUNSETIFF`, counts the device's queues and
 /// closes it again. Attaching a queue to a device that has queues changes nothing else
-/// of it; the open tun-rs does would also set the device-wide offload mask under the
-/// other process's feet.
+/// of it (for that instant the kernel may steer a few of the other process's frames to
+/// the probe, which drops them); the open tun-rs does would also set the device-wide
+/// offload mask under the other process's feet.
 fn probe_multi_queue(name: &str, offload: bool) -> Result<bool, SetupError> {
     let failed = |e: std::io::Error| SetupError::failed(format!("TAP device {name}: {e}"));
     // SAFETY: open(2) of a constant path; the descriptor is owned by `tun` below.
