@@ -343,9 +343,22 @@ impl Fnv {
 /// Sends `len` pseudo-random bytes over TCP from `client_ns` to `server:5001` in
 /// `server_ns`; the server answers with the count and hash of what it got.
 pub fn tcp_transfer(client_ns: &str, server_ns: &str, server: Ipv4Addr, len: usize) {
+    let at = SocketAddrV4::new(server, 5001);
+    tcp_transfer_via(client_ns, server_ns, at, at, len);
+}
+
+/// [`tcp_transfer`] to a server listening on `listen` in `server_ns`, the client
+/// connecting to `connect` (the same address, or a service VIP:port translated to it).
+pub fn tcp_transfer_via(
+    client_ns: &str,
+    server_ns: &str,
+    listen: SocketAddrV4,
+    connect: SocketAddrV4,
+    len: usize,
+) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let srv = in_ns(server_ns, move || {
-        let l = TcpListener::bind((server, 5001)).unwrap();
+        let l = TcpListener::bind(listen).unwrap();
         ready_tx.send(()).unwrap();
         let mut c = accept_within(&l, Duration::from_secs(20)).expect("a connection");
         c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -366,11 +379,8 @@ pub fn tcp_transfer(client_ns: &str, server_ns: &str, server: Ipv4Addr, len: usi
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let cli = in_ns(client_ns, move || {
-        let mut c = TcpStream::connect_timeout(
-            &SocketAddr::V4(SocketAddrV4::new(server, 5001)),
-            Duration::from_secs(10),
-        )
-        .expect("connect");
+        let mut c = TcpStream::connect_timeout(&SocketAddr::V4(connect), Duration::from_secs(10))
+            .expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         let mut h = Fnv::new();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
