@@ -701,8 +701,8 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         clock: Clock(Instant::now()),
         edges: EdgeCounters::default(),
         ports,
-        // A super-frame keeps its buffer until it is written: room for a batch of them
-        // per worker and some waiting for ARP.
+        // A super-frame keeps its buffer until it is written: a batch holds a few
+        // (`BATCH_BYTES`), packets waiting for ARP may hold more; made only as used.
         big: Pool::new(
             if offloading {
                 workers_hint * BATCH + 64
