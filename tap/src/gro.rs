@@ -24,10 +24,8 @@ use podnet_switch::wire::tcp::{self, MutableTcpPacket, TcpHeader, TCP_ACK, TCP_F
 use podnet_switch::wire::Packet;
 use podnet_switch::wire::{EthHeader, ETHERTYPE_IPV4, ETH_LEN, FLAG_MF, IPV4_LEN, PROTO_TCP};
 
-use crate::offload::VNET_HDR_LEN;
+use crate::offload::{F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
 
-const F_NEEDS_CSUM: u8 = 1;
-const GSO_TCPV4: u8 = 1;
 /// The most payload one merged packet carries (IPv4's total length is 16 bits).
 const MAX_PAYLOAD: usize = 65535 - 20 - 60;
 /// The most segments one merged packet joins (the kernel takes at most 64 per GSO packet).
