@@ -87,8 +87,13 @@ fn two_podnet_nodes(tag: &str, backend: &str, pod_mtu: usize, offload: bool) {
     let edges = &ctl(&sock1, &["stats"]).unwrap()["edges"];
     assert_eq!(edges["offload_drops"], 0, "{edges}");
     if offload {
-        // The sender's kernel handed over super-segments, split here.
+        // The sender's kernel handed over super-segments, cut in the switch for the underlay.
         assert!(edges["tso_reads"].as_u64().unwrap() > 0, "{edges}");
+        let (whole, segmented) = gso_counts(&sock1);
+        assert!(
+            segmented > 0 && whole == 0,
+            "whole {whole}, segmented {segmented}"
+        );
         // The receiving node wrote runs of segments to its pod as super-segments.
         let edges = &stats["edges"];
         assert!(edges["gso_writes"].as_u64().unwrap() > 0, "{edges}");
@@ -100,7 +105,8 @@ fn two_podnet_nodes_vxlan() {
     two_podnet_nodes("vx", "vxlan", 1450, false);
 }
 
-/// The same with IFF_VNET_HDR: TSO super-segments from the pods split in software.
+/// The same with IFF_VNET_HDR: TSO super-segments from the pods cut in the switch before
+/// VXLAN encapsulation.
 #[test]
 fn two_podnet_nodes_vxlan_offload() {
     two_podnet_nodes("vo", "vxlan", 1450, true);
