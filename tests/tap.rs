@@ -87,8 +87,13 @@ fn two_podnet_nodes(tag: &str, backend: &str, pod_mtu: usize, offload: bool) {
     let edges = &ctl(&sock1, &["stats"]).unwrap()["edges"];
     assert_eq!(edges["offload_drops"], 0, "{edges}");
     if offload {
-        // The sender's kernel handed over super-segments, split here.
+        // The sender's kernel handed over super-segments, cut in the switch for the underlay.
         assert!(edges["tso_reads"].as_u64().unwrap() > 0, "{edges}");
+        let (whole, segmented) = gso_counts(&sock1);
+        assert!(
+            segmented > 0 && whole == 0,
+            "whole {whole}, segmented {segmented}"
+        );
         // The receiving node wrote runs of segments to its pod as super-segments.
         let edges = &stats["edges"];
         assert!(edges["gso_writes"].as_u64().unwrap() > 0, "{edges}");
@@ -100,7 +105,8 @@ fn two_podnet_nodes_vxlan() {
     two_podnet_nodes("vx", "vxlan", 1450, false);
 }
 
-/// The same with IFF_VNET_HDR: TSO super-segments from the pods split in software.
+/// The same with IFF_VNET_HDR: TSO super-segments from the pods cut in the switch before
+/// VXLAN encapsulation.
 #[test]
 fn two_podnet_nodes_vxlan_offload() {
     two_podnet_nodes("vo", "vxlan", 1450, true);
@@ -211,6 +217,82 @@ fn an_existing_single_queue_tap_is_attached_with_one_queue() {
         "{log}"
     );
     assert!(!log.contains("pa2 exists"), "{log}");
+}
+
+/// The `gso` counters of a node: super-frames sent whole, and cut in the switch.
+fn gso_counts(sock: &Path) -> (u64, u64) {
+    let stats = ctl(sock, &["stats"]).unwrap();
+    let g = &stats["gso"];
+    let n = |k: &str| {
+        g[k].as_u64()
+            .unwrap_or_else(|| panic!("no gso.{k}: {stats}"))
+    };
+    (n("super_frames_whole"), n("super_frames_segmented"))
+}
+
+/// Two offloading pods on one node: the pods' TSO super-segments cross from TAP to TAP
+/// whole (one read, one write with the `virtio_net_hdr`), never cut in the switch, and
+/// the bytes arrive intact both ways.
+#[test]
+fn same_node_tcp_between_offloading_pods_travels_whole() {
+    let Some(mut lab) = Lab::new("sn") else {
+        return;
+    };
+    let (n1, _n2) = underlay(&mut lab);
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}offload: true\npods:\n  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}\n  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p2}}}\n"
+        ),
+    );
+    ping(&p1, "10.0.1.11", None);
+    tcp_transfer(&p1, &p2, Ipv4Addr::new(10, 0, 1, 11), 10 << 20);
+    tcp_transfer(&p2, &p1, Ipv4Addr::new(10, 0, 1, 10), 10 << 20);
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    let edges = &stats["edges"];
+    assert!(edges["tso_reads"].as_u64().unwrap() > 0, "{edges}");
+    assert_eq!(edges["offload_drops"], 0, "{edges}");
+    let (whole, segmented) = gso_counts(&sock);
+    assert!(whole > 0, "no super-frame went whole: {stats}");
+    assert_eq!(segmented, 0, "a same-node super-frame was cut: {stats}");
+}
+
+/// A pod reaching another pod of its node through a service VIP (DNAT, port 80 to
+/// 8080): the super-segments stay whole through the translation, their partial checksums
+/// updated for the new address, and the bytes arrive intact.
+#[test]
+fn a_service_vip_between_pods_of_one_node_carries_tcp_whole() {
+    let Some(mut lab) = Lab::new("sw") else {
+        return;
+    };
+    let (n1, _n2) = underlay(&mut lab);
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p2}}}
+services:
+  - name: web
+    cluster_ip: 10.3.0.50
+    ports: [{{port: 80, target_port: 8080, protocol: tcp}}]
+    endpoints: [10.0.1.10]
+"
+        ),
+    );
+    ping(&p2, "10.0.1.10", None);
+    let listen = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 10), 8080);
+    let vip = SocketAddrV4::new(Ipv4Addr::new(10, 3, 0, 50), 80);
+    tcp_transfer_via(&p2, &p1, listen, vip, 10 << 20);
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    assert!(stats["counters"]["dnat"].as_u64().unwrap() >= 1, "{stats}");
+    let (whole, segmented) = gso_counts(&sock);
+    assert!(whole > 0, "no super-frame went whole: {stats}");
+    assert_eq!(segmented, 0, "{stats}");
 }
 
 /// Makes `n2` a kernel node as flannel's vxlan backend and the CNI bridge plugin set one

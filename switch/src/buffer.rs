@@ -16,6 +16,13 @@
 //! counts a `no_buffer` drop — the pool never grows past its count. (How this was checked:
 //! `tests::steady_state_allocates_nothing` runs the pool under a counting global
 //! allocator, and the pipeline's hot path only moves `PacketBuf`s.)
+//!
+//! A buffer may hold a super-frame: a TCP segment of up to 64 KiB that a pod's kernel
+//! handed over whole (TSO), with its [`Offload`] metadata — the GSO kind, the segment size
+//! it is to be cut at, and whether its transport checksum is left partial. The core
+//! forwards it whole where the egress takes it and cuts it ([`crate::gso`]) where the
+//! frame must leave as MTU-sized packets. The metadata is the buffer's, not the bytes':
+//! a fresh or reset buffer has none.
 
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +33,48 @@ pub const HEADROOM: usize = 128;
 
 /// Default room for packet data after the headroom: a 9000-byte jumbo frame plus headers.
 pub const DEFAULT_DATA_ROOM: usize = 9216;
+
+/// The kind of generic segmentation offload a super-frame asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Gso {
+    /// A plain frame: it leaves as it is.
+    #[default]
+    None,
+    /// A TCP/IPv4 super-segment, to be cut into segments of `gso_size` payload bytes
+    /// (Linux's `SKB_GSO_TCPV4`, virtio-net's `GSO_TCPV4`).
+    Tcp4,
+}
+
+/// Offload metadata of the frame in a buffer: what a `virtio_net_hdr` says of it, without
+/// the header's OS-specific layout (which stays with the TAP runtime).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    pub gso: Gso,
+    /// Payload bytes per segment (the sender's MSS); meaningful with [`Gso::Tcp4`].
+    pub gso_size: u16,
+    /// The transport checksum is partial (Linux's `CHECKSUM_PARTIAL`): the TCP or UDP
+    /// checksum field holds the folded pseudo-header sum, not complemented, and whoever
+    /// finally needs it complete sums the transport header and payload onto it. Its start
+    /// and offset follow from the IPv4 header (the transport header; 16 for TCP, 6 for
+    /// UDP). Address rewrites must update the field as a pseudo-header sum
+    /// ([`crate::services::nat::PartialChecksum`]); port rewrites leave it alone.
+    pub csum_partial: bool,
+}
+
+impl Offload {
+    /// A plain frame with a complete checksum.
+    pub const NONE: Offload = Offload {
+        gso: Gso::None,
+        gso_size: 0,
+        csum_partial: false,
+    };
+
+    /// True for a plain frame with a complete checksum: nothing to do at egress.
+    #[inline]
+    pub fn is_none(&self) -> bool {
+        *self == Offload::NONE
+    }
+}
 
 /// A pool of equally sized packet buffers.
 pub struct Pool {
@@ -67,6 +116,7 @@ impl Pool {
             start: HEADROOM,
             end: HEADROOM,
             checksum_known_good: false,
+            offload: Offload::NONE,
             pool: Arc::clone(self),
         })
     }
@@ -103,6 +153,8 @@ pub struct PacketBuf {
     end: usize,
     /// See [`PacketBuf::checksum_known_good`].
     checksum_known_good: bool,
+    /// See [`PacketBuf::offload`].
+    offload: Offload,
     pool: Arc<Pool>,
 }
 
@@ -118,6 +170,18 @@ impl PacketBuf {
     /// Marks the packet's TCP/UDP checksum as computed here ([`Self::checksum_known_good`]).
     pub fn mark_checksum_known_good(&mut self) {
         self.checksum_known_good = true;
+    }
+
+    /// The frame's offload metadata: [`Offload::NONE`] unless whoever filled the buffer
+    /// said otherwise (a super-frame or a partial checksum from an offloading TAP).
+    #[inline]
+    pub fn offload(&self) -> Offload {
+        self.offload
+    }
+
+    /// Sets the frame's offload metadata (the runtime, from a `virtio_net_hdr`).
+    pub fn set_offload(&mut self, offload: Offload) {
+        self.offload = offload;
     }
 
     /// The packet's bytes.
@@ -190,10 +254,13 @@ impl PacketBuf {
         }
     }
 
-    /// Empties the packet and restores the full headroom, for reuse.
+    /// Empties the packet and restores the full headroom, for reuse; the marks and the
+    /// offload metadata go with the bytes.
     pub fn reset(&mut self) {
         self.start = HEADROOM;
         self.end = HEADROOM;
+        self.checksum_known_good = false;
+        self.offload = Offload::NONE;
     }
 
     /// Sets the packet to `len` bytes from the default headroom; the bytes are whatever
@@ -291,6 +358,25 @@ mod tests {
         assert!(buf.prepend(HEADROOM + 1).is_none());
         assert!(buf.append(65).is_none());
         assert!(buf.strip(4).is_none());
+    }
+
+    #[test]
+    fn offload_metadata_does_not_outlive_its_packet() {
+        let pool = Pool::new(1, 64);
+        let mut buf = pool.alloc().unwrap();
+        let tso = Offload {
+            gso: Gso::Tcp4,
+            gso_size: 1398,
+            csum_partial: true,
+        };
+        buf.set_offload(tso);
+        assert_eq!(buf.offload(), tso);
+        buf.reset();
+        assert!(buf.offload().is_none());
+        buf.set_offload(tso);
+        drop(buf);
+        // The same storage, recycled through the pool: a plain frame again.
+        assert!(pool.alloc().unwrap().offload().is_none());
     }
 
     #[test]

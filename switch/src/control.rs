@@ -60,6 +60,11 @@ pub enum PortKind {
 pub struct Port {
     pub name: String,
     pub kind: PortKind,
+    /// The port's device takes TCP/IPv4 super-frames (GSO) and partial checksums, and
+    /// the receiver behind it completes them (an offloading pod TAP: the pod's kernel).
+    /// Declared by the runtime when it adds the port ([`Control::add_port_with_gso`]);
+    /// frames to any other port are segmented and completed first ([`crate::gso`]).
+    pub gso: bool,
     pub counters: Arc<Counters>,
 }
 
@@ -303,8 +308,14 @@ impl Control {
         });
     }
 
-    /// Attaches a port and returns its id.
+    /// Attaches a port and returns its id. Its device takes plain frames only.
     pub fn add_port(&self, name: &str, kind: PortKind) -> PortId {
+        self.add_port_with_gso(name, kind, false)
+    }
+
+    /// Attaches a port whose device takes super-frames and partial checksums when `gso`
+    /// ([`Port::gso`]), and returns its id.
+    pub fn add_port_with_gso(&self, name: &str, kind: PortKind, gso: bool) -> PortId {
         let mut id = PortId(0);
         self.current.rcu(|cur| {
             let mut ports = cur.ports.clone();
@@ -312,6 +323,7 @@ impl Control {
             let port = Port {
                 name: name.to_string(),
                 kind,
+                gso,
                 counters: Arc::new(Counters::default()),
             };
             id = match free {

@@ -17,6 +17,8 @@
 //!   [`services::conntrack`], and NAT.
 //! - [`policy`]: NetworkPolicy compiled per node, and its stage.
 //! - [`encap`]: the underlay's outer headers, VXLAN, flannel's UDP, the flow hash.
+//! - [`gso`]: super-frames (TSO) cut into segments, partial checksums completed, where
+//!   a frame must leave as MTU-sized packets.
 //! - [`control`], [`counters`], [`buffer`], [`trace`]: the RCU snapshot, the counters,
 //!   the packet pool, the trace hook; and beside them the node's config, the ICMP
 //!   messages the gateway originates, and time.
@@ -26,6 +28,7 @@ mod config;
 pub mod control;
 pub mod counters;
 pub mod encap;
+pub mod gso;
 mod icmp;
 pub mod policy;
 pub mod services;
@@ -38,7 +41,7 @@ pub mod wire;
 /// The checksum helpers' old path: they live beside the headers now.
 pub use wire::checksum;
 
-pub use buffer::{PacketBuf, Pool};
+pub use buffer::{Gso, Offload, PacketBuf, Pool};
 pub use control::{Backend, NodeConfig, Peer, PortId, PortKind};
 pub use counters::{CounterSnapshot, DropReason};
 pub use services::conntrack::ConntrackEntry;

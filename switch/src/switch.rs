@@ -22,12 +22,20 @@
 //! [`DropReason`]. Packets the switch originates (ARP, ICMP) are counted as `generated`
 //! and end in one of the same outcomes, so for a node at any moment:
 //! `rx_packets + generated == forwarded + consumed + dropped + queued`.
+//!
+//! A super-frame (a pod's TCP segment of up to 64 KiB handed over whole, with its
+//! [`crate::buffer::Offload`] metadata) goes through the same stages as any frame, on its
+//! headers: it counts as one frame in, one frame forwarded. Its MTU check is of one
+//! segment's size. It leaves whole to a port that takes super-frames; on the way to any
+//! other port, or to the underlay before encapsulation, it is cut into segments
+//! ([`crate::gso`]), each one `tx_packets`, and a segment the pool had no buffer for is
+//! counted as `generated` and dropped (`no_buffer`), as a flood copy is.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::buffer::{PacketBuf, Pool};
+use crate::buffer::{Gso, PacketBuf, Pool};
 use crate::config::{Backend, NodeConfig};
 use crate::control::{Control, PortId, PortKind, Snapshot};
 use crate::counters::{CounterSnapshot, Counters, DropReason, Tally};
@@ -35,6 +43,7 @@ use crate::encap::flow;
 use crate::encap::udp as udpencap;
 use crate::encap::underlay;
 use crate::encap::vxlan;
+use crate::gso::{self, Finished, GsoCounters, GsoSnapshot, GsoTally};
 use crate::icmp::{self, IcmpError};
 use crate::policy;
 use crate::services::balancer::{Balancer, Decision, Egress, Origin};
@@ -91,6 +100,8 @@ pub struct Switch {
     last_now: AtomicU64,
     /// Services: conntrack, affinity, the endpoint RNG.
     balancer: Balancer,
+    /// Super-frames sent whole and cut.
+    gso: GsoCounters,
 }
 
 /// How one packet ended (short of a drop).
@@ -120,6 +131,10 @@ struct Batch<'a> {
     now: u64,
     node: Tally,
     ingress: Tally,
+    /// Super-frames sent whole and cut in this batch.
+    gso: GsoTally,
+    /// The switch's pool, for the segments of a super-frame cut at egress.
+    pool: &'a Arc<Pool>,
     tx: &'a mut Vec<(PortId, PacketBuf)>,
     /// Told of every decision when set ([`crate::trace`]); `None` on the normal path.
     trace: Option<&'a mut dyn Tracer>,
@@ -159,8 +174,49 @@ fn traced(report: impl FnOnce()) {
 }
 
 impl Batch<'_> {
+    /// Queues a link-layer frame for `port`. A super-frame or a partial checksum goes on
+    /// as it is only to a port whose device takes it ([`crate::control::Port::gso`]).
+    #[inline]
     fn send(&mut self, port: PortId, buf: PacketBuf) {
-        self.tx.push((port, buf));
+        if buf.offload().is_none() {
+            self.tx.push((port, buf));
+        } else {
+            self.send_offloaded(port, buf);
+        }
+    }
+
+    /// [`Batch::send`] of a frame with offload metadata: whole to a port that takes it,
+    /// otherwise cut into segments (or its checksum completed) first ([`gso::finish`]).
+    #[inline(never)]
+    fn send_offloaded(&mut self, port: PortId, buf: PacketBuf) {
+        let super_frame = buf.offload().gso != Gso::None;
+        if self.snap.port(port).is_some_and(|p| p.gso) {
+            self.gso.whole += super_frame as u64;
+            self.tx.push((port, buf));
+            return;
+        }
+        let tx = &mut *self.tx;
+        match gso::finish(buf, ETH_LEN, self.pool, |seg| tx.push((port, seg))) {
+            Ok(Finished::Segmented(n)) => self.segmented(n),
+            Ok(Finished::Completed) => {}
+            Err(e) => self.segmentation_failed(e),
+        }
+    }
+
+    /// Counts a super-frame cut into `n` segments.
+    fn segmented(&mut self, n: usize) {
+        self.gso.segmented += 1;
+        self.gso.segments += n as u64;
+    }
+
+    /// A super-frame (or the rest of it) that could not be cut: its forwarded verdict
+    /// stands, the loss is counted as a generated packet dropped.
+    fn segmentation_failed(&mut self, e: gso::Error) {
+        self.node.generated += 1;
+        self.account(Err(match e {
+            gso::Error::NoBuffer => DropReason::NoBuffer,
+            gso::Error::Malformed => DropReason::Malformed,
+        }));
     }
 
     #[inline]
@@ -214,6 +270,7 @@ impl Switch {
             host_mac: AtomicU64::new(0),
             last_now: AtomicU64::new(0),
             balancer: Balancer::new(limits.conntrack, limits.affinity),
+            gso: GsoCounters::default(),
         })
     }
 
@@ -230,6 +287,12 @@ impl Switch {
     /// Attaches a port.
     pub fn add_port(&self, name: &str, kind: PortKind) -> PortId {
         self.control.add_port(name, kind)
+    }
+
+    /// Attaches a port whose device takes super-frames and partial checksums when `gso`
+    /// (an offloading pod TAP).
+    pub fn add_port_with_gso(&self, name: &str, kind: PortKind, gso: bool) -> PortId {
+        self.control.add_port_with_gso(name, kind, gso)
     }
 
     /// Detaches a port and forgets the MACs learned on it.
@@ -283,6 +346,8 @@ impl Switch {
             now,
             node: Tally::default(),
             ingress: Tally::default(),
+            gso: GsoTally::default(),
+            pool: &self.pool,
             tx,
             trace: trace.map(|t| t as &mut dyn Tracer),
             dry: false,
@@ -327,6 +392,8 @@ impl Switch {
             now,
             node: Tally::default(),
             ingress: Tally::default(),
+            gso: GsoTally::default(),
+            pool: &self.pool,
             tx: &mut tx,
             trace: Some(tracer),
             dry: true,
@@ -366,6 +433,8 @@ impl Switch {
             now,
             node: Tally::default(),
             ingress: Tally::default(),
+            gso: GsoTally::default(),
+            pool: &self.pool,
             tx,
             trace: None,
             dry: false,
@@ -406,6 +475,7 @@ impl Switch {
             self.port_add(b.snap, p, &b.ingress);
         }
         self.counters.add(&node);
+        self.gso.add(&b.gso);
         node
     }
 
@@ -450,8 +520,12 @@ impl Switch {
         if let (L3::Ipv4(mut ip), true) = (l3, self.balancer.active(b.snap)) {
             // Replies bridged between local pods (an endpoint answering a client on this
             // node over L2) go through conntrack, as br_netfilter puts them.
+            let partial = partial_checksum(&buf, ETH_LEN, &ip);
             let pkt = &mut buf.data_mut()[ETH_LEN..];
             let known = self.balancer.bridged(b.snap, b.now, pkt, &mut ip);
+            if let Some(p) = partial {
+                p.restore(pkt, &ip);
+            }
             if !known
                 && !b.snap.policy.is_off()
                 && !self.balancer.bridged_known(b.snap, b.now, pkt, &ip)
@@ -484,7 +558,7 @@ impl Switch {
             return Ok(Outcome::Forwarded);
         };
         for next in targets {
-            match self.pool.alloc_from(buf.data()) {
+            match self.copy(&buf) {
                 Some(copy) => b.send(last, copy),
                 None => {
                     b.node.generated += 1;
@@ -495,6 +569,17 @@ impl Switch {
         }
         b.send(last, buf);
         Ok(Outcome::Forwarded)
+    }
+
+    /// A copy of `buf` for a flood: from the switch's pool, but a super-frame's from its
+    /// own (a pool of 64 KiB buffers), its metadata with it.
+    fn copy(&self, buf: &PacketBuf) -> Option<PacketBuf> {
+        if buf.offload().is_none() {
+            return self.pool.alloc_from(buf.data());
+        }
+        let mut copy = buf.pool().alloc_from(buf.data())?;
+        copy.set_offload(buf.offload());
+        Some(copy)
     }
 
     /// A frame addressed to the gateway's MAC.
@@ -706,6 +791,7 @@ impl Switch {
                 .trace
                 .is_some()
                 .then(|| (ip, wire::ports(buf.data(), &ip), b.node));
+            let partial = partial_checksum(&buf, 0, &ip);
             let decision = if b.dry {
                 self.balancer
                     .probe(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node)
@@ -713,6 +799,9 @@ impl Switch {
                 self.balancer
                     .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node)
             };
+            if let Some(p) = partial {
+                p.restore(buf.data_mut(), &ip);
+            }
             if let Some(before) = before {
                 self.trace_services(b, before, (&ip, wire::ports(buf.data(), &ip)), decision);
             }
@@ -826,7 +915,8 @@ impl Switch {
         hop: Hop,
     ) -> Result<(), DropReason> {
         if let Some(mtu) = mtu {
-            self.check_mtu(b, buf.data(), ip, mtu)?;
+            let len = gso::network_len(buf.data(), ip, buf.offload());
+            self.check_mtu(b, buf.data(), ip, mtu, len)?;
         }
         if hop == Hop::Forward {
             ip.decrement_ttl(buf.data_mut());
@@ -963,19 +1053,22 @@ impl Switch {
         }
     }
 
-    /// Checks `ip` against the egress MTU; a DF packet that is too large is answered
-    /// with fragmentation-needed carrying that MTU.
+    /// Checks `len`, the IP length of the packets `ip` leaves as (its total length; a
+    /// super-frame's segment size, [`gso::network_len`]), against the egress MTU; a DF
+    /// packet that is too large is answered with fragmentation-needed carrying that MTU
+    /// (a super-frame whose segments are too large, as Linux's `ip_forward` does).
     fn check_mtu(
         &self,
         b: &mut Batch,
         packet: &[u8],
         ip: &Ipv4Header,
         mtu: u16,
+        len: usize,
     ) -> Result<(), DropReason> {
-        if ip.total_len <= mtu as usize {
+        if len <= mtu as usize {
             return Ok(());
         }
-        hop! { b, Stage::Route, "mtu", ("egress MTU {mtu}"), ("{}-byte {}packet over MTU {mtu}", ip.total_len, if ip.dont_fragment() { "DF " } else { "" }) }
+        hop! { b, Stage::Route, "mtu", ("egress MTU {mtu}"), ("{len}-byte {}packet over MTU {mtu}", if ip.dont_fragment() { "DF " } else { "" }) }
         if ip.dont_fragment() {
             self.icmp_error(b, packet, ip, IcmpError::FragmentationNeeded { mtu });
         }
@@ -1085,9 +1178,56 @@ impl Switch {
     ) -> Verdict {
         let snap = b.snap;
         let config = &snap.config;
-        let peer = &config.peers[i];
         let underlay = snap.underlay.ok_or(DropReason::NoRoute)?;
         self.leave(b, &mut buf, &mut ip, Some(config.pod_mtu()), hop)?;
+        if !buf.offload().is_none() {
+            return self.to_peer_segmented(b, buf, i, underlay);
+        }
+        self.encap(b, buf, ip, i, underlay)
+    }
+
+    /// [`Switch::to_peer`] of a super-frame or a partial checksum: the underlay carries
+    /// MTU-sized packets with complete checksums, so it is cut (or completed) first and
+    /// each segment encapsulated on its own.
+    #[inline(never)]
+    fn to_peer_segmented(
+        &self,
+        b: &mut Batch,
+        buf: PacketBuf,
+        i: usize,
+        underlay: PortId,
+    ) -> Verdict {
+        let done = gso::finish(buf, 0, &self.pool, |seg| {
+            let verdict = match wire::parse_ipv4(seg.data()) {
+                Ok(ip) => self.encap(b, seg, ip, i, underlay),
+                Err(_) => Err(DropReason::Malformed),
+            };
+            if let Err(reason) = verdict {
+                b.node.generated += 1;
+                b.account(Err(reason));
+            }
+        });
+        match done {
+            Ok(Finished::Segmented(n)) => b.segmented(n),
+            Ok(Finished::Completed) => {}
+            Err(e) => b.segmentation_failed(e),
+        }
+        Ok(Outcome::Forwarded)
+    }
+
+    /// Encapsulates a routed packet for peer `i` by the node's backend and sends it out
+    /// the underlay.
+    fn encap(
+        &self,
+        b: &mut Batch,
+        mut buf: PacketBuf,
+        mut ip: Ipv4Header,
+        i: usize,
+        underlay: PortId,
+    ) -> Verdict {
+        let snap = b.snap;
+        let config = &snap.config;
+        let peer = &config.peers[i];
         match config.backend {
             Backend::Vxlan { vni, port } => {
                 let src_port = vxlan::source_port(flow::hash(buf.data(), &ip));
@@ -1115,6 +1255,11 @@ impl Switch {
     }
 
     // ---- reading state -----------------------------------------------------------------
+
+    /// What the switch did with super-frames: sent whole, or cut into segments.
+    pub fn gso_counters(&self) -> GsoSnapshot {
+        self.gso.snapshot()
+    }
 
     /// The node's counters.
     pub fn counters(&self) -> CounterSnapshot {
@@ -1379,6 +1524,21 @@ fn classify(buf: &mut PacketBuf) -> Result<(wire::EthHeader, L3), DropReason> {
         _ => L3::Other,
     };
     Ok((eth, l3))
+}
+
+/// The transport checksum of `buf` when it is partial, saved before a stage that may
+/// translate the packet (its IPv4 header `ip` at `ip_at`), to be restored after it for
+/// the new addresses ([`nat::PartialChecksum`]).
+#[inline]
+fn partial_checksum(
+    buf: &PacketBuf,
+    ip_at: usize,
+    ip: &Ipv4Header,
+) -> Option<nat::PartialChecksum> {
+    if !buf.offload().csum_partial {
+        return None;
+    }
+    nat::PartialChecksum::save(&buf.data()[ip_at..], ip)
 }
 
 /// The destination port the policy stage judges a packet by (0 for ICMP and other

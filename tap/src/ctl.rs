@@ -134,6 +134,7 @@ pub fn handle(words: &[&str], rt: &Runtime) -> Result<Value, String> {
                 "underlay_ip": snap.config.underlay_ip.to_string(),
                 "backend": snap.config.backend.name(),
                 "counters": to_json(&sw.counters()),
+                "gso": to_json(&sw.gso_counters()),
                 "edges": to_json(&rt.edges.snapshot(rt.underlay_socket_drops())),
                 "ports": ports,
                 "workers": workers,

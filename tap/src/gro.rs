@@ -2,7 +2,11 @@
 //! the same offloading pod TAP leave in one `writev`, as one TCP super-segment with a
 //! `virtio_net_hdr` (`GSO_TCPV4`, `NEEDS_CSUM`), the way the Linux bridge hands a 64 KiB
 //! segment from one veth to the next. The pod's kernel then takes one packet through its
-//! stack instead of forty, and podnet makes one system call instead of forty.
+//! stack instead of forty, and podnet makes one system call instead of forty. This is for
+//! runs of MTU-sized frames (from the underlay, from a pod without offloads); a pod's own
+//! super-frame reaches another offloading pod whole and is written as it is
+//! ([`crate::offload::VnetHdr::for_frame`]), and a frame with offload metadata is never
+//! part of a run.
 //!
 //! Only what GRO would merge is merged: IPv4 without options, not fragmented, the same
 //! Ethernet, IP and TCP headers but for the length, ID, sequence number and checksums,
@@ -20,10 +24,8 @@ use podnet_switch::wire::tcp::{self, MutableTcpPacket, TcpHeader, TCP_ACK, TCP_F
 use podnet_switch::wire::Packet;
 use podnet_switch::wire::{EthHeader, ETHERTYPE_IPV4, ETH_LEN, FLAG_MF, IPV4_LEN, PROTO_TCP};
 
-use crate::offload::VNET_HDR_LEN;
+use crate::offload::{F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN};
 
-const F_NEEDS_CSUM: u8 = 1;
-const GSO_TCPV4: u8 = 1;
 /// The most payload one merged packet carries (IPv4's total length is 16 bits).
 const MAX_PAYLOAD: usize = 65535 - 20 - 60;
 /// The most segments one merged packet joins (the kernel takes at most 64 per GSO packet).
@@ -43,6 +45,9 @@ pub struct Segment {
 /// fragmentation, TCP with data, a valid checksum (summed unless the buffer is marked
 /// [`PacketBuf::checksum_known_good`]).
 pub fn segment(buf: &PacketBuf) -> Option<Segment> {
+    if !buf.offload().is_none() {
+        return None;
+    }
     let frame = buf.data();
     if EthHeader::parse(frame).ok()?.ethertype != ETHERTYPE_IPV4 {
         return None;
@@ -178,7 +183,7 @@ mod tests {
     use super::*;
     use podnet_switch::buffer::Pool;
 
-    /// A super-segment cut by [`crate::offload::segment_tcp4`], then merged again: the
+    /// A super-segment cut by [`podnet_switch::gso::segment_tcp4`], then merged again: the
     /// header is the original's with a partial checksum, the payloads line up.
     #[test]
     fn segments_of_one_super_segment_merge_back() {
@@ -196,7 +201,7 @@ mod tests {
         f[ETH_LEN + 33] = TCP_ACK | TCP_PSH;
         let pool = Pool::new(8, 2048);
         let mut out = Vec::new();
-        crate::offload::segment_tcp4(&f, 1400, &pool, &mut out).unwrap();
+        podnet_switch::gso::segment_tcp4(&f, ETH_LEN, 1400, &pool, |b| out.push(b)).unwrap();
         let segs: Vec<Segment> = out.iter().map(|b| segment(b).unwrap()).collect();
         assert_eq!(segs.len(), 3);
         let mut total = segs[0].payload;
@@ -233,7 +238,7 @@ mod tests {
         f[ETH_LEN + 33] = TCP_ACK;
         let pool = Pool::new(2, 2048);
         let mut out = Vec::new();
-        crate::offload::segment_tcp4(&f, 1400, &pool, &mut out).unwrap();
+        podnet_switch::gso::segment_tcp4(&f, ETH_LEN, 1400, &pool, |b| out.push(b)).unwrap();
         assert!(segment(&out[0]).is_some());
         // The same bytes from the wire (unmarked), one payload bit flipped.
         let mut bad = pool.alloc_from(out[0].data()).unwrap();

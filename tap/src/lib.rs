@@ -19,9 +19,12 @@
 //! write is one frame, atomic). The underlay's datagrams of a batch leave in one
 //! `sendmmsg` and arrive a batch per `recvmmsg`. With
 //! `offload: true` (the default) pod TAPs use `IFF_VNET_HDR`: a pod's 64 KiB TCP segment
-//! crosses in one `read` and is segmented in software ([`offload`]) before the switch,
-//! which forwards MTU-sized frames only; on the way out, a run of one flow's segments for
-//! an offloading pod is written as one super-segment again ([`gro`]). From the underlay,
+//! crosses in one `read` and reaches the switch whole, with its GSO size and partial
+//! checksum in the buffer's metadata ([`offload`]); the switch forwards it whole to
+//! another offloading pod, written in one `write` with its `virtio_net_hdr`, and cuts it
+//! into MTU-sized segments only where it must leave as such (the underlay, the host port)
+//! ([`podnet_switch::gso`]). A run of one flow's MTU-sized segments for an offloading pod
+//! (from the underlay) is written as one super-segment ([`gro`]). From the underlay,
 //! what a kernel node on the same host sends over a veth arrives with partial checksums
 //! ([`partial`]) and as 64 KiB super-frames ([`underlay_socket::RecvScratch`]); both are
 //! made whole before the switch sees them.
@@ -144,14 +147,16 @@ pub struct EdgeCounters {
     /// cannot send.
     pub underlay_unsendable: AtomicU64,
     pub no_buffer: AtomicU64,
-    /// Frames from an offloading TAP that could not be segmented (malformed, an
-    /// unsupported GSO type, no buffer).
+    /// Frames from an offloading TAP that could not be taken (malformed, an unsupported
+    /// GSO type, no buffer).
     pub offload_drops: AtomicU64,
-    /// TCP super-segments (TSO) read from offloading TAPs and split in software.
+    /// TCP super-segments (TSO) read from offloading TAPs (handed to the switch whole,
+    /// which counts what it sent whole and what it cut: `ctl stats`' `gso`).
     pub tso_reads: AtomicU64,
     /// Inner packets from the underlay whose partial checksum was completed ([`partial`]).
     pub partial_checksums: AtomicU64,
-    /// Runs of TCP segments written to an offloading pod TAP as one super-segment ([`gro`]).
+    /// Runs of TCP segments written to an offloading pod TAP as one super-segment ([`gro`]);
+    /// not the super-frames the switch forwarded whole, which `gso` counts.
     pub gso_writes: AtomicU64,
     /// Ports whose device went away (a pod namespace deleted).
     pub ports_lost: AtomicU64,
@@ -205,6 +210,10 @@ impl EdgeCounters {
         }
     }
 }
+
+/// The bytes a batch read from an offloading TAP stops at: those of [`BATCH`] frames of
+/// 2 KiB, two super-frames.
+const BATCH_BYTES: usize = BATCH * 2048;
 
 /// A worker's space for writing a batch out, reused from batch to batch.
 struct TxScratch {
@@ -287,7 +296,8 @@ pub struct Runtime {
     pub ports: Vec<Option<PortIo>>,
     /// One per worker thread.
     pub workers: Vec<WorkerCounters>,
-    /// 64 KiB buffers that offloading TAPs read super-segments into.
+    /// 64 KiB buffers that offloading TAPs read into; a super-segment stays in its buffer
+    /// until it is written out (or cut into the switch's buffers).
     pub big: Arc<Pool>,
     /// Cluster mode: the lease and the follower of etcd.
     pub etcd: Option<etcd::Membership>,
@@ -320,6 +330,10 @@ impl Runtime {
         while let Some((id, buf)) = it.next() {
             let Some(port) = self.port(id) else { continue };
             match port.queue(k) {
+                Io::Tap(t) if t.vnet && !buf.offload().is_none() => {
+                    // A super-frame or a partial checksum: one write, the header saying so.
+                    self.write_offloaded(t, buf);
+                }
                 Io::Tap(t) if t.vnet => {
                     let run = &mut scratch.run;
                     let segs = &mut scratch.segs;
@@ -411,6 +425,26 @@ impl Runtime {
         }
     }
 
+    /// Writes a frame with offload metadata to an offloading TAP: its `virtio_net_hdr`
+    /// ([`offload::VnetHdr::for_frame`]) in the buffer's headroom, then the frame, in one
+    /// `write`.
+    fn write_offloaded(&self, t: &Tap, mut buf: PacketBuf) {
+        let Some(h) = offload::VnetHdr::for_frame(buf.data(), buf.offload()) else {
+            self.edges.offload_drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match buf.prepend(offload::VNET_HDR_LEN) {
+            Some(b) => h.emit(b),
+            None => {
+                self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if t.dev.send(buf.data()).is_err() {
+            self.edges.tap_tx_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Reads up to a batch from a port's `queue` into `rx`: TAP frames one `read` each,
     /// underlay datagrams one `recvmmsg` for all. `Err` when the device is gone.
     fn read_batch(
@@ -469,7 +503,14 @@ impl Runtime {
                 Ok(())
             }
             Io::Tap(t) if t.vnet => {
-                while rx.len() < BATCH {
+                // Super-frames stay in their 64 KiB buffers: a batch ends at about the
+                // bytes of BATCH plain frames, so that a batch is written out while its
+                // buffers are still in cache and few big buffers are ever in use (a batch
+                // of 64 super-frames is 4 MiB read before the first byte is written).
+                let first = rx.len();
+                while rx.len() < BATCH
+                    && rx[first..].iter().map(PacketBuf::len).sum::<usize>() < BATCH_BYTES
+                {
                     let Some(mut big) = self.big.alloc() else {
                         self.edges.no_buffer.fetch_add(1, Ordering::Relaxed);
                         break;
@@ -479,7 +520,7 @@ impl Runtime {
                             if big.set_len(n).is_none() {
                                 continue;
                             }
-                            match offload::split(big.data(), self.switch.pool(), rx) {
+                            match offload::receive(big, self.switch.pool(), rx) {
                                 Ok(true) => {
                                     self.edges.tso_reads.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -673,8 +714,11 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
     let underlay = UnderlaySocket::bind_group(config.underlay_ip, udp_port, workers)?;
 
     let mut ports: Vec<Option<PortIo>> = Vec::new();
+    // A pod TAP with offloads takes super-frames and partial checksums; the underlay and
+    // the host TAP take plain frames.
     let add = |ports: &mut Vec<Option<PortIo>>, name: &str, kind: PortKind, queues: Vec<Io>| {
-        let id = switch.add_port(name, kind);
+        let gso = matches!(queues.first(), Some(Io::Tap(t)) if t.vnet);
+        let id = switch.add_port_with_gso(name, kind, gso);
         let i = id.0 as usize;
         if ports.len() <= i {
             ports.resize_with(i + 1, || None);
@@ -735,8 +779,14 @@ pub fn run(path: &Path, etcd: Option<&[String]>) -> Result<(), SetupError> {
         edges: EdgeCounters::default(),
         ports,
         workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+        // A super-frame keeps its buffer until it is written: a batch holds a few
+        // (`BATCH_BYTES`), packets waiting for ARP may hold more; made only as used.
         big: Pool::new(
-            if offloading { workers_hint * 2 + 2 } else { 0 },
+            if offloading {
+                workers_hint * BATCH + 64
+            } else {
+                0
+            },
             65536 + offload::VNET_HDR_LEN,
         ),
         spec,

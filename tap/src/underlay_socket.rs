@@ -322,7 +322,8 @@ fn segment_super_frame(
     pool: &std::sync::Arc<podnet_switch::buffer::Pool>,
     out: &mut Vec<PacketBuf>,
 ) -> Result<(), crate::offload::SplitError> {
-    use crate::offload::{segment_tcp4, SplitError};
+    use crate::offload::SplitError;
+    use podnet_switch::gso::segment_tcp4;
     if !matches!(config.backend, podnet_switch::Backend::Vxlan { .. }) || payload.len() < 8 {
         return Err(SplitError::Unsupported);
     }
@@ -340,7 +341,14 @@ fn segment_super_frame(
         .filter(|&m| m > 0)
         .ok_or(SplitError::Malformed)?;
     let at = out.len();
-    segment_tcp4(frame, mss, pool, out)?;
+    if wire::EthHeader::parse(frame)
+        .map_err(|_| SplitError::Malformed)?
+        .ethertype
+        != ETHERTYPE_IPV4
+    {
+        return Err(SplitError::Malformed);
+    }
+    segment_tcp4(frame, ETH_LEN, mss, pool, |b| out.push(b))?;
     for seg in &mut out[at..] {
         seg.prepend(wire::VXLAN_LEN)
             .ok_or(SplitError::NoBuffer)?

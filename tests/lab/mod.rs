@@ -349,9 +349,35 @@ pub fn tcp_transfer(client_ns: &str, server_ns: &str, server: Ipv4Addr, len: usi
 /// [`tcp_transfer`] over `flows` connections at once, each with bytes of its own: every
 /// connection's bytes arrive whole and unchanged.
 pub fn tcp_transfers(client_ns: &str, server_ns: &str, server: Ipv4Addr, flows: usize, len: usize) {
+    let at = SocketAddrV4::new(server, 5001);
+    tcp_transfers_via(client_ns, server_ns, at, at, flows, len);
+}
+
+/// [`tcp_transfer`] to a server listening on `listen` in `server_ns`, the client
+/// connecting to `connect` (the same address, or a service VIP:port translated to it).
+pub fn tcp_transfer_via(
+    client_ns: &str,
+    server_ns: &str,
+    listen: SocketAddrV4,
+    connect: SocketAddrV4,
+    len: usize,
+) {
+    tcp_transfers_via(client_ns, server_ns, listen, connect, 1, len);
+}
+
+/// [`tcp_transfers`] to a server listening on `listen`, the clients connecting to
+/// `connect`.
+pub fn tcp_transfers_via(
+    client_ns: &str,
+    server_ns: &str,
+    listen: SocketAddrV4,
+    connect: SocketAddrV4,
+    flows: usize,
+    len: usize,
+) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let srv = in_ns(server_ns, move || {
-        let l = TcpListener::bind((server, 5001)).unwrap();
+        let l = TcpListener::bind(listen).unwrap();
         ready_tx.send(()).unwrap();
         // Threads started here inherit this thread's namespace.
         let conns: Vec<JoinHandle<(u64, u64)>> = (0..flows)
@@ -383,7 +409,7 @@ pub fn tcp_transfers(client_ns: &str, server_ns: &str, server: Ipv4Addr, flows: 
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let cli = in_ns(client_ns, move || {
         let conns: Vec<JoinHandle<(u64, u64, u64, u64)>> = (0..flows as u64)
-            .map(|i| std::thread::spawn(move || send_hashed(server, len, i)))
+            .map(|i| std::thread::spawn(move || send_hashed(connect, len, i)))
             .collect();
         conns
             .into_iter()
@@ -414,14 +440,11 @@ pub fn tcp_transfers(client_ns: &str, server_ns: &str, server: Ipv4Addr, flows: 
     );
 }
 
-/// One connection to `server:5001`: `len` bytes of the sequence seeded by `seed`, then
-/// the server's count and hash. (bytes sent, their hash, the server's count and hash)
-fn send_hashed(server: Ipv4Addr, len: usize, seed: u64) -> (u64, u64, u64, u64) {
-    let mut c = TcpStream::connect_timeout(
-        &SocketAddr::V4(SocketAddrV4::new(server, 5001)),
-        Duration::from_secs(10),
-    )
-    .expect("connect");
+/// One connection to `server`: `len` bytes of the sequence seeded by `seed`, then the
+/// server's count and hash. (bytes sent, their hash, the server's count and hash)
+fn send_hashed(server: SocketAddrV4, len: usize, seed: u64) -> (u64, u64, u64, u64) {
+    let mut c = TcpStream::connect_timeout(&SocketAddr::V4(server), Duration::from_secs(10))
+        .expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut h = Fnv::new();
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed.wrapping_mul(0x2545_f491_4f6c_dd1d);

@@ -107,6 +107,55 @@ pub fn rewrite(pkt: &mut [u8], ip: &mut Ipv4Header, to: &Tuple) {
     ip.dst = to.dst;
 }
 
+/// The transport checksum of a packet whose checksum is partial ([`crate::buffer::Offload`]:
+/// the field holds the pseudo-header sum, the receiver completes it), held across the
+/// service stage. The stage rewrites every packet as if its checksum were complete
+/// ([`rewrite`]); for a partial one that is wrong twice over — an address change must
+/// update the field as an uncomplemented sum, a port change must not touch it — so the
+/// switch saves the field before the stage and [`PartialChecksum::restore`] writes it
+/// afterwards from the saved value and the address changes alone, as Linux's
+/// `inet_proto_csum_replace4(..., pseudohdr = true)` and `inet_proto_csum_replace2(...,
+/// false)` treat a `CHECKSUM_PARTIAL` skb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialChecksum {
+    /// Offset of the field in the packet.
+    at: usize,
+    field: u16,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+impl PartialChecksum {
+    /// The field of the TCP or UDP packet `pkt` (header `ip`), when it has one.
+    pub fn save(pkt: &[u8], ip: &Ipv4Header) -> Option<PartialChecksum> {
+        if ip.is_later_fragment() {
+            return None;
+        }
+        let at = ip.header_len + l4_checksum_at(ip.protocol)?;
+        if at + 2 > ip.total_len {
+            return None;
+        }
+        Some(PartialChecksum {
+            at,
+            field: get16(pkt, at),
+            src: ip.src,
+            dst: ip.dst,
+        })
+    }
+
+    /// Writes the field for the packet's addresses now (`ip`, kept in step by the stage).
+    pub fn restore(&self, pkt: &mut [u8], ip: &Ipv4Header) {
+        let mut c = self.field;
+        if ip.src != self.src {
+            c = checksum::update32_partial(c, self.src.octets(), ip.src.octets());
+        }
+        if ip.dst != self.dst {
+            c = checksum::update32_partial(c, self.dst.octets(), ip.dst.octets());
+        }
+        put16(pkt, self.at, c);
+    }
+}
+
 /// An ICMP error that quotes a TCP or UDP packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IcmpError {
@@ -307,6 +356,74 @@ mod tests {
             let ip = wire::parse_ipv4(&p).unwrap();
             prop_assert_eq!(parse_l4(&p, &ip).unwrap().tuple, to);
         }
+    }
+
+    /// `p` with its transport checksum partial, as an offloading sender leaves it.
+    fn partial(p: &[u8], t: &Tuple) -> Vec<u8> {
+        let mut q = p.to_vec();
+        let l4_len = (p.len() - IPV4_LEN) as u16;
+        let pseudo = checksum::pseudo_header(t.src.octets(), t.dst.octets(), t.proto, l4_len);
+        let at = IPV4_LEN + l4_checksum_at(t.proto).unwrap();
+        put16(&mut q, at, !checksum::finish(pseudo));
+        q
+    }
+
+    /// Completes a partial checksum as the receiver's kernel (or a NIC) would.
+    fn complete(p: &mut [u8], proto: u8) {
+        let at = l4_checksum_at(proto).unwrap();
+        let mut c = checksum::of(&p[IPV4_LEN..]);
+        if proto == PROTO_UDP && c == 0 {
+            c = 0xffff;
+        }
+        put16(&mut p[IPV4_LEN..], at, c);
+    }
+
+    proptest! {
+        /// DNAT, SNAT and reverse NAT of a packet whose checksum is partial, with ports
+        /// changing too: the service stage's rewrite, then the saved field restored for
+        /// the new addresses, leaves the partial sum of the new packet, which completes
+        /// to the checksum a sender of the translated packet would have computed.
+        #[test]
+        fn a_partial_checksum_survives_nat(
+            from in tuple(), to in tuple(), tcp in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+            let from = Tuple { proto, ..from };
+            let to = Tuple { proto, ..to };
+            let mut p = partial(&packet(proto, &from, &payload, true), &from);
+            let mut ip = wire::parse_ipv4(&p).unwrap();
+            let saved = PartialChecksum::save(&p, &ip).unwrap();
+            rewrite(&mut p, &mut ip, &to);
+            saved.restore(&mut p, &ip);
+            let want = packet(proto, &to, &payload, true);
+            prop_assert_eq!(&p, &partial(&want, &to));
+            complete(&mut p, proto);
+            let at = IPV4_LEN + l4_checksum_at(proto).unwrap();
+            prop_assert!(same(get16(&p, at), get16(&want, at)));
+            prop_assert_eq!(&p[..at], &want[..at]);
+        }
+    }
+
+    #[test]
+    fn a_port_change_leaves_a_partial_checksum_alone() {
+        let a = Ipv4Addr::new(10, 0, 1, 11);
+        let vip = Ipv4Addr::new(10, 3, 0, 50);
+        let from = Tuple::new(PROTO_TCP, a, 40000, vip, 80);
+        let to = Tuple::new(PROTO_TCP, a, 40000, vip, 8080);
+        let before = partial(&packet(PROTO_TCP, &from, b"data", true), &from);
+        let mut p = before.clone();
+        let mut ip = wire::parse_ipv4(&p).unwrap();
+        let saved = PartialChecksum::save(&p, &ip).unwrap();
+        rewrite(&mut p, &mut ip, &to);
+        let at = IPV4_LEN + tcp::CHECKSUM_AT;
+        assert_ne!(
+            get16(&p, at),
+            get16(&before, at),
+            "the stage's own update moved it"
+        );
+        saved.restore(&mut p, &ip);
+        assert_eq!(get16(&p, at), get16(&before, at));
     }
 
     #[test]
