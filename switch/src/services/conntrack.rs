@@ -179,8 +179,11 @@ pub(crate) struct Home {
 }
 
 impl Home {
+    /// The buckets, the first first. (Scans loop over these and then over a bucket's
+    /// slots: two plain loops, which compile to far less than one flattened iterator.)
     fn buckets(self) -> impl Iterator<Item = usize> {
-        std::iter::once(self.first).chain((self.second != self.first).then_some(self.second))
+        let n = if self.second == self.first { 1 } else { 2 };
+        [self.first, self.second].into_iter().take(n)
     }
 }
 
@@ -246,6 +249,9 @@ unsafe impl<const W: usize> Zeroable for Slot<W> {
 pub(crate) struct SlotTable<const W: usize> {
     /// Slots, a power of two of at least one bucket.
     size: usize,
+    /// log2 of the slots per segment (a power of two too), so that finding a slot's
+    /// segment is a shift and a mask, not a division.
+    segment_shift: u32,
     segments: Box<[OnceLock<Segment<W>>]>,
 }
 
@@ -254,6 +260,9 @@ const SEGMENT: usize = 64 * BUCKET;
 
 /// The state word of a slot in a segment not allocated yet: free. Only ever read.
 static UNUSED: AtomicU64 = AtomicU64::new(FREE);
+
+/// The state words of a bucket in a segment not allocated yet: all free. Only ever read.
+static UNUSED_BUCKET: [AtomicU64; BUCKET] = [const { AtomicU64::new(FREE) }; BUCKET];
 
 struct Segment<const W: usize> {
     states: Box<[AtomicU64]>,
@@ -269,6 +278,7 @@ impl<const W: usize> SlotTable<W> {
         const { assert!(FREE == 0) };
         SlotTable {
             size,
+            segment_shift: size.min(SEGMENT).trailing_zeros(),
             segments: (0..size.div_ceil(SEGMENT))
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -277,13 +287,18 @@ impl<const W: usize> SlotTable<W> {
 
     /// Slots per segment (fewer in a table smaller than one).
     fn segment_len(&self) -> usize {
-        self.size.min(SEGMENT)
+        1 << self.segment_shift
+    }
+
+    /// Slot `idx`'s position within its segment.
+    fn offset(&self, idx: usize) -> usize {
+        idx & (self.segment_len() - 1)
     }
 
     /// The segment of slot `idx`, allocated (all free) if it was not yet.
     fn segment(&self, idx: usize) -> &Segment<W> {
         let n = self.segment_len();
-        self.segments[idx / n].get_or_init(|| Segment {
+        self.segments[idx >> self.segment_shift].get_or_init(|| Segment {
             states: zeroed(n),
             slots: zeroed(n),
             orders: zeroed(n / BUCKET),
@@ -292,21 +307,37 @@ impl<const W: usize> SlotTable<W> {
 
     /// Slot `idx`'s state word to read: [`UNUSED`] (free) in a segment not allocated.
     fn state(&self, idx: usize) -> &AtomicU64 {
-        let n = self.segment_len();
-        self.segments[idx / n]
+        self.segments[idx >> self.segment_shift]
             .get()
-            .map_or(&UNUSED, |s| &s.states[idx % n])
+            .map_or(&UNUSED, |s| &s.states[self.offset(idx)])
+    }
+
+    /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
+    /// segment not allocated. A scan resolves the segment once per bucket (a bucket lies
+    /// within one segment) instead of once per slot: lookups and inserts scan up to 32
+    /// slots, several times for a new flow.
+    fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
+        let idx = bucket * BUCKET;
+        match self.segments[idx >> self.segment_shift].get() {
+            Some(s) => {
+                let at = self.offset(idx);
+                s.states[at..at + BUCKET]
+                    .try_into()
+                    .expect("a bucket lies within one segment")
+            }
+            None => &UNUSED_BUCKET,
+        }
     }
 
     /// Slot `idx`'s state word to write (allocating its segment).
     fn state_mut(&self, idx: usize) -> &AtomicU64 {
-        &self.segment(idx).states[idx % self.segment_len()]
+        &self.segment(idx).states[self.offset(idx)]
     }
 
     /// The insert order counter of `bucket`.
     fn order(&self, bucket: usize) -> &AtomicU64 {
         let idx = bucket * BUCKET;
-        &self.segment(idx).orders[(idx % self.segment_len()) / BUCKET]
+        &self.segment(idx).orders[self.offset(idx) / BUCKET]
     }
 
     /// The two buckets a hash selects (from its two halves).
@@ -318,16 +349,17 @@ impl<const W: usize> SlotTable<W> {
         }
     }
 
-    fn range(&self, bucket: usize) -> std::ops::Range<usize> {
-        bucket * BUCKET..(bucket + 1) * BUCKET
-    }
-
-    fn slots_of(&self, home: Home) -> impl Iterator<Item = usize> + '_ {
-        home.buckets().flat_map(|b| self.range(b))
+    /// The slots of `bucket` with their state words.
+    fn bucket_slots(&self, bucket: usize) -> impl Iterator<Item = (usize, &AtomicU64)> + '_ {
+        let first = bucket * BUCKET;
+        self.bucket_states(bucket)
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| (first + i, s))
     }
 
     pub fn slot(&self, idx: usize) -> &Slot<W> {
-        &self.segment(idx).slots[idx % self.segment_len()]
+        &self.segment(idx).slots[self.offset(idx)]
     }
 
     /// Reads slot `idx`'s words if its state is still `s` afterwards (the seqlock read).
@@ -368,33 +400,35 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
-        for idx in self.slots_of(home) {
-            loop {
-                let s = State(self.state(idx).load(Ordering::Acquire));
-                let t = match tag_of {
-                    TagOf::Orig => s.otag(),
-                    TagOf::Reply => s.rtag(),
-                };
-                if s.phase() == FREE || t != tag {
-                    break;
-                }
-                if s.phase() != LIVE {
-                    if wait && matches!(tag_of, TagOf::Orig) {
-                        wait_change(self.state(idx), s.0);
-                        continue;
+        for bucket in home.buckets() {
+            for (idx, state) in self.bucket_slots(bucket) {
+                loop {
+                    let s = State(state.load(Ordering::Acquire));
+                    let t = match tag_of {
+                        TagOf::Orig => s.otag(),
+                        TagOf::Reply => s.rtag(),
+                    };
+                    if s.phase() == FREE || t != tag {
+                        break;
                     }
-                    break;
-                }
-                match self.read_at(idx, s) {
-                    Some(words) if key(&words) => {
-                        return Some(Found {
-                            idx,
-                            state: s,
-                            words,
-                        })
+                    if s.phase() != LIVE {
+                        if wait && matches!(tag_of, TagOf::Orig) {
+                            wait_change(state, s.0);
+                            continue;
+                        }
+                        break;
                     }
-                    Some(_) => break,
-                    None => continue,
+                    match self.read_at(idx, s) {
+                        Some(words) if key(&words) => {
+                            return Some(Found {
+                                idx,
+                                state: s,
+                                words,
+                            })
+                        }
+                        Some(_) => break,
+                        None => continue,
+                    }
                 }
             }
         }
@@ -502,33 +536,35 @@ impl<const W: usize> SlotTable<W> {
         key: &impl Fn(&[u64; W]) -> bool,
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> bool {
-        for idx in self.slots_of(home).filter(|&i| i != me) {
-            loop {
-                let s = State(self.state(idx).load(Ordering::SeqCst));
-                if s.phase() == FREE || s.otag() != otag {
-                    break;
-                }
-                if s.phase() == BUSY {
-                    wait_change(self.state(idx), s.0);
-                    continue;
-                }
-                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
-                let Some(words) = self.read_at(idx, s) else {
-                    continue;
-                };
-                if !key(&words) {
-                    break;
-                }
-                if s.phase() == LIVE {
-                    if matches!(victim(idx, &words), Victim::Expired) {
+        for bucket in home.buckets() {
+            for (idx, state) in self.bucket_slots(bucket).filter(|&(i, _)| i != me) {
+                loop {
+                    let s = State(state.load(Ordering::SeqCst));
+                    if s.phase() == FREE || s.otag() != otag {
                         break;
                     }
-                    return false;
+                    if s.phase() == BUSY {
+                        wait_change(state, s.0);
+                        continue;
+                    }
+                    let theirs = self.slot(idx).order.load(Ordering::Relaxed);
+                    let Some(words) = self.read_at(idx, s) else {
+                        continue;
+                    };
+                    if !key(&words) {
+                        break;
+                    }
+                    if s.phase() == LIVE {
+                        if matches!(victim(idx, &words), Victim::Expired) {
+                            break;
+                        }
+                        return false;
+                    }
+                    if theirs < order {
+                        return false;
+                    }
+                    break;
                 }
-                if theirs < order {
-                    return false;
-                }
-                break;
             }
         }
         true
@@ -544,8 +580,8 @@ impl<const W: usize> SlotTable<W> {
     ) -> Option<(usize, State, bool)> {
         let mut free: [(usize, Option<(usize, State)>); 2] = [(0, None); 2];
         for (i, bucket) in home.buckets().enumerate() {
-            for idx in self.range(bucket) {
-                let s = State(self.state(idx).load(Ordering::Acquire));
+            for (idx, state) in self.bucket_slots(bucket) {
+                let s = State(state.load(Ordering::Acquire));
                 if s.phase() == FREE {
                     free[i].0 += 1;
                     free[i].1.get_or_insert((idx, s));
@@ -562,26 +598,28 @@ impl<const W: usize> SlotTable<W> {
         }
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
-        for idx in self.slots_of(home) {
-            let s = State(self.state(idx).load(Ordering::Acquire));
-            if s.phase() != LIVE {
-                continue;
-            }
-            let Some(words) = self.read_at(idx, s) else {
-                continue;
-            };
-            match victim(idx, &words) {
-                Victim::Expired => {
-                    if expired.is_none() {
-                        expired = Some((idx, s, false));
-                    }
+        for bucket in home.buckets() {
+            for (idx, state) in self.bucket_slots(bucket) {
+                let s = State(state.load(Ordering::Acquire));
+                if s.phase() != LIVE {
+                    continue;
                 }
-                Victim::Evictable(age) => {
-                    if oldest.is_none_or(|(a, _, _)| age < a) {
-                        oldest = Some((age, idx, s));
+                let Some(words) = self.read_at(idx, s) else {
+                    continue;
+                };
+                match victim(idx, &words) {
+                    Victim::Expired => {
+                        if expired.is_none() {
+                            expired = Some((idx, s, false));
+                        }
                     }
+                    Victim::Evictable(age) => {
+                        if oldest.is_none_or(|(a, _, _)| age < a) {
+                            oldest = Some((age, idx, s));
+                        }
+                    }
+                    Victim::Keep => {}
                 }
-                Victim::Keep => {}
             }
         }
         expired.or(oldest.map(|(_, idx, s)| (idx, s, true)))
