@@ -362,12 +362,14 @@ impl<const W: usize> SlotTable<W> {
         &self.segment(idx).slots[self.offset(idx)]
     }
 
-    /// Reads slot `idx`'s words if its state is still `s` afterwards (the seqlock read).
-    fn read_at(&self, idx: usize, s: State) -> Option<[u64; W]> {
+    /// Reads slot `idx`'s words if its state word `state` still holds `s` afterwards
+    /// (the seqlock read). Scans pass the state word they hold rather than finding it
+    /// again.
+    fn read_at(&self, idx: usize, state: &AtomicU64, s: State) -> Option<[u64; W]> {
         let slot = self.slot(idx);
         let words = std::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
-        (self.state(idx).load(Ordering::Relaxed) == s.0).then_some(words)
+        (state.load(Ordering::Relaxed) == s.0).then_some(words)
     }
 
     /// Slot `idx` if it is live.
@@ -380,7 +382,7 @@ impl<const W: usize> SlotTable<W> {
             if s.phase() != LIVE {
                 return None;
             }
-            if let Some(words) = self.read_at(idx, s) {
+            if let Some(words) = self.read_at(idx, self.state(idx), s) {
                 return Some(Found {
                     idx,
                     state: s,
@@ -418,7 +420,7 @@ impl<const W: usize> SlotTable<W> {
                         }
                         break;
                     }
-                    match self.read_at(idx, s) {
+                    match self.read_at(idx, state, s) {
                         Some(words) if key(&words) => {
                             return Some(Found {
                                 idx,
@@ -548,7 +550,7 @@ impl<const W: usize> SlotTable<W> {
                         continue;
                     }
                     let theirs = self.slot(idx).order.load(Ordering::Relaxed);
-                    let Some(words) = self.read_at(idx, s) else {
+                    let Some(words) = self.read_at(idx, state, s) else {
                         continue;
                     };
                     if !key(&words) {
@@ -604,7 +606,7 @@ impl<const W: usize> SlotTable<W> {
                 if s.phase() != LIVE {
                     continue;
                 }
-                let Some(words) = self.read_at(idx, s) else {
+                let Some(words) = self.read_at(idx, state, s) else {
                     continue;
                 };
                 match victim(idx, &words) {
@@ -1251,16 +1253,19 @@ impl Conntrack {
         self.used.store(true, Ordering::Relaxed);
         let orig = flow.orig;
         let home = self.table.home(side_hash(orig.proto, orig.src, orig.sport));
+        // [`Conntrack::expired`], then assured or not, from one read of the slot's
+        // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
         let victim = |idx: usize, w: &[u64; 5]| {
             let proto = (w[1] >> 24) as u8;
-            if self.expired(idx, proto, now, to) {
-                return Victim::Expired;
-            }
             let slot = self.table.slot(idx);
-            if assured(proto, slot.aux.load(Ordering::Relaxed)) {
+            let seen = slot.seen.load(Ordering::Relaxed);
+            let aux = slot.aux.load(Ordering::Relaxed);
+            if now.saturating_sub(seen) > to.of(proto, aux) {
+                Victim::Expired
+            } else if assured(proto, aux) {
                 Victim::Keep
             } else {
-                Victim::Evictable(slot.seen.load(Ordering::Relaxed))
+                Victim::Evictable(seen)
             }
         };
         let aux = initial_aux(orig.proto, flags);
