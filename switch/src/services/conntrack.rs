@@ -402,39 +402,73 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
+        let tag_in = |s: State| match tag_of {
+            TagOf::Orig => s.otag(),
+            TagOf::Reply => s.rtag(),
+        };
+        // Inserts in progress are waited out only by lookups of original tuples.
+        let wait = wait && matches!(tag_of, TagOf::Orig);
+        // The scan for a slot with the tag is a loop of its own, and what is done with
+        // one comes after it: written as one loop, the compiler computed the slot's
+        // address (for the read) on every slot, 26 instructions a slot instead of a
+        // load and a compare, and a lookup that misses visits all 32.
         for bucket in home.buckets() {
-            for (idx, state) in self.bucket_slots(bucket) {
-                loop {
-                    let s = State(state.load(Ordering::Acquire));
-                    let t = match tag_of {
-                        TagOf::Orig => s.otag(),
-                        TagOf::Reply => s.rtag(),
-                    };
-                    if s.phase() == FREE || t != tag {
-                        break;
-                    }
-                    if s.phase() != LIVE {
-                        if wait && matches!(tag_of, TagOf::Orig) {
-                            wait_change(state, s.0);
-                            continue;
-                        }
-                        break;
-                    }
-                    match self.read_at(idx, state, s) {
-                        Some(words) if key(&words) => {
-                            return Some(Found {
-                                idx,
-                                state: s,
-                                words,
-                            })
-                        }
-                        Some(_) => break,
-                        None => continue,
-                    }
+            let states = self.bucket_states(bucket);
+            let mut from = 0;
+            while let Some((i, s)) = (from..BUCKET).find_map(|i| {
+                let s = State(states[i].load(Ordering::Acquire));
+                (s.phase() != FREE && tag_in(s) == tag).then_some((i, s))
+            }) {
+                if let Some(f) =
+                    self.candidate(bucket * BUCKET + i, &states[i], s, tag_in, tag, &key, wait)
+                {
+                    return Some(f);
                 }
+                from = i + 1;
             }
         }
         None
+    }
+
+    /// A slot of [`SlotTable::find`]'s scan whose state `s` has the wanted tag: the
+    /// live entry there if its words satisfy `key` (waiting out an insert in progress
+    /// when `wait`, reading again when a writer got in the way).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn candidate(
+        &self,
+        idx: usize,
+        state: &AtomicU64,
+        mut s: State,
+        tag_in: impl Fn(State) -> u16,
+        tag: u16,
+        key: &impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+    ) -> Option<Found<W>> {
+        loop {
+            if s.phase() != LIVE {
+                if !wait {
+                    return None;
+                }
+                wait_change(state, s.0);
+            } else {
+                match self.read_at(idx, state, s) {
+                    Some(words) if key(&words) => {
+                        return Some(Found {
+                            idx,
+                            state: s,
+                            words,
+                        })
+                    }
+                    Some(_) => return None,
+                    None => {}
+                }
+            }
+            s = State(state.load(Ordering::Acquire));
+            if s.phase() == FREE || tag_in(s) != tag {
+                return None;
+            }
+        }
     }
 
     /// Renews a live entry in place (the same words under a new version), unless it
