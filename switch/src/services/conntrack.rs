@@ -573,37 +573,58 @@ impl<const W: usize> SlotTable<W> {
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> bool {
         for bucket in home.buckets() {
-            for (idx, state) in self.bucket_slots(bucket).filter(|&(i, _)| i != me) {
-                loop {
-                    let s = State(state.load(Ordering::SeqCst));
-                    if s.phase() == FREE || s.otag() != otag {
-                        break;
-                    }
-                    if s.phase() == BUSY {
-                        wait_change(state, s.0);
-                        continue;
-                    }
-                    let theirs = self.slot(idx).order.load(Ordering::Relaxed);
-                    let Some(words) = self.read_at(idx, state, s) else {
-                        continue;
-                    };
-                    if !key(&words) {
-                        break;
-                    }
-                    if s.phase() == LIVE {
-                        if matches!(victim(idx, &words), Victim::Expired) {
-                            break;
-                        }
-                        return false;
-                    }
-                    if theirs < order {
-                        return false;
-                    }
-                    break;
+            let states = self.bucket_states(bucket);
+            let first = bucket * BUCKET;
+            let mut from = 0;
+            // As in `find`: the scan for another slot with the tag is a loop of its own.
+            while let Some((i, s)) = (from..BUCKET).find_map(|i| {
+                let s = State(states[i].load(Ordering::SeqCst));
+                (first + i != me && s.phase() != FREE && s.otag() == otag).then_some((i, s))
+            }) {
+                if self.earlier_of_key(first + i, &states[i], s, otag, order, key, victim) {
+                    return false;
                 }
+                from = i + 1;
             }
         }
         true
+    }
+
+    /// For [`SlotTable::first_of_key`]: whether slot `idx`, whose state `s` has the
+    /// tag `otag`, holds the same key live (and not expired) or from an insert that
+    /// took an earlier order number than `order` (waiting out a writer in `BUSY`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn earlier_of_key(
+        &self,
+        idx: usize,
+        state: &AtomicU64,
+        mut s: State,
+        otag: u16,
+        order: u64,
+        key: &impl Fn(&[u64; W]) -> bool,
+        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+    ) -> bool {
+        loop {
+            if s.phase() == BUSY {
+                wait_change(state, s.0);
+            } else {
+                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
+                if let Some(words) = self.read_at(idx, state, s) {
+                    if !key(&words) {
+                        return false;
+                    }
+                    if s.phase() == LIVE {
+                        return !matches!(victim(idx, &words), Victim::Expired);
+                    }
+                    return theirs < order;
+                }
+            }
+            s = State(state.load(Ordering::SeqCst));
+            if s.phase() == FREE || s.otag() != otag {
+                return false;
+            }
+        }
     }
 
     /// The slot a new entry of `home` takes: a free one of the bucket with more free
