@@ -88,6 +88,10 @@ pub struct Snapshot {
     pub policy: Arc<PolicyTable>,
     /// This node's outer headers, derived from `config`: what encapsulation copies.
     pub(crate) outer: OuterTemplate,
+    /// True when this node's subnet is at least as long as the pod CIDR and every
+    /// peer's subnet, so that an address in it is local whatever else holds it (of equal
+    /// prefixes the node's own wins): derived from `config`, for [`Snapshot::next_hop`].
+    local_wins: bool,
 }
 
 impl Snapshot {
@@ -108,8 +112,12 @@ impl Snapshot {
         let pod_ports = of_kind(PortKind::Pod).collect();
         let underlay = of_kind(PortKind::Underlay).next();
         let host = of_kind(PortKind::Host).next();
+        let own = config.subnet.prefix();
+        let local_wins = config.pod_cidr.prefix() <= own
+            && config.peers.longest_prefix().is_none_or(|l| l <= own);
         Snapshot {
             outer: OuterTemplate::new(&config),
+            local_wins,
             config,
             ports,
             pod_ports,
@@ -150,6 +158,11 @@ impl Snapshot {
     pub(crate) fn next_hop(&self, ip: Ipv4Addr) -> Option<NextHop> {
         let c = &self.config;
         let a = u32::from(ip);
+        if holds(c.subnet, a) && self.local_wins {
+            // Every local delivery (each decapsulated packet, each DNAT to a local
+            // endpoint) ends here without the peer lookup.
+            return Some(NextHop::Local);
+        }
         // The three candidates in rising rank: a longer prefix wins, and of equal
         // prefixes the later one (what `max_by_key` over (length, rank) would pick).
         let mut best =

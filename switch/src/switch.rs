@@ -63,6 +63,10 @@ pub const BATCH: usize = 64;
 /// How often the gateway repeats an ARP request for an unresolved pod.
 const ARP_RETRY_NS: u64 = 200_000_000;
 
+/// Ports whose transmit counts [`Switch::finish`] sums per batch (one bit each in a
+/// `u32` mask).
+const TX_SUMS: usize = 32;
+
 /// Sizes of the switch's bounded tables.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -140,6 +144,14 @@ struct Batch<'a> {
     trace: Option<&'a mut dyn Tracer>,
     /// A dry run ([`Switch::probe`]): tables are looked up and never changed.
     dry: bool,
+    /// The source MAC this batch last learned: a batch comes from one port and mostly
+    /// from one sender, whose MAC is learned once (learning it again at the same `now`
+    /// on the same port changes nothing).
+    learned: Option<Mac>,
+    /// The underlay source this batch last found to be a peer: a batch from the
+    /// underlay mostly comes from one peer, looked up once (the snapshot, and so the
+    /// peers, do not change within a batch).
+    peer: Option<Ipv4Addr>,
 }
 
 /// Reports a hop to the batch's tracer: `hop! { b, Stage, "action", ("object", ..),
@@ -217,6 +229,18 @@ impl Batch<'_> {
             gso::Error::NoBuffer => DropReason::NoBuffer,
             gso::Error::Malformed => DropReason::Malformed,
         }));
+    }
+
+    /// Whether `src` is a peer's underlay address.
+    fn is_peer(&mut self, src: Ipv4Addr) -> bool {
+        if self.peer == Some(src) {
+            return true;
+        }
+        let known = self.snap.peer_by_underlay(src).is_some();
+        if known {
+            self.peer = Some(src);
+        }
+        known
     }
 
     #[inline]
@@ -351,6 +375,8 @@ impl Switch {
             tx,
             trace: trace.map(|t| t as &mut dyn Tracer),
             dry: false,
+            learned: None,
+            peer: None,
         };
         let kind = snap.port(ingress).map(|p| p.kind);
         for buf in rx.drain(..) {
@@ -397,6 +423,8 @@ impl Switch {
             tx: &mut tx,
             trace: Some(tracer),
             dry: true,
+            learned: None,
+            peer: None,
         };
         let verdict = match snap.port(ingress).map(|p| p.kind) {
             Some(PortKind::Pod) => match classify(&mut frame) {
@@ -438,6 +466,8 @@ impl Switch {
             tx,
             trace: None,
             dry: false,
+            learned: None,
+            peer: None,
         };
         self.release_pending(&mut b, None);
         self.finish(b, first_tx, None);
@@ -446,30 +476,31 @@ impl Switch {
     /// Adds a batch's tallies to the shared counters, including per-port transmit counts.
     /// Those are summed over the batch first, so that each port that sent pays one pair
     /// of atomic adds per batch rather than one per run of packets to it (a bridge that
-    /// sends to random ports has a run per packet).
+    /// sends to random ports has a run per packet). The sums are indexed by port number
+    /// (the first [`TX_SUMS`] ports; a port above adds per packet), with a mask of the
+    /// ports that sent: no search per packet.
     fn finish(&self, b: Batch, first_tx: usize, ingress: Option<PortId>) -> Tally {
         let mut node = b.node;
-        const PORTS: usize = 16;
-        let mut sent = [(PortId(u16::MAX), 0u64, 0u64); PORTS];
-        let mut n = 0;
+        let mut sent = [(0u64, 0u64); TX_SUMS];
+        let mut used = 0u32;
         for (port, buf) in &b.tx[first_tx..] {
             let len = buf.len() as u64;
             node.tx_packets += 1;
             node.tx_bytes += len;
-            match sent[..n].iter_mut().find(|s| s.0 == *port) {
+            match sent.get_mut(port.0 as usize) {
                 Some(s) => {
-                    s.1 += 1;
-                    s.2 += len;
-                }
-                None if n < PORTS => {
-                    sent[n] = (*port, 1, len);
-                    n += 1;
+                    used |= 1 << port.0;
+                    s.0 += 1;
+                    s.1 += len;
                 }
                 None => self.port_tx(b.snap, *port, 1, len),
             }
         }
-        for &(port, packets, bytes) in &sent[..n] {
-            self.port_tx(b.snap, port, packets, bytes);
+        while used != 0 {
+            let i = used.trailing_zeros() as usize;
+            used &= used - 1;
+            let (packets, bytes) = sent[i];
+            self.port_tx(b.snap, PortId(i as u16), packets, bytes);
         }
         if let Some(p) = ingress {
             self.port_add(b.snap, p, &b.ingress);
@@ -498,12 +529,14 @@ impl Switch {
         if eth.src.is_multicast() {
             return Err(DropReason::Malformed);
         }
-        if self
-            .macs
-            .learn(eth.src, ingress, b.now, b.snap.config.mac_aging_ns)
-            == Learned::Full
-        {
-            b.node.mac_table_full += 1;
+        if b.learned != Some(eth.src) {
+            match self
+                .macs
+                .learn(eth.src, ingress, b.now, b.snap.config.mac_aging_ns)
+            {
+                Learned::Full => b.node.mac_table_full += 1,
+                _ => b.learned = Some(eth.src),
+            }
         }
         let gateway_mac = b.snap.config.gateway_mac();
         if eth.dst == gateway_mac {
@@ -695,7 +728,7 @@ impl Switch {
             (Backend::Vxlan { vni, port }, Some(udp)) if udp.dst_port == port => {
                 let payload = &buf.data()[udp.payload_at..udp.payload_end];
                 let inner_at = vxlan::check_header(payload, vni)?;
-                if b.snap.peer_by_underlay(outer.ip.src).is_none() {
+                if !b.is_peer(outer.ip.src) {
                     return Err(DropReason::UnknownPeer);
                 }
                 buf.truncate(udp.payload_end);
@@ -715,7 +748,7 @@ impl Switch {
                 self.router(b, buf, ip, Origin::Peer)
             }
             (Backend::Udp { port }, Some(udp)) if udp.dst_port == port => {
-                if b.snap.peer_by_underlay(outer.ip.src).is_none() {
+                if !b.is_peer(outer.ip.src) {
                     return Err(DropReason::UnknownPeer);
                 }
                 buf.truncate(udp.payload_end);

@@ -179,8 +179,11 @@ pub(crate) struct Home {
 }
 
 impl Home {
+    /// The buckets, the first first. (Scans loop over these and then over a bucket's
+    /// slots: two plain loops, which compile to far less than one flattened iterator.)
     fn buckets(self) -> impl Iterator<Item = usize> {
-        std::iter::once(self.first).chain((self.second != self.first).then_some(self.second))
+        let n = if self.second == self.first { 1 } else { 2 };
+        [self.first, self.second].into_iter().take(n)
     }
 }
 
@@ -246,6 +249,9 @@ unsafe impl<const W: usize> Zeroable for Slot<W> {
 pub(crate) struct SlotTable<const W: usize> {
     /// Slots, a power of two of at least one bucket.
     size: usize,
+    /// log2 of the slots per segment (a power of two too), so that finding a slot's
+    /// segment is a shift and a mask, not a division.
+    segment_shift: u32,
     segments: Box<[OnceLock<Segment<W>>]>,
 }
 
@@ -254,6 +260,9 @@ const SEGMENT: usize = 64 * BUCKET;
 
 /// The state word of a slot in a segment not allocated yet: free. Only ever read.
 static UNUSED: AtomicU64 = AtomicU64::new(FREE);
+
+/// The state words of a bucket in a segment not allocated yet: all free. Only ever read.
+static UNUSED_BUCKET: [AtomicU64; BUCKET] = [const { AtomicU64::new(FREE) }; BUCKET];
 
 struct Segment<const W: usize> {
     states: Box<[AtomicU64]>,
@@ -269,6 +278,7 @@ impl<const W: usize> SlotTable<W> {
         const { assert!(FREE == 0) };
         SlotTable {
             size,
+            segment_shift: size.min(SEGMENT).trailing_zeros(),
             segments: (0..size.div_ceil(SEGMENT))
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -277,13 +287,18 @@ impl<const W: usize> SlotTable<W> {
 
     /// Slots per segment (fewer in a table smaller than one).
     fn segment_len(&self) -> usize {
-        self.size.min(SEGMENT)
+        1 << self.segment_shift
+    }
+
+    /// Slot `idx`'s position within its segment.
+    fn offset(&self, idx: usize) -> usize {
+        idx & (self.segment_len() - 1)
     }
 
     /// The segment of slot `idx`, allocated (all free) if it was not yet.
     fn segment(&self, idx: usize) -> &Segment<W> {
         let n = self.segment_len();
-        self.segments[idx / n].get_or_init(|| Segment {
+        self.segments[idx >> self.segment_shift].get_or_init(|| Segment {
             states: zeroed(n),
             slots: zeroed(n),
             orders: zeroed(n / BUCKET),
@@ -292,21 +307,37 @@ impl<const W: usize> SlotTable<W> {
 
     /// Slot `idx`'s state word to read: [`UNUSED`] (free) in a segment not allocated.
     fn state(&self, idx: usize) -> &AtomicU64 {
-        let n = self.segment_len();
-        self.segments[idx / n]
+        self.segments[idx >> self.segment_shift]
             .get()
-            .map_or(&UNUSED, |s| &s.states[idx % n])
+            .map_or(&UNUSED, |s| &s.states[self.offset(idx)])
+    }
+
+    /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
+    /// segment not allocated. A scan resolves the segment once per bucket (a bucket lies
+    /// within one segment) instead of once per slot: lookups and inserts scan up to 32
+    /// slots, several times for a new flow.
+    fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
+        let idx = bucket * BUCKET;
+        match self.segments[idx >> self.segment_shift].get() {
+            Some(s) => {
+                let at = self.offset(idx);
+                s.states[at..at + BUCKET]
+                    .try_into()
+                    .expect("a bucket lies within one segment")
+            }
+            None => &UNUSED_BUCKET,
+        }
     }
 
     /// Slot `idx`'s state word to write (allocating its segment).
     fn state_mut(&self, idx: usize) -> &AtomicU64 {
-        &self.segment(idx).states[idx % self.segment_len()]
+        &self.segment(idx).states[self.offset(idx)]
     }
 
     /// The insert order counter of `bucket`.
     fn order(&self, bucket: usize) -> &AtomicU64 {
         let idx = bucket * BUCKET;
-        &self.segment(idx).orders[(idx % self.segment_len()) / BUCKET]
+        &self.segment(idx).orders[self.offset(idx) / BUCKET]
     }
 
     /// The two buckets a hash selects (from its two halves).
@@ -318,24 +349,27 @@ impl<const W: usize> SlotTable<W> {
         }
     }
 
-    fn range(&self, bucket: usize) -> std::ops::Range<usize> {
-        bucket * BUCKET..(bucket + 1) * BUCKET
-    }
-
-    fn slots_of(&self, home: Home) -> impl Iterator<Item = usize> + '_ {
-        home.buckets().flat_map(|b| self.range(b))
+    /// The slots of `bucket` with their state words.
+    fn bucket_slots(&self, bucket: usize) -> impl Iterator<Item = (usize, &AtomicU64)> + '_ {
+        let first = bucket * BUCKET;
+        self.bucket_states(bucket)
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| (first + i, s))
     }
 
     pub fn slot(&self, idx: usize) -> &Slot<W> {
-        &self.segment(idx).slots[idx % self.segment_len()]
+        &self.segment(idx).slots[self.offset(idx)]
     }
 
-    /// Reads slot `idx`'s words if its state is still `s` afterwards (the seqlock read).
-    fn read_at(&self, idx: usize, s: State) -> Option<[u64; W]> {
+    /// Reads slot `idx`'s words if its state word `state` still holds `s` afterwards
+    /// (the seqlock read). Scans pass the state word they hold rather than finding it
+    /// again.
+    fn read_at(&self, idx: usize, state: &AtomicU64, s: State) -> Option<[u64; W]> {
         let slot = self.slot(idx);
         let words = std::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
-        (self.state(idx).load(Ordering::Relaxed) == s.0).then_some(words)
+        (state.load(Ordering::Relaxed) == s.0).then_some(words)
     }
 
     /// Slot `idx` if it is live.
@@ -348,7 +382,7 @@ impl<const W: usize> SlotTable<W> {
             if s.phase() != LIVE {
                 return None;
             }
-            if let Some(words) = self.read_at(idx, s) {
+            if let Some(words) = self.read_at(idx, self.state(idx), s) {
                 return Some(Found {
                     idx,
                     state: s,
@@ -368,24 +402,57 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
-        for idx in self.slots_of(home) {
-            loop {
-                let s = State(self.state(idx).load(Ordering::Acquire));
-                let t = match tag_of {
-                    TagOf::Orig => s.otag(),
-                    TagOf::Reply => s.rtag(),
-                };
-                if s.phase() == FREE || t != tag {
-                    break;
+        let tag_in = |s: State| match tag_of {
+            TagOf::Orig => s.otag(),
+            TagOf::Reply => s.rtag(),
+        };
+        // Inserts in progress are waited out only by lookups of original tuples.
+        let wait = wait && matches!(tag_of, TagOf::Orig);
+        // The scan for a slot with the tag is a loop of its own, and what is done with
+        // one comes after it: written as one loop, the compiler computed the slot's
+        // address (for the read) on every slot, 26 instructions a slot instead of a
+        // load and a compare, and a lookup that misses visits all 32.
+        for bucket in home.buckets() {
+            let states = self.bucket_states(bucket);
+            let mut from = 0;
+            while let Some((i, s)) = (from..BUCKET).find_map(|i| {
+                let s = State(states[i].load(Ordering::Acquire));
+                (s.phase() != FREE && tag_in(s) == tag).then_some((i, s))
+            }) {
+                if let Some(f) =
+                    self.candidate(bucket * BUCKET + i, &states[i], s, tag_in, tag, &key, wait)
+                {
+                    return Some(f);
                 }
-                if s.phase() != LIVE {
-                    if wait && matches!(tag_of, TagOf::Orig) {
-                        wait_change(self.state(idx), s.0);
-                        continue;
-                    }
-                    break;
+                from = i + 1;
+            }
+        }
+        None
+    }
+
+    /// A slot of [`SlotTable::find`]'s scan whose state `s` has the wanted tag: the
+    /// live entry there if its words satisfy `key` (waiting out an insert in progress
+    /// when `wait`, reading again when a writer got in the way).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn candidate(
+        &self,
+        idx: usize,
+        state: &AtomicU64,
+        mut s: State,
+        tag_in: impl Fn(State) -> u16,
+        tag: u16,
+        key: &impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+    ) -> Option<Found<W>> {
+        loop {
+            if s.phase() != LIVE {
+                if !wait {
+                    return None;
                 }
-                match self.read_at(idx, s) {
+                wait_change(state, s.0);
+            } else {
+                match self.read_at(idx, state, s) {
                     Some(words) if key(&words) => {
                         return Some(Found {
                             idx,
@@ -393,12 +460,15 @@ impl<const W: usize> SlotTable<W> {
                             words,
                         })
                     }
-                    Some(_) => break,
-                    None => continue,
+                    Some(_) => return None,
+                    None => {}
                 }
             }
+            s = State(state.load(Ordering::Acquire));
+            if s.phase() == FREE || tag_in(s) != tag {
+                return None;
+            }
         }
-        None
     }
 
     /// Renews a live entry in place (the same words under a new version), unless it
@@ -502,36 +572,59 @@ impl<const W: usize> SlotTable<W> {
         key: &impl Fn(&[u64; W]) -> bool,
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> bool {
-        for idx in self.slots_of(home).filter(|&i| i != me) {
-            loop {
-                let s = State(self.state(idx).load(Ordering::SeqCst));
-                if s.phase() == FREE || s.otag() != otag {
-                    break;
-                }
-                if s.phase() == BUSY {
-                    wait_change(self.state(idx), s.0);
-                    continue;
-                }
-                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
-                let Some(words) = self.read_at(idx, s) else {
-                    continue;
-                };
-                if !key(&words) {
-                    break;
-                }
-                if s.phase() == LIVE {
-                    if matches!(victim(idx, &words), Victim::Expired) {
-                        break;
-                    }
+        for bucket in home.buckets() {
+            let states = self.bucket_states(bucket);
+            let first = bucket * BUCKET;
+            let mut from = 0;
+            // As in `find`: the scan for another slot with the tag is a loop of its own.
+            while let Some((i, s)) = (from..BUCKET).find_map(|i| {
+                let s = State(states[i].load(Ordering::SeqCst));
+                (first + i != me && s.phase() != FREE && s.otag() == otag).then_some((i, s))
+            }) {
+                if self.earlier_of_key(first + i, &states[i], s, otag, order, key, victim) {
                     return false;
                 }
-                if theirs < order {
-                    return false;
-                }
-                break;
+                from = i + 1;
             }
         }
         true
+    }
+
+    /// For [`SlotTable::first_of_key`]: whether slot `idx`, whose state `s` has the
+    /// tag `otag`, holds the same key live (and not expired) or from an insert that
+    /// took an earlier order number than `order` (waiting out a writer in `BUSY`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn earlier_of_key(
+        &self,
+        idx: usize,
+        state: &AtomicU64,
+        mut s: State,
+        otag: u16,
+        order: u64,
+        key: &impl Fn(&[u64; W]) -> bool,
+        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+    ) -> bool {
+        loop {
+            if s.phase() == BUSY {
+                wait_change(state, s.0);
+            } else {
+                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
+                if let Some(words) = self.read_at(idx, state, s) {
+                    if !key(&words) {
+                        return false;
+                    }
+                    if s.phase() == LIVE {
+                        return !matches!(victim(idx, &words), Victim::Expired);
+                    }
+                    return theirs < order;
+                }
+            }
+            s = State(state.load(Ordering::SeqCst));
+            if s.phase() == FREE || s.otag() != otag {
+                return false;
+            }
+        }
     }
 
     /// The slot a new entry of `home` takes: a free one of the bucket with more free
@@ -544,8 +637,8 @@ impl<const W: usize> SlotTable<W> {
     ) -> Option<(usize, State, bool)> {
         let mut free: [(usize, Option<(usize, State)>); 2] = [(0, None); 2];
         for (i, bucket) in home.buckets().enumerate() {
-            for idx in self.range(bucket) {
-                let s = State(self.state(idx).load(Ordering::Acquire));
+            for (idx, state) in self.bucket_slots(bucket) {
+                let s = State(state.load(Ordering::Acquire));
                 if s.phase() == FREE {
                     free[i].0 += 1;
                     free[i].1.get_or_insert((idx, s));
@@ -562,26 +655,28 @@ impl<const W: usize> SlotTable<W> {
         }
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
-        for idx in self.slots_of(home) {
-            let s = State(self.state(idx).load(Ordering::Acquire));
-            if s.phase() != LIVE {
-                continue;
-            }
-            let Some(words) = self.read_at(idx, s) else {
-                continue;
-            };
-            match victim(idx, &words) {
-                Victim::Expired => {
-                    if expired.is_none() {
-                        expired = Some((idx, s, false));
-                    }
+        for bucket in home.buckets() {
+            for (idx, state) in self.bucket_slots(bucket) {
+                let s = State(state.load(Ordering::Acquire));
+                if s.phase() != LIVE {
+                    continue;
                 }
-                Victim::Evictable(age) => {
-                    if oldest.is_none_or(|(a, _, _)| age < a) {
-                        oldest = Some((age, idx, s));
+                let Some(words) = self.read_at(idx, state, s) else {
+                    continue;
+                };
+                match victim(idx, &words) {
+                    Victim::Expired => {
+                        if expired.is_none() {
+                            expired = Some((idx, s, false));
+                        }
                     }
+                    Victim::Evictable(age) => {
+                        if oldest.is_none_or(|(a, _, _)| age < a) {
+                            oldest = Some((age, idx, s));
+                        }
+                    }
+                    Victim::Keep => {}
                 }
-                Victim::Keep => {}
             }
         }
         expired.or(oldest.map(|(_, idx, s)| (idx, s, true)))
@@ -1213,16 +1308,19 @@ impl Conntrack {
         self.used.store(true, Ordering::Relaxed);
         let orig = flow.orig;
         let home = self.table.home(side_hash(orig.proto, orig.src, orig.sport));
+        // [`Conntrack::expired`], then assured or not, from one read of the slot's
+        // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
         let victim = |idx: usize, w: &[u64; 5]| {
             let proto = (w[1] >> 24) as u8;
-            if self.expired(idx, proto, now, to) {
-                return Victim::Expired;
-            }
             let slot = self.table.slot(idx);
-            if assured(proto, slot.aux.load(Ordering::Relaxed)) {
+            let seen = slot.seen.load(Ordering::Relaxed);
+            let aux = slot.aux.load(Ordering::Relaxed);
+            if now.saturating_sub(seen) > to.of(proto, aux) {
+                Victim::Expired
+            } else if assured(proto, aux) {
                 Victim::Keep
             } else {
-                Victim::Evictable(slot.seen.load(Ordering::Relaxed))
+                Victim::Evictable(seen)
             }
         };
         let aux = initial_aux(orig.proto, flags);

@@ -40,6 +40,8 @@ pub struct NeighbourEntry {
 /// IPv4 address to MAC for one subnet.
 pub struct NeighbourTable {
     subnet: Ipv4Network,
+    /// The subnet's network address: an address's slot is its offset from it.
+    base: u32,
     slots: Box<[Slot]>,
 }
 
@@ -54,15 +56,18 @@ impl NeighbourTable {
                 asked: AtomicU64::new(0),
             })
             .collect();
-        NeighbourTable { subnet, slots }
+        NeighbourTable {
+            subnet,
+            base: u32::from(subnet.network()),
+            slots,
+        }
     }
 
+    /// The slot of `ip`: `None` outside the subnet (below its network address the
+    /// offset wraps to a huge index) and beyond the table's 65,536 slots.
     fn slot(&self, ip: Ipv4Addr) -> Option<&Slot> {
-        if !self.subnet.contains(ip) {
-            return None;
-        }
-        let i = (u32::from(ip) - u32::from(self.subnet.network())) as usize;
-        self.slots.get(i)
+        self.slots
+            .get(u32::from(ip).wrapping_sub(self.base) as usize)
     }
 
     /// Records `ip` at `mac`, confirmed at `now`.

@@ -66,6 +66,11 @@ impl Peers {
         }
     }
 
+    /// The longest prefix of any peer's subnet (`None` without peers).
+    pub(crate) fn longest_prefix(&self) -> Option<u8> {
+        self.0.routes.longest()
+    }
+
     /// The first peer whose underlay address is `ip`.
     pub(crate) fn by_underlay(&self, ip: Ipv4Addr) -> Option<&Peer> {
         self.0

@@ -126,6 +126,11 @@ impl RouteTable {
         }
     }
 
+    /// The longest prefix length of any route, `None` for an empty table.
+    pub fn longest(&self) -> Option<u8> {
+        self.by_len.first().map(|l| l.len)
+    }
+
     /// The longest prefix holding `ip`: its length and next hop.
     pub fn lookup_prefix(&self, ip: Ipv4Addr) -> Option<(u8, NextHop)> {
         let ip = u32::from(ip);
