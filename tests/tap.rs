@@ -131,7 +131,7 @@ fn queue_rx(stats: &serde_json::Value, port: &str) -> Vec<u64> {
 /// TAPs `IFF_MULTI_QUEUE`, the underlay two sockets), worker k reading queue k. The
 /// sending pod's kernel spreads 16 TCP flows over its TAP's two queues by flow hash (all
 /// 16 on one queue: 2 in 65,536); each flow's data is written to the receiving pod
-/// through the queue of the worker that read it, and tun steers the flow's
+/// through the partner queue of the worker that read it, and tun steers the flow's
 /// acknowledgements back to that queue. Every flow arrives whole, and both workers
 /// carried traffic on both pods' TAPs.
 #[test]

@@ -12,9 +12,9 @@
 //! Queues: every port has a queue per worker (pod and host TAPs `IFF_MULTI_QUEUE`, the
 //! underlay a `SO_REUSEPORT` group of sockets, [`device::open`],
 //! [`UnderlaySocket::bind_group`]); worker k polls queue k of every port and writes
-//! through its own queue k of whatever port a frame leaves by, so no descriptor is shared
-//! between workers and the kernel's spread of flows over the queues is the spread over
-//! the workers. A TAP that exists without `IFF_MULTI_QUEUE` keeps one queue: one worker
+//! through its partner's queue `k ^ 1` of whatever port a frame leaves by
+//! ([`PortIo::queue`]: a flow's two directions then run on two workers); the kernel's
+//! spread of flows over the queues is the spread over the workers. A TAP that exists without `IFF_MULTI_QUEUE` keeps one queue: one worker
 //! reads it (such ports are dealt out round-robin) and every worker writes to it (a TAP
 //! write is one frame, atomic). The underlay's datagrams of a batch leave in one
 //! `sendmmsg` and arrive a batch per `recvmmsg`. With
@@ -268,9 +268,22 @@ pub struct PortIo {
 }
 
 impl PortIo {
-    /// The descriptor worker `k` writes through: its own queue, or the one there is.
+    /// The descriptor worker `k` writes through: its partner's queue `k ^ 1` (its own
+    /// when it has no partner), or the one there is.
+    ///
+    /// Why the partner's: tun sends a flow's frames to the queue that flow was last
+    /// written through (its automatic steering, made for a VM's vCPU affinity), and a
+    /// flow's two directions hash alike. Written through the writer's own queue, a TCP
+    /// flow's data and its acknowledgements would both land on one worker, which then
+    /// does the whole flow while the other idles; written through the partner's queue,
+    /// the data is read by one worker and the acknowledgements by the other, steadily
+    /// (the pairing is its own inverse, so the queues do not rotate and reorder a flow).
+    /// The underlay's sockets are a `SO_REUSEPORT` group that steers by the datagram's
+    /// own addresses, whichever socket sent, so the rule changes nothing there.
     fn queue(&self, k: usize) -> &Io {
-        &self.queues[k % self.queues.len()].io
+        let n = self.queues.len();
+        let partner = if (k ^ 1) < n { k ^ 1 } else { k };
+        &self.queues[partner % n].io
     }
 }
 
@@ -566,8 +579,8 @@ impl Runtime {
     }
 
     /// Worker `k`: polls the queues it owns (`mine`: a port and its queue), runs batches
-    /// through the switch, writes the results through its own queues. The worker with
-    /// `timers` also drives [`Switch::poll`].
+    /// through the switch, writes the results through its partner's queues
+    /// ([`PortIo::queue`]). The worker with `timers` also drives [`Switch::poll`].
     fn worker(&self, k: usize, mine: &[(PortId, usize)], timers: bool) {
         let mut rx: Vec<PacketBuf> = Vec::with_capacity(BATCH);
         let mut tx: Vec<(PortId, PacketBuf)> = Vec::with_capacity(BATCH * 2);
