@@ -179,6 +179,50 @@ fn two_workers_each_carry_flows_through_their_own_queues() {
     assert_eq!(stats["edges"]["offload_drops"], 0, "{stats}");
 }
 
+/// One TCP flow between two pods of a node with `workers: 2` runs on both workers: its
+/// data read by one, its acknowledgements by the other. tun sends a flow's frames to the
+/// queue the flow was last written through, so a worker that wrote through its own queue
+/// would be handed both directions of every flow it touched; podnet writes through the
+/// partner's queue, so the busiest queue of the sending pod (the data) and that of the
+/// receiving pod (the acknowledgements) are different queues, read by different workers.
+#[test]
+fn one_tcp_flow_runs_its_two_directions_on_two_workers() {
+    let Some(mut lab) = Lab::new("fl") else {
+        return;
+    };
+    let n1 = lab.netns("n1");
+    let ul = lab.netns("ul");
+    let p1 = lab.netns("p1");
+    let p2 = lab.netns("p2");
+    lab.veth((&n1, "ul1", "172.16.0.1/24"), (&ul, "ul2", "172.16.0.2/24"));
+    let sock = lab.node(
+        &n1,
+        &format!(
+            "{NODE_A}pods:
+  - {{name: a1, tap: pa1, ip: 10.0.1.10, netns: {p1}}}
+  - {{name: a2, tap: pa2, ip: 10.0.1.11, netns: {p2}}}
+"
+        ),
+    );
+    tcp_transfer(&p1, &p2, Ipv4Addr::new(10, 0, 1, 11), 10 << 20);
+    let stats = ctl(&sock, &["stats"]).unwrap();
+    let busiest = |port: &str| {
+        let q = queue_rx(&stats, port);
+        assert_eq!(q.len(), 2, "{port}: {stats}");
+        usize::from(q[1] > q[0])
+    };
+    let (data, acks) = (busiest("a1"), busiest("a2"));
+    assert_ne!(
+        data, acks,
+        "the flow's data and acknowledgements were read from the same queue: {stats}"
+    );
+    let workers = stats["workers"].as_array().unwrap();
+    for (k, w) in workers.iter().enumerate() {
+        let n = w["rx_packets"].as_u64().unwrap();
+        assert!(n >= 100, "worker {k} read {n} frames of the flow: {stats}");
+    }
+}
+
 /// A single-queue TAP device someone else made (`ip tuntap add`, no `multi_queue`): a
 /// node with `workers: 2` attaches it with one queue, which one worker reads, says so
 /// once on stderr, and forwards through it as through its own multi-queue TAPs.
