@@ -187,7 +187,7 @@ fn two_workers_each_carry_flows_through_their_own_queues() {
 /// receiving pod (the acknowledgements) are different queues, read by different workers.
 #[test]
 fn one_tcp_flow_runs_its_two_directions_on_two_workers() {
-    let Some(mut lab) = Lab::new("fl") else {
+    let Some(mut lab) = Lab::new("fw") else {
         return;
     };
     let n1 = lab.netns("n1");

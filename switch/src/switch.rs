@@ -154,6 +154,31 @@ struct Batch<'a> {
     peer: Option<Ipv4Addr>,
 }
 
+impl<'a> Batch<'a> {
+    fn new(
+        snap: &'a Snapshot,
+        now: u64,
+        pool: &'a Arc<Pool>,
+        tx: &'a mut Vec<(PortId, PacketBuf)>,
+        trace: Option<&'a mut dyn Tracer>,
+        dry: bool,
+    ) -> Batch<'a> {
+        Batch {
+            snap,
+            now,
+            node: Tally::default(),
+            ingress: Tally::default(),
+            gso: GsoTally::default(),
+            pool,
+            tx,
+            trace,
+            dry,
+            learned: None,
+            peer: None,
+        }
+    }
+}
+
 /// Reports a hop to the batch's tracer: `hop! { b, Stage, "action", ("object", ..),
 /// ("detail", ..) }`. The arguments are evaluated only when a tracer is attached, and
 /// out of line ([`traced`]): without a tracer a report is one test of `b.trace`, and the
@@ -365,19 +390,14 @@ impl Switch {
         self.last_now.fetch_max(now, Ordering::Relaxed);
         let snap = self.control.load();
         let first_tx = tx.len();
-        let mut b = Batch {
-            snap: &snap,
+        let mut b = Batch::new(
+            &snap,
             now,
-            node: Tally::default(),
-            ingress: Tally::default(),
-            gso: GsoTally::default(),
-            pool: &self.pool,
+            &self.pool,
             tx,
-            trace: trace.map(|t| t as &mut dyn Tracer),
-            dry: false,
-            learned: None,
-            peer: None,
-        };
+            trace.map(|t| t as &mut dyn Tracer),
+            false,
+        );
         let kind = snap.port(ingress).map(|p| p.kind);
         for buf in rx.drain(..) {
             b.node.rx_packets += 1;
@@ -413,19 +433,7 @@ impl Switch {
     ) -> Verdict {
         let snap = self.control.load();
         let mut tx = Vec::new();
-        let mut b = Batch {
-            snap: &snap,
-            now,
-            node: Tally::default(),
-            ingress: Tally::default(),
-            gso: GsoTally::default(),
-            pool: &self.pool,
-            tx: &mut tx,
-            trace: Some(tracer),
-            dry: true,
-            learned: None,
-            peer: None,
-        };
+        let mut b = Batch::new(&snap, now, &self.pool, &mut tx, Some(tracer), true);
         let verdict = match snap.port(ingress).map(|p| p.kind) {
             Some(PortKind::Pod) => match classify(&mut frame) {
                 // What `to_gateway` does with it, without calling it: a second caller would
@@ -456,19 +464,7 @@ impl Switch {
         self.last_now.fetch_max(now, Ordering::Relaxed);
         let snap = self.control.load();
         let first_tx = tx.len();
-        let mut b = Batch {
-            snap: &snap,
-            now,
-            node: Tally::default(),
-            ingress: Tally::default(),
-            gso: GsoTally::default(),
-            pool: &self.pool,
-            tx,
-            trace: None,
-            dry: false,
-            learned: None,
-            peer: None,
-        };
+        let mut b = Batch::new(&snap, now, &self.pool, tx, None, false);
         self.release_pending(&mut b, None);
         self.finish(b, first_tx, None);
     }

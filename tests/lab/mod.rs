@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStr
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -79,7 +79,11 @@ impl Lab {
             eprintln!("skipped: {why}");
             return None;
         }
-        let prefix = format!("pn{}{tag}-", std::process::id());
+        // A number per lab as well as the tag, so two tests that pick the same tag
+        // still get namespaces of their own.
+        static LABS: AtomicUsize = AtomicUsize::new(0);
+        let n = LABS.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("pn{}{tag}{n}-", std::process::id());
         let dir = std::env::temp_dir().join(format!("podnet-{prefix}"));
         std::fs::create_dir_all(&dir).unwrap();
         Some(Lab {
