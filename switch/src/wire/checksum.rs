@@ -3,30 +3,52 @@
 
 /// Adds `data` as big-endian 16-bit words to `sum` (odd length padded with zero).
 ///
-/// It sums 32-bit words into a 64-bit accumulator and folds the carries in once at the
-/// end (RFC 1071 2(B) and (C): deferred carries, wider words), which gives the same
-/// one's-complement sum as adding 16-bit words one by one: the result is congruent to
-/// it modulo 0xffff, at most 0xffff, and zero only when every word is. It is on every
-/// packet's path (the ingress header check, every header the switch writes).
+/// It sums the bytes as little-endian 64-bit words into a 128-bit accumulator (an add
+/// and an add-with-carry per 8 bytes) and folds the carries in once at the end, then
+/// swaps the folded 16 bits into network order: RFC 1071 2(A) (the sum does not depend
+/// on byte order: swapping every word swaps the sum), (B) (deferred carries) and (C)
+/// (wider words). That gives the same one's-complement sum as adding big-endian 16-bit
+/// words one by one: congruent to it modulo 0xffff, at most 0xffff, and zero only when
+/// every word is. It is on every packet's path (every header the switch writes, the
+/// UDP checksum of flannel's UDP encapsulation, the simulator's segments).
 #[inline]
 pub fn add(sum: u32, data: &[u8]) -> u32 {
-    let mut acc = sum as u64;
-    let mut words = data.chunks_exact(4);
+    let mut acc = 0u128;
+    let mut words = data.chunks_exact(8);
     for w in &mut words {
-        acc += u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as u64;
+        acc += u64::from_le_bytes(w.try_into().expect("8 bytes")) as u128;
     }
-    let mut rest = words.remainder().chunks_exact(2);
-    for c in &mut rest {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
+    // The rest, under 8 bytes, at an even offset: little-endian 32- and 16-bit words
+    // are sums of little-endian 16-bit words too, and a last odd byte is the word
+    // (byte, 0).
+    let mut rest = words.remainder();
+    if let Some((w, tail)) = rest.split_first_chunk::<4>() {
+        acc += u32::from_le_bytes(*w) as u128;
+        rest = tail;
     }
-    if let [last] = rest.remainder() {
-        acc += (*last as u64) << 8;
+    if let Some((w, tail)) = rest.split_first_chunk::<2>() {
+        acc += u16::from_le_bytes(*w) as u128;
+        rest = tail;
     }
-    // Fold 64 -> 16 bits with end-around carries.
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
+    if let [last] = rest {
+        acc += *last as u128;
     }
-    acc as u32
+    // Fold 128 -> 64 -> 16 bits with end-around carries (each fold of a non-zero value
+    // stays non-zero), then into network order and onto `sum`.
+    let (s, carry) = (acc as u64).overflowing_add((acc >> 64) as u64);
+    let s = s + carry as u64;
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = fold16(s);
+    fold16(sum as u64 + (s as u16).swap_bytes() as u64) as u32
+}
+
+/// Folds a sum below 2^33 to at most 0xffff with end-around carries.
+#[inline]
+fn fold16(s: u64) -> u64 {
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    (s & 0xffff) + (s >> 16)
 }
 
 /// [`add`] for an IPv4 header without options, the one every packet's ingress check

@@ -112,6 +112,7 @@ impl Ipv4Header {
 
     /// Decrements the TTL of `b` (whose header this is), fixing the header checksum
     /// incrementally (RFC 1624).
+    #[inline]
     pub fn decrement_ttl(&mut self, b: &mut [u8]) {
         self.ttl = decrement_ttl(b);
     }
@@ -201,11 +202,15 @@ pub fn write_ipv4(b: &mut [u8], f: &Ipv4Fields, total_len: usize) {
 /// checksum incrementally (RFC 1624). Returns the new TTL.
 #[inline]
 pub fn decrement_ttl(b: &mut [u8]) -> u8 {
-    let old = get16(b, TTL_AT);
-    b[TTL_AT] = b[TTL_AT].wrapping_sub(1);
-    let c = checksum::update16(get16(b, CHECKSUM_AT), old, get16(b, TTL_AT));
-    put16(b, CHECKSUM_AT, c);
-    b[TTL_AT]
+    // The TTL and protocol word and the checksum after it, bounds-checked once.
+    let h: &mut [u8; 4] = (&mut b[TTL_AT..CHECKSUM_AT + 2])
+        .try_into()
+        .expect("4 bytes");
+    let old = u16::from_be_bytes([h[0], h[1]]);
+    let new = old.wrapping_sub(0x100);
+    let c = checksum::update16(u16::from_be_bytes([h[2], h[3]]), old, new);
+    *h = [(new >> 8) as u8, h[1], (c >> 8) as u8, c as u8];
+    h[0]
 }
 
 /// The transport ports of a TCP or UDP packet ([`Ipv4Header::ports`]).
