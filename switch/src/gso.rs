@@ -119,7 +119,7 @@ pub fn complete_checksum(frame: &mut [u8], ip_at: usize) -> Result<(), Error> {
         PROTO_UDP => udp::CHECKSUM_AT,
         _ => return Err(bad),
     };
-    let l4 = &mut frame[ip_at + ip.header_len..ip_at + ip.total_len];
+    let l4 = &mut frame[ip_at + ip.header_len()..ip_at + ip.total_len()];
     if l4.len() < at + 2 {
         return Err(bad);
     }
@@ -222,13 +222,13 @@ pub struct GsoSnapshot {
 /// any other frame its total length.
 pub fn network_len(l3: &[u8], ip: &Ipv4Header, offload: Offload) -> usize {
     match offload.gso {
-        Gso::None => ip.total_len,
+        Gso::None => ip.total_len(),
         Gso::Tcp4 => {
             let tcp_len = l3
-                .get(ip.header_len + 12)
+                .get(ip.header_len() + 12)
                 .map_or(tcp::TCP_LEN, |&off| usize::from(off >> 4) * 4);
-            let segment = ip.header_len + tcp_len + usize::from(offload.gso_size);
-            segment.min(ip.total_len)
+            let segment = ip.header_len() + tcp_len + usize::from(offload.gso_size);
+            segment.min(ip.total_len())
         }
     }
 }
@@ -356,7 +356,7 @@ mod tests {
                 ip.src.octets(),
                 ip.dst.octets(),
                 PROTO_TCP,
-                (ip.total_len - 20) as u16,
+                (ip.total_len() - 20) as u16,
             );
             assert_eq!(checksum::finish(checksum::add(sum, &seg.data()[34..])), 0);
         }

@@ -51,7 +51,7 @@ pub fn may_report(packet: &[u8], ip: &Ipv4Header) -> bool {
         return false;
     }
     if ip.protocol == PROTO_ICMP {
-        let Some(&ty) = packet.get(ip.header_len) else {
+        let Some(&ty) = packet.get(ip.header_len()) else {
             return false;
         };
         // Only queries (echo, timestamp, ...) may be answered with an error.
@@ -69,7 +69,7 @@ pub fn error(
     from: Ipv4Addr,
     kind: IcmpError,
 ) -> Option<(PacketBuf, Ipv4Header)> {
-    let quoted = &offender[..ip.total_len.min(MAX_ERROR_LEN - IPV4_LEN - ICMP_LEN)];
+    let quoted = &offender[..ip.total_len().min(MAX_ERROR_LEN - IPV4_LEN - ICMP_LEN)];
     let icmp_len = ICMP_LEN + quoted.len();
     let mut buf = pool.alloc()?;
     let out = buf.append(IPV4_LEN + icmp_len)?;
@@ -99,14 +99,14 @@ pub fn error(
 /// into the reply, in place; `ip` follows. `None` when it is not a well-formed echo
 /// request.
 pub fn echo_reply_in_place(packet: &mut [u8], ip: &mut Ipv4Header) -> Option<()> {
-    if ip.protocol != PROTO_ICMP || ip.is_later_fragment() || ip.flags & wire::FLAG_MF != 0 {
+    if ip.protocol != PROTO_ICMP || ip.is_later_fragment() || ip.flags() & wire::FLAG_MF != 0 {
         return None;
     }
-    let icmp = packet.get(ip.header_len..ip.total_len)?;
+    let icmp = packet.get(ip.header_len()..ip.total_len())?;
     if icmp.len() < 8 || icmp[0] != ECHO_REQUEST || checksum::of(icmp) != 0 {
         return None;
     }
-    let hl = ip.header_len;
+    let hl = ip.header_len();
     // ICMP: type 8 -> 0, checksum fixed incrementally.
     let old = u16::from_be_bytes([packet[hl], packet[hl + 1]]);
     packet[hl] = ECHO_REPLY;

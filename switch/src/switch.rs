@@ -711,7 +711,7 @@ impl Switch {
             if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
                 hop! { b, Stage::Decap, "receive", ("host-gw peer {}", self.peer_name(b.snap, outer.ip.src)), ("host-gw: routed here by {} for {}", outer.ip.src, outer.ip.dst) }
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                buf.truncate(outer.ip.total_len);
+                buf.truncate(outer.ip.total_len());
                 return self.router(b, buf, outer.ip, Origin::Peer);
             }
             // A host on the underlay that routes the service CIDR to this node.
@@ -753,7 +753,7 @@ impl Switch {
                 hop! { b, Stage::Decap, "decap", ("udp peer {}", self.peer_name(b.snap, outer.ip.src)), ("udp decap {}:{} -> {}:{port}", outer.ip.src, udp.src_port, outer.ip.dst) }
                 // The inner packet's ingress: checked here, once.
                 let mut ip = wire::parse_ipv4(buf.data()).map_err(|_| DropReason::Malformed)?;
-                buf.truncate(ip.total_len);
+                buf.truncate(ip.total_len());
                 if !udpencap::decrement_ttl(buf.data_mut(), &mut ip) {
                     return Err(DropReason::TtlExceeded);
                 }
@@ -779,7 +779,7 @@ impl Switch {
         outer: &underlay::Outer,
     ) -> Verdict {
         buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-        buf.truncate(outer.ip.total_len);
+        buf.truncate(outer.ip.total_len());
         self.router(b, buf, outer.ip, Origin::Underlay(outer.src_mac))
     }
 
@@ -1026,7 +1026,7 @@ impl Switch {
         if icmp::echo_reply_in_place(buf.data_mut(), &mut ip).is_none() {
             return Err(DropReason::NotForUs);
         }
-        buf.truncate(ip.total_len);
+        buf.truncate(ip.total_len());
         b.node.generated += 1;
         let verdict = self.route(b, buf, ip, Hop::Originate);
         b.account(verdict);
@@ -1546,7 +1546,7 @@ fn classify(buf: &mut PacketBuf) -> Result<(wire::EthHeader, L3), DropReason> {
     let l3 = match eth.ethertype {
         ETHERTYPE_IPV4 => {
             let ip = wire::parse_ipv4(payload).map_err(|_| DropReason::Malformed)?;
-            buf.truncate(ETH_LEN + ip.total_len);
+            buf.truncate(ETH_LEN + ip.total_len());
             L3::Ipv4(ip)
         }
         ETHERTYPE_ARP => L3::Arp(wire::parse_arp(payload).map_err(|_| DropReason::Malformed)?),
@@ -1577,7 +1577,7 @@ fn policy_port(pkt: &[u8], ip: &Ipv4Header) -> Option<u16> {
     if ip.is_later_fragment() {
         return None;
     }
-    let l4 = pkt.get(ip.header_len..ip.total_len)?;
+    let l4 = pkt.get(ip.header_len()..ip.total_len())?;
     match ip.protocol {
         wire::PROTO_TCP | wire::PROTO_UDP | policy::PROTO_SCTP => {
             l4.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]))

@@ -150,7 +150,7 @@ fn tso(gso_size: u16) -> Offload {
 /// The IPv4 packet at `ip` carries a valid TCP checksum.
 fn tcp_checksum_ok(ip: &[u8]) -> bool {
     let h = wire::parse_ipv4(ip).unwrap();
-    let l4 = &ip[h.header_len..h.total_len];
+    let l4 = &ip[h.header_len()..h.total_len()];
     let sum = checksum::pseudo_header(h.src.octets(), h.dst.octets(), PROTO_TCP, l4.len() as u16);
     checksum::finish(checksum::add(sum, l4)) == 0
 }
@@ -161,12 +161,12 @@ fn assert_segments(segments: &[&[u8]], data: &[u8], mtu: usize, ttl: u8) {
     let mut got = Vec::new();
     for (i, ip) in segments.iter().enumerate() {
         let h = wire::parse_ipv4(ip).unwrap();
-        assert!(h.total_len <= mtu, "segment {i}: {} bytes", h.total_len);
+        assert!(h.total_len() <= mtu, "segment {i}: {} bytes", h.total_len());
         assert_eq!(h.ttl, ttl);
         assert!(tcp_checksum_ok(ip), "segment {i}: TCP checksum");
         let seq = u32::from_be_bytes(ip[24..28].try_into().unwrap());
         assert_eq!(seq as usize, 1000 + got.len());
-        got.extend_from_slice(&ip[40..h.total_len]);
+        got.extend_from_slice(&ip[40..h.total_len()]);
     }
     assert_eq!(got, data);
 }

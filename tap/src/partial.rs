@@ -33,7 +33,7 @@ pub fn complete_ipv4(ip: &mut [u8]) -> bool {
         return false;
     };
     // A fragment's checksum covers the whole datagram: not ours to judge.
-    if h.flags & FLAG_MF != 0 || h.is_later_fragment() {
+    if h.flags() & FLAG_MF != 0 || h.is_later_fragment() {
         return false;
     }
     let at = match h.protocol {

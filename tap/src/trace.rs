@@ -356,7 +356,7 @@ mod tests {
             let eth = wire::parse_eth(&f).unwrap();
             assert_eq!((eth.dst, eth.src), (gw, mac));
             let ip = wire::parse_ipv4(&f[ETH_LEN..]).unwrap();
-            assert_eq!(ip.total_len, f.len() - ETH_LEN);
+            assert_eq!(ip.total_len(), f.len() - ETH_LEN);
             let l4 = &f[ETH_LEN + 20..];
             let pseudo = checksum::pseudo_header(
                 ip.src.octets(),

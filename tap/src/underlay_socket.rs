@@ -749,8 +749,8 @@ pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddrV4, &[u8])> {
     if ip.protocol != PROTO_UDP || ip.is_later_fragment() {
         return None;
     }
-    let at = ETH_LEN + ip.header_len;
-    let end = ETH_LEN + ip.total_len;
+    let at = ETH_LEN + ip.header_len();
+    let end = ETH_LEN + ip.total_len();
     let datagram = &frame[at..end];
     let udp = UdpHeader::parse(datagram).ok()?;
     Some((

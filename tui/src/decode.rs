@@ -101,7 +101,7 @@ fn ipv4(packet: &[u8], encap: &EncapPorts, inner: bool, out: &mut Decoded, depth
     let ident = be16(packet, 4).unwrap_or(0);
     let l4 = &packet[ip.payload()];
     let mut key = fnv(0xcbf2_9ce4_8422_2325, &[ip.protocol]);
-    key = fnv(key, &(ip.total_len as u16).to_be_bytes());
+    key = fnv(key, &(ip.total_len() as u16).to_be_bytes());
     key = fnv(key, &ident.to_be_bytes());
     // Above the addresses and ports (TCP/UDP bytes 0-3) and checksums NAT rewrites.
     key = match ip.protocol {
@@ -126,7 +126,7 @@ fn ipv4(packet: &[u8], encap: &EncapPorts, inner: bool, out: &mut Decoded, depth
             ip.src,
             ip.dst,
             ip.ttl,
-            ip.total_len,
+            ip.total_len(),
             if ip.dont_fragment() { " DF" } else { "" }
         ),
         inner,

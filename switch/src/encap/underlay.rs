@@ -181,8 +181,8 @@ pub fn parse(frame: &[u8], config: &NodeConfig) -> Result<Outer, DropReason> {
     }
     let ip = wire::parse_ipv4(&frame[ETH_LEN..]).map_err(|_| DropReason::Malformed)?;
     let udp = if ip.protocol == PROTO_UDP && !ip.is_later_fragment() {
-        let at = ETH_LEN + ip.header_len;
-        let end = ETH_LEN + ip.total_len;
+        let at = ETH_LEN + ip.header_len();
+        let end = ETH_LEN + ip.total_len();
         let h = UdpHeader::parse(&frame[at..end]).map_err(|_| DropReason::Malformed)?;
         Some(OuterUdp {
             src_port: h.src_port,

@@ -35,7 +35,7 @@ pub fn parse_l4(pkt: &[u8], ip: &Ipv4Header) -> Option<L4> {
     if ip.is_later_fragment() {
         return None;
     }
-    let l4 = pkt.get(ip.header_len..ip.total_len)?;
+    let l4 = pkt.get(ip.header_len()..ip.total_len())?;
     let flags = match ip.protocol {
         PROTO_TCP => TcpHeader::parse(l4).ok()?.flags,
         PROTO_UDP if l4.len() >= wire::UDP_LEN => 0,
@@ -101,8 +101,8 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
 /// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`;
 /// `ip` follows.
 pub fn rewrite(pkt: &mut [u8], ip: &mut Ipv4Header, to: &Tuple) {
-    let end = ip.total_len;
-    rewrite_at(&mut pkt[..end], ip.header_len, ip.protocol, to);
+    let end = ip.total_len();
+    rewrite_at(&mut pkt[..end], ip.header_len(), ip.protocol, to);
     ip.src = to.src;
     ip.dst = to.dst;
 }
@@ -131,8 +131,8 @@ impl PartialChecksum {
         if ip.is_later_fragment() {
             return None;
         }
-        let at = ip.header_len + l4_checksum_at(ip.protocol)?;
-        if at + 2 > ip.total_len {
+        let at = ip.header_len() + l4_checksum_at(ip.protocol)?;
+        if at + 2 > ip.total_len() {
             return None;
         }
         Some(PartialChecksum {
@@ -172,7 +172,7 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
     if ip.protocol != PROTO_ICMP || ip.is_later_fragment() {
         return None;
     }
-    let icmp = pkt.get(ip.header_len..ip.total_len)?;
+    let icmp = pkt.get(ip.header_len()..ip.total_len())?;
     if !icmpw::is_error(*icmp.first()?) || icmp.len() < ICMP_LEN + IPV4_LEN + 4 {
         return None;
     }
@@ -194,7 +194,7 @@ pub fn parse_icmp_error(pkt: &[u8], ip: &Ipv4Header) -> Option<IcmpError> {
             addr(16),
             get16(inner, hl + 2),
         ),
-        inner_at: ip.header_len + ICMP_LEN,
+        inner_at: ip.header_len() + ICMP_LEN,
         inner_hl: hl,
     })
 }
@@ -209,14 +209,14 @@ pub fn rewrite_icmp_error(
     src: Ipv4Addr,
     dst: Ipv4Addr,
 ) {
-    let end = ip.total_len;
+    let end = ip.total_len();
     rewrite_at(
         &mut pkt[e.inner_at..end],
         e.inner_hl,
         e.quoted.proto,
         quoted,
     );
-    let icmp = &mut pkt[ip.header_len..end];
+    let icmp = &mut pkt[ip.header_len()..end];
     put16(icmp, icmpw::CHECKSUM_AT, 0);
     let c = checksum::of(icmp);
     put16(icmp, icmpw::CHECKSUM_AT, c);
@@ -234,7 +234,7 @@ pub fn tcp_reset(pool: &Arc<Pool>, pkt: &[u8], ip: &Ipv4Header) -> Option<(Packe
     if ip.protocol != PROTO_TCP || l4.flags & TCP_RST != 0 {
         return None;
     }
-    let seg = &pkt[ip.header_len..ip.total_len];
+    let seg = &pkt[ip.header_len()..ip.total_len()];
     let tcp = TcpHeader::parse(seg).ok()?;
     let payload = (seg.len() - tcp.header_len) as u32;
     let (rseq, rack, rflags) = if l4.flags & TCP_ACK != 0 {

@@ -2,6 +2,7 @@
 //! place (TTL, addresses) with incremental checksum fixes.
 
 use std::net::Ipv4Addr;
+use std::num::NonZeroU8;
 
 pub use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
 
@@ -27,19 +28,23 @@ const DST_AT: usize = 16;
 
 /// The fields of a validated IPv4 header (the repr the pipeline carries along with the
 /// packet, kept in step with the bytes by the functions that rewrite them).
+///
+/// Sixteen bytes, the lengths as the wire has them: every stage takes it by value (and
+/// `Result<Ipv4Header, _>` fits the same 16, the header length's zero being the niche),
+/// so its size is paid at each stage's call; at 40 bytes (two `usize` lengths) it was
+/// copied through memory at every one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Header {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
+    /// Total length in bytes, never more than the bytes present.
+    total_len: u16,
+    /// The flags (top 3 bits) and fragment offset (in 8-byte units) as on the wire.
+    frag: u16,
     pub protocol: u8,
     pub ttl: u8,
-    /// Header length in bytes.
-    pub header_len: usize,
-    /// Total length in bytes, never more than the bytes present.
-    pub total_len: usize,
-    pub flags: u8,
-    /// Fragment offset in 8-byte units.
-    pub frag_offset: u16,
+    /// Header length in 32-bit words (IHL), at least 5.
+    header_words: NonZeroU8,
     pub tos: u8,
 }
 
@@ -76,28 +81,49 @@ impl Ipv4Header {
         Ok(Ipv4Header {
             src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
             dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            total_len: total_len as u16,
+            frag: get16(h, 6),
             protocol: h[9],
             ttl: h[TTL_AT],
-            header_len,
-            total_len,
-            flags: h[6] >> 5,
-            frag_offset: get16(h, 6) & 0x1fff,
+            header_words: NonZeroU8::new(h[0] & 0x0f).ok_or(Malformed)?,
             tos: h[1],
         })
     }
 
+    /// Header length in bytes.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        self.header_words.get() as usize * 4
+    }
+
+    /// Total length in bytes, never more than the bytes present.
+    #[inline]
+    pub fn total_len(&self) -> usize {
+        self.total_len as usize
+    }
+
+    /// The flags field (3 bits: reserved, DF, MF).
+    pub fn flags(&self) -> u8 {
+        (self.frag >> 13) as u8
+    }
+
+    /// Fragment offset in 8-byte units.
+    pub fn frag_offset(&self) -> u16 {
+        self.frag & 0x1fff
+    }
+
     pub fn dont_fragment(&self) -> bool {
-        self.flags & FLAG_DF != 0
+        self.flags() & FLAG_DF != 0
     }
 
     /// True for the second and later fragments, which carry no transport header.
     pub fn is_later_fragment(&self) -> bool {
-        self.frag_offset != 0
+        self.frag_offset() != 0
     }
 
     /// The transport payload's range within the packet.
     pub fn payload(&self) -> std::ops::Range<usize> {
-        self.header_len..self.total_len
+        self.header_len()..self.total_len()
     }
 
     /// The transport ports of a TCP or UDP packet `b` (whose header this is), when it
@@ -106,7 +132,7 @@ impl Ipv4Header {
         if !matches!(self.protocol, PROTO_TCP | PROTO_UDP) || self.is_later_fragment() {
             return None;
         }
-        let l4 = b.get(self.header_len..self.header_len + 4)?;
+        let l4 = b.get(self.header_len()..self.header_len() + 4)?;
         Some((get16(l4, 0), get16(l4, 2)))
     }
 
@@ -182,12 +208,11 @@ impl Ipv4Fields {
         Ipv4Header {
             src: self.src,
             dst: self.dst,
+            total_len: total_len as u16,
+            frag: (flags as u16) << 13,
             protocol: self.protocol,
             ttl: self.ttl,
-            header_len: IPV4_LEN,
-            total_len,
-            flags,
-            frag_offset: 0,
+            header_words: const { NonZeroU8::new(IPV4_LEN as u8 / 4).unwrap() },
             tos: self.tos,
         }
     }
@@ -241,7 +266,7 @@ mod tests {
         assert_eq!(h.src, Ipv4Addr::new(10, 0, 1, 2));
         assert_eq!(h.dst, Ipv4Addr::new(10, 0, 2, 3));
         assert_eq!(h.protocol, PROTO_UDP);
-        assert_eq!((h.ttl, h.header_len, h.total_len), (64, 20, 28));
+        assert_eq!((h.ttl, h.header_len(), h.total_len()), (64, 20, 28));
         assert!(h.dont_fragment());
         assert_eq!(h.ports(&PKT), Some((12345, 53)));
         let mut out = [0u8; IPV4_LEN];
@@ -254,7 +279,7 @@ mod tests {
             dont_fragment: h.dont_fragment(),
             id: 0x1234,
         };
-        assert_eq!(fields.emit(&mut out, h.total_len), h);
+        assert_eq!(fields.emit(&mut out, h.total_len()), h);
         assert_eq!(out, PKT[..IPV4_LEN]);
     }
 

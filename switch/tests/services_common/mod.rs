@@ -296,11 +296,11 @@ pub fn read(frame: &[u8]) -> Seen {
     let mut ip = wire::parse_ipv4(&packet).expect("valid IPv4 header");
     let mut encapsulated = false;
     if ip.protocol == PROTO_UDP && wire::ports(&packet, &ip).map(|p| p.1) == Some(8472) {
-        let udp = &packet[ip.header_len..];
+        let udp = &packet[ip.header_len()..];
         assert_eq!(&udp[6..8], &[0, 0], "outer UDP checksum 0");
         assert_eq!(
             u16::from_be_bytes([udp[4], udp[5]]) as usize,
-            ip.total_len - ip.header_len
+            ip.total_len() - ip.header_len()
         );
         packet = udp[8 + 8 + ETH_LEN..].to_vec();
         ip = wire::parse_ipv4(&packet).expect("valid inner IPv4 header");
@@ -309,7 +309,7 @@ pub fn read(frame: &[u8]) -> Seen {
     assert_checksums(&packet, &ip);
     let (tuple, tcp_flags) = match ip.protocol {
         PROTO_TCP | PROTO_UDP => {
-            let l4 = &packet[ip.header_len..];
+            let l4 = &packet[ip.header_len()..];
             let t = Tuple::new(
                 ip.protocol,
                 ip.src,
@@ -334,11 +334,11 @@ pub fn read(frame: &[u8]) -> Seen {
 /// Full recomputation of every checksum of an IPv4 packet.
 pub fn assert_checksums(packet: &[u8], ip: &Ipv4Header) {
     assert_eq!(
-        checksum::of(&packet[..ip.header_len]),
+        checksum::of(&packet[..ip.header_len()]),
         0,
         "IPv4 header checksum"
     );
-    let l4 = &packet[ip.header_len..ip.total_len];
+    let l4 = &packet[ip.header_len()..ip.total_len()];
     match ip.protocol {
         PROTO_TCP | PROTO_UDP => {
             if ip.protocol == PROTO_UDP && l4[6..8] == [0, 0] {
@@ -378,7 +378,7 @@ pub fn one_on(out: &[(PortId, Vec<u8>)], port: PortId) -> Seen {
 
 /// The quoted tuple of an ICMP error.
 pub fn quoted(s: &Seen) -> Tuple {
-    let icmp = &s.packet[s.ip.header_len..];
+    let icmp = &s.packet[s.ip.header_len()..];
     let inner = &icmp[8..];
     let hl = (inner[0] & 0x0f) as usize * 4;
     let ip = |at: usize| Ipv4Addr::new(inner[at], inner[at + 1], inner[at + 2], inner[at + 3]);
