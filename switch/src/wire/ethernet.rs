@@ -38,6 +38,7 @@ impl EthHeader {
     /// Reads the header; the frame must hold at least the header. Plain loads of the
     /// three fields (every frame pays this once, at ingress), in the layout
     /// [`EthernetPacket`] reads.
+    #[inline(always)]
     pub fn parse(frame: &[u8]) -> Result<EthHeader, Malformed> {
         let h: &[u8; ETH_LEN] = frame
             .get(..ETH_LEN)
@@ -61,6 +62,7 @@ impl EthHeader {
 }
 
 /// Reads the Ethernet header; the frame must hold at least the header.
+#[inline(always)]
 pub fn parse_eth(frame: &[u8]) -> Result<EthHeader, Malformed> {
     EthHeader::parse(frame)
 }

@@ -55,6 +55,7 @@ impl Ipv4Header {
     /// Every routed and bridged packet pays this once, at ingress, so it reads the fields
     /// with plain loads at their RFC 791 offsets (the layout [`Ipv4Packet`] reads) and
     /// sums a header without options as a fixed 20 bytes.
+    #[inline(always)]
     pub fn parse(b: &[u8]) -> Result<Ipv4Header, Malformed> {
         let h: &[u8; IPV4_LEN] = b
             .get(..IPV4_LEN)
@@ -167,6 +168,7 @@ pub(crate) fn set_addresses(b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
 }
 
 /// Validates the IPv4 packet at the start of `b` ([`Ipv4Header::parse`]).
+#[inline(always)]
 pub fn parse_ipv4(b: &[u8]) -> Result<Ipv4Header, Malformed> {
     Ipv4Header::parse(b)
 }
