@@ -362,6 +362,37 @@ impl<const W: usize> SlotTable<W> {
         &self.segment(idx).slots[self.offset(idx)]
     }
 
+    /// Starts fetching the state words of `home`'s buckets into the cache, without
+    /// waiting for them: the first half of [`Conntrack::prefetch`].
+    fn prefetch_states(&self, home: Home) {
+        for bucket in home.buckets() {
+            let states = self.bucket_states(bucket);
+            // A bucket's 16 words are 128 bytes: two cache lines, three when unaligned.
+            prefetch(&states[0]);
+            prefetch(&states[BUCKET / 2]);
+            prefetch(&states[BUCKET - 1]);
+        }
+    }
+
+    /// Starts fetching the first slot of `home` whose state has orig tag `tag`: the
+    /// second half of [`Conntrack::prefetch`], once the state words are in the cache.
+    fn prefetch_slot(&self, home: Home, tag: u16) {
+        for bucket in home.buckets() {
+            let states = self.bucket_states(bucket);
+            let Some(i) = (0..BUCKET).find(|&i| {
+                let s = State(states[i].load(Ordering::Relaxed));
+                s.phase() != FREE && s.otag() == tag
+            }) else {
+                continue;
+            };
+            let idx = bucket * BUCKET + i;
+            if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
+                prefetch(&seg.slots[self.offset(idx)]);
+            }
+            return;
+        }
+    }
+
     /// Reads slot `idx`'s words if its state word `state` still holds `s` afterwards
     /// (the seqlock read). Scans pass the state word they hold rather than finding it
     /// again.
@@ -712,6 +743,22 @@ impl<const W: usize> SlotTable<W> {
             }
         }
     }
+}
+
+/// Asks the CPU to bring the cache line of `p` in, without waiting for it: a hint that
+/// never faults and changes nothing, whatever `p` points at; a useless one costs an
+/// instruction and a line of cache.
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache; it reads nothing the program sees and
+    // does not fault (here `p` is a valid reference anyway).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// splitmix64's finaliser.
@@ -1073,6 +1120,13 @@ impl Hit {
     }
 }
 
+/// A lookup begun by [`Conntrack::prefetch`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefetch {
+    home: Home,
+    tag: u16,
+}
+
 /// What [`Conntrack::insert`] did.
 #[derive(Debug)]
 pub(crate) enum Insert {
@@ -1244,6 +1298,26 @@ impl Conntrack {
             flow: Flow::decode(&found.words),
             found,
         }
+    }
+
+    /// The first half of a lookup of original tuple `t` done ahead of time: starts
+    /// fetching the state words [`Conntrack::find_orig`] will scan, and returns what
+    /// [`Conntrack::prefetch_slot`] needs to fetch the slot. Called over a batch before
+    /// its packets are processed, so the misses of all of them overlap instead of each
+    /// packet waiting for its own in turn (a lookup in the host table misses the cache
+    /// on its bucket and then on its slot). It changes nothing; when wrong (a tuple
+    /// guessed from an odd frame, a flow that is not there), it cost a hash and a few
+    /// useless cache lines.
+    pub fn prefetch(&self, t: &Tuple) -> Prefetch {
+        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
+        self.table.prefetch_states(home);
+        Prefetch { home, tag: t.tag() }
+    }
+
+    /// The second half: once the state words are in (a batch's other prefetches later),
+    /// starts fetching the slot whose tag matches, the one `find_orig` will read.
+    pub fn prefetch_slot(&self, p: Prefetch) {
+        self.table.prefetch_slot(p.home, p.tag);
     }
 
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
