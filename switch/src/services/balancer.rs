@@ -314,7 +314,7 @@ impl Balancer {
     /// hash and a few useless cache lines. ICMP (answered by `related`) and replies
     /// (looked up by their other side) are not fetched.
     pub(crate) fn prefetch(&self, batch: &[PacketBuf]) {
-        if !self.ct.is_used() {
+        if !self.ct.is_used() || !self.ct.worth_prefetching() {
             return;
         }
         const AHEAD: usize = 64;

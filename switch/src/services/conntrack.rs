@@ -1161,6 +1161,13 @@ impl Hit {
     }
 }
 
+/// Slots above which [`Conntrack::worth_prefetching`]: such a table spans more pages than
+/// the TLB maps (a 2,048-entry second-level TLB maps 8 MiB) and more than the L2 cache
+/// holds, so its lookups miss. In a smaller one they mostly hit, and the prefetch's hashes
+/// and scans are pure cost (320 instructions a packet in the pipeline's chain benchmark,
+/// whose 65,536-slot tables gain nothing from it).
+const PREFETCH_ABOVE: usize = 1 << 17;
+
 /// A lookup begun by [`Conntrack::prefetch`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Prefetch {
@@ -1339,6 +1346,12 @@ impl Conntrack {
             flow: Flow::decode(&found.words),
             found,
         }
+    }
+
+    /// True when a batch's lookups are worth fetching ahead ([`Conntrack::prefetch`]):
+    /// in a table of more than [`PREFETCH_ABOVE`] slots.
+    pub fn worth_prefetching(&self) -> bool {
+        self.table.size > PREFETCH_ABOVE
     }
 
     /// The first half of a lookup of original tuple `t` done ahead of time: starts
