@@ -420,6 +420,10 @@ impl Switch {
             false,
         );
         let kind = snap.port(ingress).map(|p| p.kind);
+        // Conntrack lookups of the whole batch started at once, so their misses overlap.
+        if matches!(kind, Some(PortKind::Pod | PortKind::Host)) && self.balancer.active(&snap) {
+            self.balancer.prefetch(rx);
+        }
         for buf in rx.drain(..) {
             b.node.rx_packets += 1;
             b.node.rx_bytes += buf.len() as u64;

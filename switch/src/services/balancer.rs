@@ -14,6 +14,7 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::buffer::PacketBuf;
 use crate::control::Snapshot;
 use crate::counters::{DropReason, Tally};
 use crate::services::conntrack::{
@@ -23,7 +24,7 @@ use crate::services::nat::{self, L4};
 use crate::services::{is_node_address, masquerade_address, PortEntry};
 use crate::wire::mac::Mac;
 use crate::wire::tcp::{TCP_ACK, TCP_RST, TCP_SYN};
-use crate::wire::{Ipv4Header, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::wire::{Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 // ---- the random choice --------------------------------------------------------------------
 
@@ -235,6 +236,29 @@ fn egress(client: Client) -> Egress {
     }
 }
 
+/// The transport tuple of an Ethernet frame carrying TCP or UDP over IPv4, read at fixed
+/// offsets for [`Balancer::prefetch`]: a guess, not a parse (no checksum, length or
+/// fragment check), that only never reads out of bounds.
+fn frame_tuple(f: &[u8]) -> Option<Tuple> {
+    if f.get(12..14)? != ETHERTYPE_IPV4.to_be_bytes() {
+        return None;
+    }
+    let ip = f.get(ETH_LEN..)?;
+    let hl = (*ip.first()? as usize & 0xf) * 4;
+    let l4 = ip.get(hl.max(20)..hl.max(20) + 4)?;
+    let addr = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
+    let proto = ip[9];
+    (proto == PROTO_TCP || proto == PROTO_UDP).then(|| {
+        Tuple::new(
+            proto,
+            addr(12),
+            u16::from_be_bytes([l4[0], l4[1]]),
+            addr(16),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )
+    })
+}
+
 /// The service load-balancing stage: conntrack, session affinity and the RNG.
 pub struct Balancer {
     ct: Conntrack,
@@ -276,6 +300,33 @@ impl Balancer {
     /// flow ever tracked.
     pub(crate) fn active(&self, snap: &Snapshot) -> bool {
         !snap.services.is_empty() || self.ct.is_used() || !snap.policy.is_off()
+    }
+
+    /// Starts fetching the conntrack memory that [`Balancer::routed`] will read for each
+    /// frame of `batch` (Ethernet frames with any IPv4 header right after the Ethernet
+    /// one: a pod's or the host's), before the batch is processed. A lookup in a large
+    /// table misses the cache twice in a row (its bucket's state words, then its slot),
+    /// and a packet processed on its own waits for both; fetched for the whole batch
+    /// first, the misses overlap. Two passes: the buckets of every packet, then (by when
+    /// the first are in) the slot each one's tag points at. Changes nothing: the tuple is
+    /// read from fixed offsets with no more checks than it takes not to go out of bounds,
+    /// and a wrong guess (not IPv4, a fragment, a frame the stages will drop) costs a
+    /// hash and a few useless cache lines. ICMP (answered by `related`) and replies
+    /// (looked up by their other side) are not fetched.
+    pub(crate) fn prefetch(&self, batch: &[PacketBuf]) {
+        if !self.ct.is_used() || !self.ct.worth_prefetching() {
+            return;
+        }
+        const AHEAD: usize = 64;
+        for chunk in batch.chunks(AHEAD) {
+            let mut ahead = [None; AHEAD];
+            for (a, buf) in ahead.iter_mut().zip(chunk) {
+                *a = frame_tuple(buf.data()).map(|t| self.ct.prefetch(&t));
+            }
+            for p in ahead.iter().flatten() {
+                self.ct.prefetch_slot(*p);
+            }
+        }
     }
 
     /// The service and whether it is reached from outside (by a node port) for a flow to

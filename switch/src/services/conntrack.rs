@@ -223,6 +223,16 @@ unsafe impl Zeroable for AtomicU64 {
     }
 }
 
+// SAFETY: a bucket is AtomicU64s and slots (and padding).
+unsafe impl<const W: usize> Zeroable for Bucket<W> {
+    fn zero() -> Self {
+        Bucket {
+            states: std::array::from_fn(|_| AtomicU64::new(0)),
+            slots: std::array::from_fn(|_| Slot::zero()),
+        }
+    }
+}
+
 // SAFETY: a slot is W + 3 AtomicU64s (and padding).
 unsafe impl<const W: usize> Zeroable for Slot<W> {
     fn zero() -> Self {
@@ -265,10 +275,27 @@ static UNUSED: AtomicU64 = AtomicU64::new(FREE);
 static UNUSED_BUCKET: [AtomicU64; BUCKET] = [const { AtomicU64::new(FREE) }; BUCKET];
 
 struct Segment<const W: usize> {
-    states: Box<[AtomicU64]>,
-    slots: Box<[Slot<W>]>,
+    buckets: Box<[Bucket<W>]>,
     /// Per bucket: the next insert order number of the inserts whose home starts there.
     orders: Box<[AtomicU64]>,
+}
+
+impl<const W: usize> Segment<W> {
+    /// The bucket of the slot at `offset` within the segment, and the slot's place in it.
+    fn at(&self, offset: usize) -> (&Bucket<W>, usize) {
+        (&self.buckets[offset / BUCKET], offset % BUCKET)
+    }
+}
+
+/// A bucket's state words and then its slots, in one block (1,152 bytes for a flow's
+/// five words): a lookup scans the state words and then reads one slot of the same
+/// bucket, and with both in one block they usually share a page, so the lookup takes
+/// one TLB entry (one page walk in a large table) where separate arrays took two. The
+/// state words start a 128-byte line pair, so a scan touches two cache lines, not three.
+#[repr(C, align(128))]
+struct Bucket<const W: usize> {
+    states: [AtomicU64; BUCKET],
+    slots: [Slot<W>; BUCKET],
 }
 
 impl<const W: usize> SlotTable<W> {
@@ -299,8 +326,7 @@ impl<const W: usize> SlotTable<W> {
     fn segment(&self, idx: usize) -> &Segment<W> {
         let n = self.segment_len();
         self.segments[idx >> self.segment_shift].get_or_init(|| Segment {
-            states: zeroed(n),
-            slots: zeroed(n),
+            buckets: zeroed(n / BUCKET),
             orders: zeroed(n / BUCKET),
         })
     }
@@ -309,7 +335,10 @@ impl<const W: usize> SlotTable<W> {
     fn state(&self, idx: usize) -> &AtomicU64 {
         self.segments[idx >> self.segment_shift]
             .get()
-            .map_or(&UNUSED, |s| &s.states[self.offset(idx)])
+            .map_or(&UNUSED, |s| {
+                let (b, i) = s.at(self.offset(idx));
+                &b.states[i]
+            })
     }
 
     /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
@@ -319,19 +348,15 @@ impl<const W: usize> SlotTable<W> {
     fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
         let idx = bucket * BUCKET;
         match self.segments[idx >> self.segment_shift].get() {
-            Some(s) => {
-                let at = self.offset(idx);
-                s.states[at..at + BUCKET]
-                    .try_into()
-                    .expect("a bucket lies within one segment")
-            }
+            Some(s) => &s.at(self.offset(idx)).0.states,
             None => &UNUSED_BUCKET,
         }
     }
 
     /// Slot `idx`'s state word to write (allocating its segment).
     fn state_mut(&self, idx: usize) -> &AtomicU64 {
-        &self.segment(idx).states[self.offset(idx)]
+        let (b, i) = self.segment(idx).at(self.offset(idx));
+        &b.states[i]
     }
 
     /// The insert order counter of `bucket`.
@@ -359,7 +384,49 @@ impl<const W: usize> SlotTable<W> {
     }
 
     pub fn slot(&self, idx: usize) -> &Slot<W> {
-        &self.segment(idx).slots[self.offset(idx)]
+        let (b, i) = self.segment(idx).at(self.offset(idx));
+        &b.slots[i]
+    }
+
+    /// Starts fetching the state words of `home`'s buckets into the cache, without
+    /// waiting for them: the first half of [`Conntrack::prefetch`].
+    fn prefetch_states(&self, home: Home) {
+        for bucket in home.buckets() {
+            let states = self.bucket_states(bucket);
+            // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
+            prefetch(&states[0]);
+            prefetch(&states[BUCKET / 2]);
+        }
+    }
+
+    /// Starts fetching the first slot of `home` whose state has orig tag `tag`: the
+    /// second half of [`Conntrack::prefetch`], once the state words are in the cache.
+    fn prefetch_slot(&self, home: Home, tag: u16) {
+        for bucket in home.buckets() {
+            let states = self.bucket_states(bucket);
+            // The tag alone: a free slot keeps its last flow's tag, and a match there
+            // only costs a useless prefetch; one compare a slot keeps the scan short,
+            // which matters for a new flow's packet (no match: all 32 slots).
+            let Some(i) =
+                (0..BUCKET).find(|&i| State(states[i].load(Ordering::Relaxed)).otag() == tag)
+            else {
+                continue;
+            };
+            let idx = bucket * BUCKET + i;
+            if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
+                let (b, i) = seg.at(self.offset(idx));
+                prefetch(&b.slots[i]);
+            }
+            return;
+        }
+    }
+
+    /// Starts fetching the slots of `bucket` (none in a segment not allocated).
+    fn prefetch_bucket_slots(&self, bucket: usize) {
+        let idx = bucket * BUCKET;
+        if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
+            seg.at(self.offset(idx)).0.slots.iter().for_each(prefetch);
+        }
     }
 
     /// Reads slot `idx`'s words if its state word `state` still holds `s` afterwards
@@ -653,6 +720,11 @@ impl<const W: usize> SlotTable<W> {
         if let (_, Some((idx, s))) = best {
             return Some((idx, s, false));
         }
+        // No slot is free, so the scan below reads all 32 slots, a cache line each: ask
+        // for them all first, so that their misses overlap instead of coming one by one.
+        for bucket in home.buckets() {
+            self.prefetch_bucket_slots(bucket);
+        }
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
         for bucket in home.buckets() {
@@ -699,7 +771,7 @@ impl<const W: usize> SlotTable<W> {
             .segments
             .iter()
             .filter_map(OnceLock::get)
-            .flat_map(|seg| seg.states.iter())
+            .flat_map(|seg| seg.buckets.iter().flat_map(|b| b.states.iter()))
         {
             let cur = State(s.load(Ordering::Acquire));
             if cur.phase() == LIVE {
@@ -712,6 +784,22 @@ impl<const W: usize> SlotTable<W> {
             }
         }
     }
+}
+
+/// Asks the CPU to bring the cache line of `p` in, without waiting for it: a hint that
+/// never faults and changes nothing, whatever `p` points at; a useless one costs an
+/// instruction and a line of cache.
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache; it reads nothing the program sees and
+    // does not fault (here `p` is a valid reference anyway).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// splitmix64's finaliser.
@@ -1073,6 +1161,20 @@ impl Hit {
     }
 }
 
+/// Slots above which [`Conntrack::worth_prefetching`]: such a table spans more pages than
+/// the TLB maps (a 2,048-entry second-level TLB maps 8 MiB) and more than the L2 cache
+/// holds, so its lookups miss. In a smaller one they mostly hit, and the prefetch's hashes
+/// and scans are pure cost (320 instructions a packet in the pipeline's chain benchmark,
+/// whose 65,536-slot tables gain nothing from it).
+const PREFETCH_ABOVE: usize = 1 << 17;
+
+/// A lookup begun by [`Conntrack::prefetch`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefetch {
+    home: Home,
+    tag: u16,
+}
+
 /// What [`Conntrack::insert`] did.
 #[derive(Debug)]
 pub(crate) enum Insert {
@@ -1246,6 +1348,32 @@ impl Conntrack {
         }
     }
 
+    /// True when a batch's lookups are worth fetching ahead ([`Conntrack::prefetch`]):
+    /// in a table of more than [`PREFETCH_ABOVE`] slots.
+    pub fn worth_prefetching(&self) -> bool {
+        self.table.size > PREFETCH_ABOVE
+    }
+
+    /// The first half of a lookup of original tuple `t` done ahead of time: starts
+    /// fetching the state words [`Conntrack::find_orig`] will scan, and returns what
+    /// [`Conntrack::prefetch_slot`] needs to fetch the slot. Called over a batch before
+    /// its packets are processed, so the misses of all of them overlap instead of each
+    /// packet waiting for its own in turn (a lookup in the host table misses the cache
+    /// on its bucket and then on its slot). It changes nothing; when wrong (a tuple
+    /// guessed from an odd frame, a flow that is not there), it cost a hash and a few
+    /// useless cache lines.
+    pub fn prefetch(&self, t: &Tuple) -> Prefetch {
+        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
+        self.table.prefetch_states(home);
+        Prefetch { home, tag: t.tag() }
+    }
+
+    /// The second half: once the state words are in (a batch's other prefetches later),
+    /// starts fetching the slot whose tag matches, the one `find_orig` will read.
+    pub fn prefetch_slot(&self, p: Prefetch) {
+        self.table.prefetch_slot(p.home, p.tag);
+    }
+
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
     pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
@@ -1324,16 +1452,22 @@ impl Conntrack {
             }
         };
         let aux = initial_aux(orig.proto, flags);
-        let mut walk = PortWalk::new(&flow, ports);
+        // The walk is set up (a few divisions) only when a port must move, which most
+        // flows never do. It depends on the flow's tuples but not on its source port.
+        let mut walk = None;
+        let mut next_port = |flow: &Flow| {
+            walk.get_or_insert_with(|| PortWalk::new(flow, ports))
+                .next()
+        };
         if flow.is_snat() && !ports.contains(flow.xlat.sport) {
-            match walk.next() {
+            match next_port(&flow) {
                 Some(p) => flow.xlat.sport = p,
                 None => return Insert::Full,
             }
         }
         loop {
             if self.find_reply(&flow.reply(), now, to).is_some() {
-                match walk.next() {
+                match next_port(&flow) {
                     Some(p) => flow.xlat.sport = p,
                     None => return Insert::Full,
                 }
@@ -1367,7 +1501,7 @@ impl Conntrack {
                     return Insert::New { hit, evicted };
                 }
                 self.table.remove(&found);
-                match walk.next() {
+                match next_port(&flow) {
                     Some(p) => flow.xlat.sport = p,
                     None => return Insert::Full,
                 }
@@ -1376,7 +1510,7 @@ impl Conntrack {
             match self.index(&flow.reply(), found.idx, now, to) {
                 Inserted::New { .. } if self.reply_in_table(&flow, now, to) => {
                     self.table.remove(&found);
-                    match walk.next() {
+                    match next_port(&flow) {
                         Some(p) => flow.xlat.sport = p,
                         None => return Insert::Full,
                     }
@@ -1395,7 +1529,7 @@ impl Conntrack {
                 // Another worker's new flow took this reply tuple a moment ago.
                 Inserted::Existing(_) => {
                     self.table.remove(&found);
-                    match walk.next() {
+                    match next_port(&flow) {
                         Some(p) => flow.xlat.sport = p,
                         None => return Insert::Full,
                     }
