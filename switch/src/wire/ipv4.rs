@@ -61,7 +61,8 @@ impl Ipv4Header {
             .get(..IPV4_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(Malformed)?;
-        let header_len = (h[0] & 0x0f) as usize * 4;
+        let header_words = NonZeroU8::new(h[0] & 0x0f).ok_or(Malformed)?;
+        let header_len = header_words.get() as usize * 4;
         let total_len = get16(h, 2) as usize;
         if h[0] >> 4 != 4
             || header_len < IPV4_LEN
@@ -86,7 +87,7 @@ impl Ipv4Header {
             frag: get16(h, 6),
             protocol: h[9],
             ttl: h[TTL_AT],
-            header_words: NonZeroU8::new(h[0] & 0x0f).ok_or(Malformed)?,
+            header_words,
             tos: h[1],
         })
     }
