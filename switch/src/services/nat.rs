@@ -66,10 +66,8 @@ fn l4_checksum_at(proto: u8) -> Option<usize> {
 /// `proto`) so its addresses and ports are `to`'s. Only the bytes present in `b` are
 /// touched: a quoted packet in an ICMP error may end inside its transport header.
 fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
-    let old_src: [u8; 4] = b[12..16].try_into().expect("4 bytes");
-    let old_dst: [u8; 4] = b[16..20].try_into().expect("4 bytes");
-    let (new_src, new_dst) = (to.src.octets(), to.dst.octets());
-    wire::ipv4::set_addresses(b, to.src, to.dst);
+    // The addresses' change, summed once, fixes both checksums that cover them.
+    let addresses = wire::ipv4::set_addresses(b, to.src, to.dst);
     let l4 = &mut b[hl..];
     if l4.len() < 4 {
         return;
@@ -83,15 +81,15 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
     if l4.len() < at + 2 {
         return;
     }
-    let mut c = get16(l4, at);
+    let c = get16(l4, at);
     if proto == PROTO_UDP && c == 0 {
         // No checksum: stays none.
         return;
     }
-    c = checksum::update32(c, old_src, new_src);
-    c = checksum::update32(c, old_dst, new_dst);
-    c = checksum::update16(c, old_sport, to.sport);
-    c = checksum::update16(c, old_dport, to.dport);
+    let mut c = addresses
+        .word16(old_sport, to.sport)
+        .word16(old_dport, to.dport)
+        .apply(c);
     if proto == PROTO_UDP && c == 0 {
         c = 0xffff;
     }

@@ -6,7 +6,8 @@ use std::num::NonZeroU8;
 
 pub use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
 
-use super::{checksum, get16, put16, Malformed};
+use super::checksum::{self, Delta};
+use super::{get16, put16, Malformed};
 
 /// Bytes of an IPv4 header without options.
 pub const IPV4_LEN: usize = 20;
@@ -147,25 +148,29 @@ impl Ipv4Header {
 
     /// Sets the source and destination addresses of `b` (whose header this is), fixing
     /// the header checksum incrementally. The transport checksum, whose pseudo-header
-    /// covers them too, is the caller's.
-    pub fn set_addresses(&mut self, b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
-        set_addresses(b, src, dst);
+    /// covers them too, is the caller's: the change to apply to it is returned.
+    pub fn set_addresses(&mut self, b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Delta {
         self.src = src;
         self.dst = dst;
+        set_addresses(b, src, dst)
     }
 }
 
 /// Sets the addresses of the IPv4 header at the start of `b` (checked before, or a
-/// quote whose 20 fixed bytes are present), fixing its checksum incrementally.
-pub(crate) fn set_addresses(b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) {
-    let old_src: [u8; 4] = b[SRC_AT..SRC_AT + 4].try_into().expect("4 bytes");
-    let old_dst: [u8; 4] = b[DST_AT..DST_AT + 4].try_into().expect("4 bytes");
-    let mut c = get16(b, CHECKSUM_AT);
-    c = checksum::update32(c, old_src, src.octets());
-    c = checksum::update32(c, old_dst, dst.octets());
-    b[SRC_AT..SRC_AT + 4].copy_from_slice(&src.octets());
-    b[DST_AT..DST_AT + 4].copy_from_slice(&dst.octets());
-    put16(b, CHECKSUM_AT, c);
+/// quote whose 20 fixed bytes are present), fixing its checksum incrementally. Returns
+/// the change, for the transport checksum whose pseudo-header covers them.
+pub(crate) fn set_addresses(b: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Delta {
+    let h: &mut [u8; IPV4_LEN] = (&mut b[..IPV4_LEN]).try_into().expect("20 bytes");
+    let old_src: [u8; 4] = h[SRC_AT..SRC_AT + 4].try_into().expect("4 bytes");
+    let old_dst: [u8; 4] = h[DST_AT..DST_AT + 4].try_into().expect("4 bytes");
+    let delta = Delta::default()
+        .word32(old_src, src.octets())
+        .word32(old_dst, dst.octets());
+    let c = delta.apply(get16(h, CHECKSUM_AT));
+    h[SRC_AT..SRC_AT + 4].copy_from_slice(&src.octets());
+    h[DST_AT..DST_AT + 4].copy_from_slice(&dst.octets());
+    put16(h, CHECKSUM_AT, c);
+    delta
 }
 
 /// Validates the IPv4 packet at the start of `b` ([`Ipv4Header::parse`]).
