@@ -49,7 +49,7 @@ use crate::policy;
 use crate::services::balancer::{Balancer, Decision, Egress, Origin};
 use crate::services::conntrack::ConntrackEntry;
 use crate::services::nat;
-use crate::services::{self, Service};
+use crate::services::Service;
 use crate::tables::bridge::{Learned, MacEntry, MacTable};
 use crate::tables::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::tables::routes::NextHop;
@@ -463,7 +463,7 @@ impl Switch {
             Some(PortKind::Pod) => match classify(&mut frame) {
                 // What `to_gateway` does with it, without calling it: a second caller would
                 // keep it from being inlined into the bridge (15 instructions a packet).
-                Ok((eth, L3::Ipv4(ip))) if eth.dst == snap.config.gateway_mac() => {
+                Ok((eth, L3::Ipv4(ip))) if eth.dst == snap.own.gateway_mac => {
                     match frame.strip(ETH_LEN) {
                         Some(_) => self.router(&mut b, frame, ip, Origin::Pod),
                         None => Err(DropReason::Malformed),
@@ -559,13 +559,13 @@ impl Switch {
                 _ => b.learned = Some(eth.src),
             }
         }
-        let gateway_mac = b.snap.config.gateway_mac();
+        let gateway_mac = b.snap.own.gateway_mac;
         if eth.dst == gateway_mac {
             return self.to_gateway(b, ingress, buf, l3);
         }
         if eth.dst.is_multicast() {
             if let L3::Arp(arp) = l3 {
-                if arp.target_ip == b.snap.config.gateway_ip() {
+                if arp.target_ip == b.snap.own.gateway_ip {
                     return self.gateway_arp(b, ingress, arp);
                 }
             }
@@ -714,10 +714,10 @@ impl Switch {
                     return Ok(Outcome::Consumed);
                 }
                 // Proxy ARP: the gateway is the way to everything the host routes here.
-                self.arp_reply(b, ingress, &arp, b.snap.config.gateway_mac());
+                self.arp_reply(b, ingress, &arp, b.snap.own.gateway_mac);
                 Ok(Outcome::Consumed)
             }
-            L3::Ipv4(ip) if eth.dst == b.snap.config.gateway_mac() => {
+            L3::Ipv4(ip) if eth.dst == b.snap.own.gateway_mac => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 self.router(b, buf, ip, Origin::Host)
             }
@@ -837,7 +837,7 @@ impl Switch {
         if self.balancer.active(b.snap) {
             // Services first: a reply to one of the node's own addresses may belong to a
             // masqueraded flow. A packet that dies here is reported as it arrived.
-            if ip.ttl <= 1 && !services::is_node_address(&b.snap.config, ip.dst) {
+            if ip.ttl <= 1 && !b.snap.own.contains(ip.dst) {
                 self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
                 return Err(DropReason::TtlExceeded);
             }
@@ -879,7 +879,7 @@ impl Switch {
                 Decision::Drop(reason) => return Err(reason),
             }
         }
-        if egress == Egress::Route && services::is_node_address(&b.snap.config, ip.dst) {
+        if egress == Egress::Route && b.snap.own.contains(ip.dst) {
             return self.to_node(b, buf, ip);
         }
         if ip.ttl <= 1 {
@@ -913,7 +913,7 @@ impl Switch {
             return Ok(());
         };
         // The node's own stack (kubelet probes, `node:` traffic) reaches its pods freely.
-        if from == Origin::Host || services::is_node_address(&snap.config, client) {
+        if from == Origin::Host || snap.own.contains(client) {
             return Ok(());
         }
         let key = policy::FlowKey {
@@ -990,7 +990,7 @@ impl Switch {
             dst
         };
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
-        wire::write_eth(eth, dst, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
+        wire::write_eth(eth, dst, b.snap.own.gateway_mac, ETHERTYPE_IPV4);
         b.send(port, buf);
         Ok(Outcome::Forwarded)
     }
@@ -1064,8 +1064,7 @@ impl Switch {
             return;
         }
         b.node.generated += 1;
-        let verdict = match icmp::error(&self.pool, offender, ip, b.snap.config.gateway_ip(), kind)
-        {
+        let verdict = match icmp::error(&self.pool, offender, ip, b.snap.own.gateway_ip, kind) {
             Some((mut buf, mut eip)) => {
                 // About a translated packet: the client learns of it in its own terms.
                 let mut egress = Egress::Route;
@@ -1138,8 +1137,8 @@ impl Switch {
         hop: Hop,
     ) -> Verdict {
         let config = &b.snap.config;
-        self.leave(b, &mut buf, &mut ip, Some(config.pod_mtu()), hop)?;
-        if ip.dst == config.subnet.broadcast() {
+        self.leave(b, &mut buf, &mut ip, Some(b.snap.own.pod_mtu), hop)?;
+        if ip.dst == b.snap.own.broadcast {
             return Err(DropReason::NoRoute);
         }
         match self
@@ -1171,7 +1170,7 @@ impl Switch {
     /// Puts an Ethernet header from the gateway to `mac` on a routed packet and bridges it.
     fn bridge_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac) -> Verdict {
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
-        wire::write_eth(eth, mac, b.snap.config.gateway_mac(), ETHERTYPE_IPV4);
+        wire::write_eth(eth, mac, b.snap.own.gateway_mac, ETHERTYPE_IPV4);
         match self.macs.lookup(mac, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if b.snap.port(port).is_some() => {
                 hop! { b, Stage::Bridge, "forward", ("port {}", self.port_name(b.snap, port)), ("-> port {} ({})", self.port_name(b.snap, port), self.learned(b.now, b.snap, mac)) }
@@ -1231,9 +1230,8 @@ impl Switch {
         hop: Hop,
     ) -> Verdict {
         let snap = b.snap;
-        let config = &snap.config;
         let underlay = snap.underlay.ok_or(DropReason::NoRoute)?;
-        self.leave(b, &mut buf, &mut ip, Some(config.pod_mtu()), hop)?;
+        self.leave(b, &mut buf, &mut ip, Some(snap.own.pod_mtu), hop)?;
         if !buf.offload().is_none() {
             return self.to_peer_segmented(b, buf, i, underlay);
         }
@@ -1426,7 +1424,8 @@ impl Switch {
         let (s1, d1) = ports.unwrap_or((0, 0));
         let snap = b.snap;
         let entry = snap.services.by_vip(ip0.dst, d0, ip0.protocol).or_else(|| {
-            services::is_node_address(&snap.config, ip0.dst)
+            snap.own
+                .contains(ip0.dst)
                 .then(|| snap.services.by_node_port(d0, ip0.protocol))
                 .flatten()
         });

@@ -21,7 +21,7 @@ use crate::services::conntrack::{
     self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple, Victim,
 };
 use crate::services::nat::{self, L4};
-use crate::services::{is_node_address, masquerade_address, PortEntry};
+use crate::services::{masquerade_address, PortEntry};
 use crate::wire::mac::Mac;
 use crate::wire::tcp::{TCP_ACK, TCP_RST, TCP_SYN};
 use crate::wire::{Ipv4Header, ETHERTYPE_IPV4, ETH_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -340,7 +340,7 @@ impl Balancer {
         if let Some(p) = snap.services.by_vip(dst, dport, proto) {
             return Some((p, false));
         }
-        if is_node_address(&snap.config, dst) {
+        if snap.own.contains(dst) {
             return snap.services.by_node_port(dport, proto).map(|p| (p, true));
         }
         None

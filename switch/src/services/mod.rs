@@ -342,12 +342,6 @@ impl ServiceTable {
     }
 }
 
-/// True when `ip` is one of this node's own addresses: underlay, gateway (cni0), VTEP
-/// (flannel.1). Node ports answer on all of them, as kube-proxy's `--dst-type LOCAL`.
-pub(crate) fn is_node_address(config: &NodeConfig, ip: Ipv4Addr) -> bool {
-    ip == config.underlay_ip || ip == config.gateway_ip() || ip == config.vtep_ip()
-}
-
 /// The node address a masqueraded flow gets as its source: the address of this node's
 /// interface toward the endpoint, as `MASQUERADE` picks it on a flannel node.
 ///
