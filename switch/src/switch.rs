@@ -941,6 +941,7 @@ impl Switch {
 
     /// Sends a routed packet where the service stage said: the route lookup, or back to a
     /// client on the host port or the underlay.
+    #[inline(always)]
     fn send_out(
         &self,
         b: &mut Batch,
@@ -960,6 +961,7 @@ impl Switch {
     /// (`mtu`, when the egress has one the packet must fit) and, for a forwarded packet,
     /// the TTL decrement. Every egress goes through here, and nothing else touches the
     /// TTL of a forwarded packet.
+    #[inline(always)]
     fn leave(
         &self,
         b: &mut Batch,
@@ -1086,6 +1088,7 @@ impl Switch {
     /// The route lookup and egress of a packet. A forwarded packet's TTL is decremented
     /// once its egress is known, so ICMP errors before that quote it as it arrived, as
     /// Linux's `ip_forward` does.
+    #[inline(always)]
     fn route(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header, hop: Hop) -> Verdict {
         let next = b.snap.next_hop(ip.dst);
         hop! { b, Stage::Route, if RouteDetail::found(next) { "forward" } else { "no route" }, ("{}", RouteObject(b.snap, next)), ("{}", RouteDetail(RouteDetail::found(next), ip.src, ip.dst)) }
@@ -1168,6 +1171,7 @@ impl Switch {
     }
 
     /// Puts an Ethernet header from the gateway to `mac` on a routed packet and bridges it.
+    #[inline(always)]
     fn bridge_out(&self, b: &mut Batch, mut buf: PacketBuf, mac: Mac) -> Verdict {
         let eth = buf.prepend(ETH_LEN).ok_or(DropReason::NoBuffer)?;
         wire::write_eth(eth, mac, b.snap.own.gateway_mac, ETHERTYPE_IPV4);
