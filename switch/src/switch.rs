@@ -234,7 +234,7 @@ fn push(tx: &mut Vec<(PortId, PacketBuf)>, port: PortId, buf: PacketBuf) {
 impl Batch<'_> {
     /// Queues a link-layer frame for `port`. A super-frame or a partial checksum goes on
     /// as it is only to a port whose device takes it ([`crate::control::Port::gso`]).
-    #[inline]
+    #[inline(always)]
     fn send(&mut self, port: PortId, buf: PacketBuf) {
         if buf.offload().is_none() {
             push(self.tx, port, buf);
