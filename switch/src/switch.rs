@@ -399,6 +399,16 @@ impl Switch {
         self.run(ingress, rx, now, tx, Some(tracer))
     }
 
+    /// Moves `last_now` up to `now`. Read first: a `fetch_max` writes the line even when
+    /// the value stays, and every batch of every worker comes here, so workers of one
+    /// switch took the line from each other once a batch for nothing.
+    #[inline]
+    fn saw(&self, now: u64) {
+        if self.last_now.load(Ordering::Relaxed) < now {
+            self.last_now.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
     #[inline]
     fn run(
         &self,
@@ -408,7 +418,7 @@ impl Switch {
         tx: &mut Vec<(PortId, PacketBuf)>,
         trace: Option<&mut dyn Tracer>,
     ) -> Tally {
-        self.last_now.fetch_max(now, Ordering::Relaxed);
+        self.saw(now);
         let snap = self.control.load();
         let first_tx = tx.len();
         let mut b = Batch::new(
@@ -486,7 +496,7 @@ impl Switch {
         if self.pending.is_empty() {
             return;
         }
-        self.last_now.fetch_max(now, Ordering::Relaxed);
+        self.saw(now);
         let snap = self.control.load();
         let first_tx = tx.len();
         let mut b = Batch::new(&snap, now, &self.pool, tx, None, false);
@@ -707,7 +717,12 @@ impl Switch {
 
     fn host_rx(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf) -> Verdict {
         let (eth, l3) = classify(&mut buf)?;
-        self.host_mac.store(eth.src.to_u64(), Ordering::Relaxed);
+        // Stored only when it changed: a store on every packet would take the line from
+        // the other workers reading it.
+        let mac = eth.src.to_u64();
+        if self.host_mac.load(Ordering::Relaxed) != mac {
+            self.host_mac.store(mac, Ordering::Relaxed);
+        }
         match l3 {
             L3::Arp(arp) => {
                 if arp.operation != wire::ARP_REQUEST {
