@@ -158,12 +158,22 @@ impl MacTable {
         }
     }
 
-    /// The port `mac` was last seen on, unless it expired.
+    /// The port `mac` was last seen on, unless it expired. (On every bridged and every
+    /// locally delivered packet: the address is packed once, and the probe indexes the
+    /// slots with their own length as the mask, which needs no bounds check.)
     pub fn lookup(&self, mac: Mac, now: u64, aging_ns: u64) -> Option<PortId> {
-        self.window(mac).find_map(|slot| {
+        let slots = self.slots();
+        if slots.is_empty() {
+            return None;
+        }
+        let want = mac.to_u64();
+        let mask = slots.len() - 1;
+        let h = home(mac, slots.len());
+        (0..PROBE).find_map(|i| {
+            let slot = &slots[(h + i) & mask];
             let key = slot.key.load(Ordering::Acquire);
             (key != 0
-                && key >> 16 == mac.to_u64()
+                && key >> 16 == want
                 && !MacTable::expired(slot.seen.load(Ordering::Relaxed), now, aging_ns))
             .then(|| unpack(key).1)
         })
