@@ -341,16 +341,21 @@ impl<const W: usize> SlotTable<W> {
             })
     }
 
-    /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
-    /// segment not allocated. A scan resolves the segment once per bucket (a bucket lies
-    /// within one segment) instead of once per slot: lookups and inserts scan up to 32
-    /// slots, several times for a new flow.
-    fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
+    /// Bucket `bucket`, or `None` (all its slots free) in a segment not allocated. A
+    /// scan resolves the segment once per bucket (a bucket lies within one segment)
+    /// instead of once per slot, and reads the slot it settles on from the bucket it
+    /// holds: lookups and inserts scan up to 32 slots, several times for a new flow.
+    fn bucket(&self, bucket: usize) -> Option<&Bucket<W>> {
         let idx = bucket * BUCKET;
-        match self.segments[idx >> self.segment_shift].get() {
-            Some(s) => &s.at(self.offset(idx)).0.states,
-            None => &UNUSED_BUCKET,
-        }
+        self.segments[idx >> self.segment_shift]
+            .get()
+            .map(|s| s.at(self.offset(idx)).0)
+    }
+
+    /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
+    /// segment not allocated.
+    fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
+        self.bucket(bucket).map_or(&UNUSED_BUCKET, |b| &b.states)
     }
 
     /// Slot `idx`'s state word to write (allocating its segment).
@@ -389,51 +394,49 @@ impl<const W: usize> SlotTable<W> {
     }
 
     /// Starts fetching the state words of `home`'s buckets into the cache, without
-    /// waiting for them: the first half of [`Conntrack::prefetch`].
-    fn prefetch_states(&self, home: Home) {
-        for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
-            // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
-            prefetch(&states[0]);
-            prefetch(&states[BUCKET / 2]);
+    /// waiting for them: the first half of [`Conntrack::prefetch`]. Returns the buckets
+    /// (those allocated) for [`SlotTable::prefetch_slot`], which then need not be found
+    /// again.
+    fn prefetch_states(&self, home: Home) -> [Option<&Bucket<W>>; 2] {
+        let mut buckets = [None; 2];
+        for (b, bucket) in buckets.iter_mut().zip(home.buckets()) {
+            *b = self.bucket(bucket);
+            if let Some(b) = b {
+                // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
+                prefetch(&b.states[0]);
+                prefetch(&b.states[BUCKET / 2]);
+            }
         }
+        buckets
     }
 
-    /// Starts fetching the first slot of `home` whose state has orig tag `tag`: the
+    /// Starts fetching the first slot of `buckets` whose state has orig tag `tag`: the
     /// second half of [`Conntrack::prefetch`], once the state words are in the cache.
-    fn prefetch_slot(&self, home: Home, tag: u16) {
-        for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
+    fn prefetch_slot(buckets: [Option<&Bucket<W>>; 2], tag: u16) {
+        for b in buckets.into_iter().flatten() {
             // The tag alone: a free slot keeps its last flow's tag, and a match there
             // only costs a useless prefetch; one compare a slot keeps the scan short,
             // which matters for a new flow's packet (no match: all 32 slots).
-            let Some(i) =
-                (0..BUCKET).find(|&i| State(states[i].load(Ordering::Relaxed)).otag() == tag)
-            else {
-                continue;
-            };
-            let idx = bucket * BUCKET + i;
-            if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
-                let (b, i) = seg.at(self.offset(idx));
+            if let Some(i) =
+                (0..BUCKET).find(|&i| State(b.states[i].load(Ordering::Relaxed)).otag() == tag)
+            {
                 prefetch(&b.slots[i]);
+                return;
             }
-            return;
         }
     }
 
     /// Starts fetching the slots of `bucket` (none in a segment not allocated).
     fn prefetch_bucket_slots(&self, bucket: usize) {
-        let idx = bucket * BUCKET;
-        if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
-            seg.at(self.offset(idx)).0.slots.iter().for_each(prefetch);
+        if let Some(b) = self.bucket(bucket) {
+            b.slots.iter().for_each(prefetch);
         }
     }
 
-    /// Reads slot `idx`'s words if its state word `state` still holds `s` afterwards
-    /// (the seqlock read). Scans pass the state word they hold rather than finding it
-    /// again.
-    fn read_at(&self, idx: usize, state: &AtomicU64, s: State) -> Option<[u64; W]> {
-        let slot = self.slot(idx);
+    /// Reads `slot`'s words if its state word `state` still holds `s` afterwards (the
+    /// seqlock read). Scans pass the slot and state word they hold rather than finding
+    /// them again.
+    fn read_at(slot: &Slot<W>, state: &AtomicU64, s: State) -> Option<[u64; W]> {
         let words = std::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         (state.load(Ordering::Relaxed) == s.0).then_some(words)
@@ -449,7 +452,7 @@ impl<const W: usize> SlotTable<W> {
             if s.phase() != LIVE {
                 return None;
             }
-            if let Some(words) = self.read_at(idx, self.state(idx), s) {
+            if let Some(words) = SlotTable::read_at(self.slot(idx), self.state(idx), s) {
                 return Some(Found {
                     idx,
                     state: s,
@@ -469,6 +472,19 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
+        self.find_slot(home, tag_of, tag, key, wait).map(|(f, _)| f)
+    }
+
+    /// [`SlotTable::find`], with the entry's slot, for callers that read its `seen` or
+    /// `aux` next (finding the slot again from its index takes as much as the scan).
+    pub fn find_slot(
+        &self,
+        home: Home,
+        tag_of: TagOf,
+        tag: u16,
+        key: impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+    ) -> Option<(Found<W>, &Slot<W>)> {
         let tag_in = |s: State| match tag_of {
             TagOf::Orig => s.otag(),
             TagOf::Reply => s.rtag(),
@@ -480,16 +496,19 @@ impl<const W: usize> SlotTable<W> {
         // address (for the read) on every slot, 26 instructions a slot instead of a
         // load and a compare, and a lookup that misses visits all 32.
         for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
             let mut from = 0;
             while let Some((i, s)) = (from..BUCKET).find_map(|i| {
-                let s = State(states[i].load(Ordering::Acquire));
+                let s = State(b.states[i].load(Ordering::Acquire));
                 (s.phase() != FREE && tag_in(s) == tag).then_some((i, s))
             }) {
-                if let Some(f) =
-                    self.candidate(bucket * BUCKET + i, &states[i], s, tag_in, tag, &key, wait)
+                let (state, slot) = (&b.states[i], &b.slots[i]);
+                let idx = bucket * BUCKET + i;
+                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_in, tag, &key, wait)
                 {
-                    return Some(f);
+                    return Some((f, slot));
                 }
                 from = i + 1;
             }
@@ -503,8 +522,8 @@ impl<const W: usize> SlotTable<W> {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn candidate(
-        &self,
         idx: usize,
+        slot: &Slot<W>,
         state: &AtomicU64,
         mut s: State,
         tag_in: impl Fn(State) -> u16,
@@ -519,7 +538,7 @@ impl<const W: usize> SlotTable<W> {
                 }
                 wait_change(state, s.0);
             } else {
-                match self.read_at(idx, state, s) {
+                match SlotTable::read_at(slot, state, s) {
                     Some(words) if key(&words) => {
                         return Some(Found {
                             idx,
@@ -640,15 +659,18 @@ impl<const W: usize> SlotTable<W> {
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> bool {
         for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
             let first = bucket * BUCKET;
             let mut from = 0;
             // As in `find`: the scan for another slot with the tag is a loop of its own.
             while let Some((i, s)) = (from..BUCKET).find_map(|i| {
-                let s = State(states[i].load(Ordering::SeqCst));
+                let s = State(b.states[i].load(Ordering::SeqCst));
                 (first + i != me && s.phase() != FREE && s.otag() == otag).then_some((i, s))
             }) {
-                if self.earlier_of_key(first + i, &states[i], s, otag, order, key, victim) {
+                let (state, slot) = (&b.states[i], &b.slots[i]);
+                if SlotTable::earlier_of_key(first + i, slot, state, s, otag, order, key, victim) {
                     return false;
                 }
                 from = i + 1;
@@ -663,8 +685,8 @@ impl<const W: usize> SlotTable<W> {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn earlier_of_key(
-        &self,
         idx: usize,
+        slot: &Slot<W>,
         state: &AtomicU64,
         mut s: State,
         otag: u16,
@@ -676,8 +698,8 @@ impl<const W: usize> SlotTable<W> {
             if s.phase() == BUSY {
                 wait_change(state, s.0);
             } else {
-                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
-                if let Some(words) = self.read_at(idx, state, s) {
+                let theirs = slot.order.load(Ordering::Relaxed);
+                if let Some(words) = SlotTable::read_at(slot, state, s) {
                     if !key(&words) {
                         return false;
                     }
@@ -728,12 +750,17 @@ impl<const W: usize> SlotTable<W> {
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
         for bucket in home.buckets() {
-            for (idx, state) in self.bucket_slots(bucket) {
+            // No slot free: the bucket's segment is allocated.
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
+            for (i, (state, slot)) in b.states.iter().zip(&b.slots).enumerate() {
+                let idx = bucket * BUCKET + i;
                 let s = State(state.load(Ordering::Acquire));
                 if s.phase() != LIVE {
                     continue;
                 }
-                let Some(words) = self.read_at(idx, state, s) else {
+                let Some(words) = SlotTable::read_at(slot, state, s) else {
                     continue;
                 };
                 match victim(idx, &words) {
@@ -1168,10 +1195,11 @@ impl Hit {
 /// whose 65,536-slot tables gain nothing from it).
 const PREFETCH_ABOVE: usize = 1 << 17;
 
-/// A lookup begun by [`Conntrack::prefetch`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Prefetch {
-    home: Home,
+/// A lookup begun by [`Conntrack::prefetch`]: the buckets it fetches (those allocated)
+/// and the tag whose slot [`Conntrack::prefetch_slot`] fetches.
+#[derive(Clone, Copy)]
+pub(crate) struct Prefetch<'a> {
+    buckets: [Option<&'a Bucket<5>>; 2],
     tag: u16,
 }
 
@@ -1336,7 +1364,11 @@ impl Conntrack {
     }
 
     fn expired(&self, idx: usize, proto: u8, now: u64, to: &Timeouts) -> bool {
-        let slot = self.table.slot(idx);
+        Conntrack::slot_expired(self.table.slot(idx), proto, now, to)
+    }
+
+    /// [`Conntrack::expired`] for a slot at hand.
+    fn slot_expired(slot: &Slot<5>, proto: u8, now: u64, to: &Timeouts) -> bool {
         let seen = slot.seen.load(Ordering::Relaxed);
         now.saturating_sub(seen) > to.of(proto, slot.aux.load(Ordering::Relaxed))
     }
@@ -1362,26 +1394,28 @@ impl Conntrack {
     /// on its bucket and then on its slot). It changes nothing; when wrong (a tuple
     /// guessed from an odd frame, a flow that is not there), it cost a hash and a few
     /// useless cache lines.
-    pub fn prefetch(&self, t: &Tuple) -> Prefetch {
+    pub fn prefetch(&self, t: &Tuple) -> Prefetch<'_> {
         let home = self.table.home(side_hash(t.proto, t.src, t.sport));
-        self.table.prefetch_states(home);
-        Prefetch { home, tag: t.tag() }
+        Prefetch {
+            buckets: self.table.prefetch_states(home),
+            tag: t.tag(),
+        }
     }
 
     /// The second half: once the state words are in (a batch's other prefetches later),
     /// starts fetching the slot whose tag matches, the one `find_orig` will read.
     pub fn prefetch_slot(&self, p: Prefetch) {
-        self.table.prefetch_slot(p.home, p.tag);
+        SlotTable::prefetch_slot(p.buckets, p.tag);
     }
 
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
     pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
         let home = self.table.home(side_hash(t.proto, t.src, t.sport));
-        let f = self
-            .table
-            .find(home, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
-        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f))
+        let (f, slot) =
+            self.table
+                .find_slot(home, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
+        (!Conntrack::slot_expired(slot, t.proto, now, to)).then(|| self.hit(f))
     }
 
     /// The live flow whose reply tuple is `t`.
@@ -1402,14 +1436,14 @@ impl Conntrack {
             }
         }
         let home = self.table.home(side_hash(t.proto, t.dst, t.dport));
-        let f = self.table.find(
+        let (f, slot) = self.table.find_slot(
             home,
             TagOf::Reply,
             t.tag(),
             |w| Flow::decode(w).reply() == *t,
             false,
         )?;
-        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f))
+        (!Conntrack::slot_expired(slot, t.proto, now, to)).then(|| self.hit(f))
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
@@ -1564,7 +1598,7 @@ impl Conntrack {
     fn reply_in_table(&self, flow: &Flow, now: u64, to: &Timeouts) -> bool {
         let t = flow.reply();
         self.table
-            .find(
+            .find_slot(
                 self.table.home(side_hash(t.proto, t.dst, t.dport)),
                 TagOf::Reply,
                 t.tag(),
@@ -1574,7 +1608,7 @@ impl Conntrack {
                 },
                 false,
             )
-            .is_some_and(|f| !self.expired(f.idx, t.proto, now, to))
+            .is_some_and(|(_, slot)| !Conntrack::slot_expired(slot, t.proto, now, to))
     }
 
     /// Enters reply tuple `t` of the flow in slot `idx` into the reply index.
