@@ -870,10 +870,17 @@ impl Tuple {
         }
     }
 
+    /// The tuple's tag in a state word: 16 bits of a hash of the whole tuple, so that
+    /// a scan passes over other flows' slots without reading them.
     fn tag(&self) -> u16 {
-        let a = (u32::from(self.src) as u64) << 32 | u32::from(self.dst) as u64;
-        let b = (self.sport as u64) << 32 | (self.dport as u64) << 16 | self.proto as u64;
-        (mix(mix(a) ^ b) >> 48) as u16
+        self.tag_from(side_hash(self.proto, self.src, self.sport))
+    }
+
+    /// [`Tuple::tag`] from the hash of the source side, `side_hash(proto, src, sport)`:
+    /// one more mix with the destination side. A lookup of an original tuple has that
+    /// hash already (it picks the home), so its tag costs one mix, not two.
+    fn tag_from(&self, side: u64) -> u16 {
+        (mix(side ^ ((u32::from(self.dst) as u64) << 16 | self.dport as u64)) >> 48) as u16
     }
 }
 
@@ -1395,10 +1402,10 @@ impl Conntrack {
     /// guessed from an odd frame, a flow that is not there), it cost a hash and a few
     /// useless cache lines.
     pub fn prefetch(&self, t: &Tuple) -> Prefetch<'_> {
-        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
+        let side = side_hash(t.proto, t.src, t.sport);
         Prefetch {
-            buckets: self.table.prefetch_states(home),
-            tag: t.tag(),
+            buckets: self.table.prefetch_states(self.table.home(side)),
+            tag: t.tag_from(side),
         }
     }
 
@@ -1411,10 +1418,14 @@ impl Conntrack {
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
     pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
-        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
-        let (f, slot) =
-            self.table
-                .find_slot(home, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
+        let side = side_hash(t.proto, t.src, t.sport);
+        let (f, slot) = self.table.find_slot(
+            self.table.home(side),
+            TagOf::Orig,
+            t.tag_from(side),
+            |w| Flow::orig_is(w, t),
+            wait,
+        )?;
         (!Conntrack::slot_expired(slot, t.proto, now, to)).then(|| self.hit(f))
     }
 
@@ -1469,7 +1480,8 @@ impl Conntrack {
     ) -> Insert {
         self.used.store(true, Ordering::Relaxed);
         let orig = flow.orig;
-        let home = self.table.home(side_hash(orig.proto, orig.src, orig.sport));
+        let side = side_hash(orig.proto, orig.src, orig.sport);
+        let home = self.table.home(side);
         // [`Conntrack::expired`], then assured or not, from one read of the slot's
         // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
         let victim = |idx: usize, w: &[u64; 5]| {
@@ -1509,7 +1521,7 @@ impl Conntrack {
             }
             let r = self.table.insert(
                 home,
-                orig.tag(),
+                orig.tag_from(side),
                 |w| Flow::orig_is(w, &orig),
                 victim,
                 || (flow.encode(), flow.reply().tag()),
