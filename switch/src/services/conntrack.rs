@@ -78,7 +78,7 @@ const LIVE: u64 = 3;
 const VERSION_BITS: u32 = 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct State(u64);
+pub(crate) struct State(u64);
 
 impl State {
     fn new(phase: u64, otag: u16, rtag: u16, version: u64) -> State {
@@ -584,7 +584,8 @@ impl<const W: usize> SlotTable<W> {
     /// Inserts the entry `make()` under `key` (whose orig tag is `otag`) into `home`,
     /// unless it is there: see the module documentation. `victim` judges occupied
     /// slots; `make` is called once per attempt and returns the words and the reply
-    /// tag; `init` sets the new slot's `seen` and `aux`.
+    /// tag; `init` sets the new slot's `seen` and `aux` (given the entry's state, whose
+    /// version tells this entry of the slot from the others).
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
@@ -593,7 +594,7 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         victim: impl Fn(usize, &[u64; W]) -> Victim,
         mut make: impl FnMut() -> ([u64; W], u16),
-        init: impl Fn(&Slot<W>),
+        init: impl Fn(&Slot<W>, State),
     ) -> Inserted<W> {
         loop {
             // 1. Already there (waiting out inserts in progress of the same tag)? An
@@ -625,7 +626,7 @@ impl<const W: usize> SlotTable<W> {
             for (w, v) in slot.words.iter().zip(words) {
                 w.store(v, Ordering::Relaxed);
             }
-            init(slot);
+            init(slot, busy);
             let order = self.order(home.first).fetch_add(1, Ordering::SeqCst);
             slot.order.store(order, Ordering::Relaxed);
             let pending = busy.with_phase(PENDING);
@@ -1047,10 +1048,23 @@ impl TcpState {
     }
 }
 
-// aux word: bits 0-3 TCP state, then flags.
+// aux word: bits 0-3 TCP state, then flags, then the mark of [`Conntrack::checked`].
 const REPLIED: u64 = 1 << 4;
 const FIN_ORIG: u64 = 1 << 5;
 const FIN_REPLY: u64 = 1 << 6;
+/// Bits 7-63 of the aux word: the mark that the flow was found valid against a service
+/// table ([`Conntrack::checked`]), or none (all zero).
+const MARK: u64 = !((1 << 7) - 1);
+
+/// The mark that the entry in state `s` was found valid against service table
+/// `generation`: a set bit 7, the entry's version (30 bits) and the generation's low 26
+/// bits. The version ties the mark to the entry, not the slot: a mark written through a
+/// stale lookup after the slot went to another flow names the old entry and vouches for
+/// nothing (as the seqlock, it relies on the version not wrapping meanwhile). The
+/// generation is cut to 26 bits: two tables 67 million changes apart would look alike.
+fn mark(s: State, generation: u64) -> u64 {
+    1 << 7 | s.version() << 8 | generation << 38
+}
 
 /// The direction of a packet within its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1185,6 +1199,8 @@ fn assured(proto: u8, aux: u64) -> bool {
 pub(crate) struct Hit {
     pub flow: Flow,
     found: Found<5>,
+    /// The slot's aux word as the lookup read it (0 when it did not).
+    aux: u64,
 }
 
 impl Hit {
@@ -1384,7 +1400,26 @@ impl Conntrack {
         Hit {
             flow: Flow::decode(&found.words),
             found,
+            aux: 0,
         }
+    }
+
+    /// The hit of `found` in `slot`, unless the flow expired (a flow of protocol
+    /// `proto`); [`Conntrack::expired`] from the slot at hand.
+    fn unexpired(
+        &self,
+        found: Found<5>,
+        slot: &Slot<5>,
+        proto: u8,
+        now: u64,
+        to: &Timeouts,
+    ) -> Option<Hit> {
+        let seen = slot.seen.load(Ordering::Relaxed);
+        let aux = slot.aux.load(Ordering::Relaxed);
+        (now.saturating_sub(seen) <= to.of(proto, aux)).then(|| Hit {
+            aux,
+            ..self.hit(found)
+        })
     }
 
     /// True when a batch's lookups are worth fetching ahead ([`Conntrack::prefetch`]):
@@ -1426,7 +1461,7 @@ impl Conntrack {
             |w| Flow::orig_is(w, t),
             wait,
         )?;
-        (!Conntrack::slot_expired(slot, t.proto, now, to)).then(|| self.hit(f))
+        self.unexpired(f, slot, t.proto, now, to)
     }
 
     /// The live flow whose reply tuple is `t`.
@@ -1454,7 +1489,7 @@ impl Conntrack {
             |w| Flow::decode(w).reply() == *t,
             false,
         )?;
-        (!Conntrack::slot_expired(slot, t.proto, now, to)).then(|| self.hit(f))
+        self.unexpired(f, slot, t.proto, now, to)
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
@@ -1472,11 +1507,26 @@ impl Conntrack {
     /// a free one of `ports`; a masqueraded flow keeps its client's port when it can.
     pub fn insert(
         &self,
+        flow: Flow,
+        ports: SnatPorts,
+        now: u64,
+        to: &Timeouts,
+        flags: u8,
+    ) -> Insert {
+        self.insert_checked(flow, ports, now, to, flags, None)
+    }
+
+    /// [`Conntrack::insert`]; a new entry is marked valid against service table
+    /// generation `checked` if given ([`Conntrack::checked`]): the caller has just
+    /// chosen the flow's endpoint from that table.
+    pub fn insert_checked(
+        &self,
         mut flow: Flow,
         ports: SnatPorts,
         now: u64,
         to: &Timeouts,
         flags: u8,
+        checked: Option<u64>,
     ) -> Insert {
         self.used.store(true, Ordering::Relaxed);
         let orig = flow.orig;
@@ -1525,9 +1575,10 @@ impl Conntrack {
                 |w| Flow::orig_is(w, &orig),
                 victim,
                 || (flow.encode(), flow.reply().tag()),
-                |slot| {
+                |slot, state| {
+                    let mark = checked.map_or(0, |g| mark(state, g));
                     slot.seen.store(now, Ordering::Relaxed);
-                    slot.aux.store(aux, Ordering::Relaxed);
+                    slot.aux.store(aux | mark, Ordering::Relaxed);
                 },
             );
             let (found, evicted) = match r {
@@ -1649,7 +1700,7 @@ impl Conntrack {
                 }
             },
             || ([k0, k1, idx as u64], 0),
-            |_| {},
+            |_, _| {},
         )
     }
 
@@ -1674,6 +1725,24 @@ impl Conntrack {
                 Err(v) => cur = v,
             }
         }
+    }
+
+    /// True when `hit`'s flow was found valid against service table `generation` (by
+    /// [`Conntrack::mark_checked`] or at its insert), as far as its lookup read.
+    pub fn checked(&self, hit: &Hit, generation: u64) -> bool {
+        hit.aux & MARK == mark(hit.found.state, generation)
+    }
+
+    /// Marks `hit`'s flow as found valid against service table `generation`, unless its
+    /// aux word changed since the lookup read it (then the next packet checks again).
+    pub fn mark_checked(&self, hit: &Hit, generation: u64) {
+        let aux = hit.aux & !MARK | mark(hit.found.state, generation);
+        let _ = self.table.slot(hit.found.idx).aux.compare_exchange(
+            hit.aux,
+            aux,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// The TCP state of a flow (None for UDP).
@@ -1852,6 +1921,45 @@ mod tests {
             to.of(PROTO_UDP, next_aux(PROTO_UDP, 0, Dir::Reply, 0)),
             120 * SECOND
         );
+    }
+
+    /// The mark that a flow was found valid names the table's generation and the entry:
+    /// it vouches for neither another generation nor the slot's next entry (a mark
+    /// written through a lookup made before the slot changed hands).
+    #[test]
+    fn validity_marks_name_their_generation_and_entry() {
+        let ct = Conntrack::new(64);
+        let to = Timeouts::default();
+        let t = udp(40000);
+        let flow = to_ep(t, ip(40));
+        let ports = SnatPorts::default();
+        assert!(matches!(
+            ct.insert_checked(flow, ports, 0, &to, 0, Some(7)),
+            Insert::New { .. }
+        ));
+        let hit = ct.find_orig(&t, 0, &to, false).unwrap();
+        assert!(ct.checked(&hit, 7) && !ct.checked(&hit, 8));
+        ct.mark_checked(&hit, 8);
+        ct.touch(&hit, Dir::Reply, 0, 1);
+        let hit = ct.find_orig(&t, 1, &to, false).unwrap();
+        assert!(ct.checked(&hit, 8) && !ct.checked(&hit, 7), "kept by touch");
+        assert!(ct.remove(&hit));
+
+        let Insert::New { hit: first, .. } = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        let stale = ct.find_orig(&t, 0, &to, false).unwrap();
+        assert!(!ct.checked(&stale, 8), "a new entry starts unmarked");
+        assert!(ct.remove(&first));
+        let Insert::New { hit: next, .. } = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        assert_eq!(next.slot(), stale.slot());
+        // The slot's aux word is as the stale lookup read it, so the mark goes in.
+        ct.mark_checked(&stale, 9);
+        let fresh = ct.find_orig(&t, 0, &to, false).unwrap();
+        assert_ne!(fresh.aux & MARK, 0, "the stale mark went in");
+        assert!(!ct.checked(&fresh, 9), "the mark names the entry before");
     }
 
     #[test]
