@@ -878,10 +878,13 @@ impl Tuple {
     }
 
     /// [`Tuple::tag`] from the hash of the source side, `side_hash(proto, src, sport)`:
-    /// one more mix with the destination side. A lookup of an original tuple has that
-    /// hash already (it picks the home), so its tag costs one mix, not two.
+    /// the top bits of that hash mixed again, as [`SlotTable::home`] mixes it for the
+    /// second bucket (whose bits are the low ones), and of the destination side times
+    /// an odd constant (whose top bits depend on all of it). A lookup of an original
+    /// tuple has both mixes already, so its tag costs a multiply.
     fn tag_from(&self, side: u64) -> u16 {
-        (mix(side ^ ((u32::from(self.dst) as u64) << 16 | self.dport as u64)) >> 48) as u16
+        let dst = (u32::from(self.dst) as u64) << 16 | self.dport as u64;
+        ((mix(side) ^ dst.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 48) as u16
     }
 }
 
