@@ -393,6 +393,16 @@ impl<const W: usize> SlotTable<W> {
         &b.slots[i]
     }
 
+    /// The slot of an entry found live, whose segment is allocated: [`SlotTable::slot`]
+    /// without the allocation, whose call made every caller save registers around it.
+    fn found_slot(&self, idx: usize) -> &Slot<W> {
+        let seg = self.segments[idx >> self.segment_shift]
+            .get()
+            .expect("a found entry's segment is allocated");
+        let (b, i) = seg.at(self.offset(idx));
+        &b.slots[i]
+    }
+
     /// Starts fetching the state words of `home`'s buckets into the cache, without
     /// waiting for them: the first half of [`Conntrack::prefetch`]. Returns the buckets
     /// (those allocated) for [`SlotTable::prefetch_slot`], which then need not be found
@@ -1709,21 +1719,29 @@ impl Conntrack {
 
     /// Records a packet of `hit`'s flow going `dir` with TCP flags `flags` at `now`.
     pub fn touch(&self, hit: &Hit, dir: Dir, flags: u8, now: u64) {
-        let slot = self.table.slot(hit.found.idx);
+        let slot = self.table.found_slot(hit.found.idx);
         if slot.seen.load(Ordering::Relaxed) < now {
             slot.seen.fetch_max(now, Ordering::Relaxed);
         }
         let proto = hit.flow.orig.proto;
-        let mut cur = slot.aux.load(Ordering::Relaxed);
+        let cur = slot.aux.load(Ordering::Relaxed);
+        // What [`next_aux`] leaves as it is for UDP: all but a first reply.
+        if proto != PROTO_TCP && (dir == Dir::Orig || cur & REPLIED != 0) {
+            return;
+        }
+        Conntrack::record(&slot.aux, proto, cur, dir, flags);
+    }
+
+    /// The rest of [`Conntrack::touch`]: moves the aux word `aux`, last seen holding
+    /// `cur`, on by a packet. Out of line, so that the usual packet's call is short.
+    #[inline(never)]
+    fn record(aux: &AtomicU64, proto: u8, mut cur: u64, dir: Dir, flags: u8) {
         loop {
             let next = next_aux(proto, cur, dir, flags);
             if next == cur {
                 return;
             }
-            match slot
-                .aux
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match aux.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(v) => cur = v,
             }
@@ -1740,7 +1758,7 @@ impl Conntrack {
     /// aux word changed since the lookup read it (then the next packet checks again).
     pub fn mark_checked(&self, hit: &Hit, generation: u64) {
         let aux = hit.aux & !MARK | mark(hit.found.state, generation);
-        let _ = self.table.slot(hit.found.idx).aux.compare_exchange(
+        let _ = self.table.found_slot(hit.found.idx).aux.compare_exchange(
             hit.aux,
             aux,
             Ordering::Relaxed,
