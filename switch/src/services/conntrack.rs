@@ -581,10 +581,15 @@ impl<const W: usize> SlotTable<W> {
 
     /// Frees a live entry, unless it changed since it was found.
     pub fn remove(&self, f: &Found<W>) -> bool {
-        self.state_mut(f.idx)
+        self.remove_at(f.idx, f.state)
+    }
+
+    /// Frees the live entry of slot `idx` found in state `s`, unless it changed since.
+    fn remove_at(&self, idx: usize, s: State) -> bool {
+        self.state_mut(idx)
             .compare_exchange(
-                f.state.0,
-                f.state.with_phase(FREE).0,
+                s.0,
+                s.with_phase(FREE).0,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
@@ -1211,7 +1216,10 @@ fn assured(proto: u8, aux: u64) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hit {
     pub flow: Flow,
-    found: Found<5>,
+    /// The entry: its slot and its state when found (not its words, which `flow` holds
+    /// decoded: a hit is returned and copied on every packet).
+    idx: usize,
+    state: State,
     /// The slot's aux word as the lookup read it (0 when it did not).
     aux: u64,
 }
@@ -1220,7 +1228,7 @@ impl Hit {
     /// The slot the flow lives in.
     #[cfg(test)]
     pub fn slot(&self) -> usize {
-        self.found.idx
+        self.idx
     }
 }
 
@@ -1412,7 +1420,8 @@ impl Conntrack {
     fn hit(&self, found: Found<5>) -> Hit {
         Hit {
             flow: Flow::decode(&found.words),
-            found,
+            idx: found.idx,
+            state: found.state,
             aux: 0,
         }
     }
@@ -1719,7 +1728,7 @@ impl Conntrack {
 
     /// Records a packet of `hit`'s flow going `dir` with TCP flags `flags` at `now`.
     pub fn touch(&self, hit: &Hit, dir: Dir, flags: u8, now: u64) {
-        let slot = self.table.found_slot(hit.found.idx);
+        let slot = self.table.found_slot(hit.idx);
         if slot.seen.load(Ordering::Relaxed) < now {
             slot.seen.fetch_max(now, Ordering::Relaxed);
         }
@@ -1751,14 +1760,14 @@ impl Conntrack {
     /// True when `hit`'s flow was found valid against service table `generation` (by
     /// [`Conntrack::mark_checked`] or at its insert), as far as its lookup read.
     pub fn checked(&self, hit: &Hit, generation: u64) -> bool {
-        hit.aux & MARK == mark(hit.found.state, generation)
+        hit.aux & MARK == mark(hit.state, generation)
     }
 
     /// Marks `hit`'s flow as found valid against service table `generation`, unless its
     /// aux word changed since the lookup read it (then the next packet checks again).
     pub fn mark_checked(&self, hit: &Hit, generation: u64) {
-        let aux = hit.aux & !MARK | mark(hit.found.state, generation);
-        let _ = self.table.found_slot(hit.found.idx).aux.compare_exchange(
+        let aux = hit.aux & !MARK | mark(hit.state, generation);
+        let _ = self.table.found_slot(hit.idx).aux.compare_exchange(
             hit.aux,
             aux,
             Ordering::Relaxed,
@@ -1768,14 +1777,13 @@ impl Conntrack {
 
     /// The TCP state of a flow (None for UDP).
     pub fn tcp_state(&self, hit: &Hit) -> Option<TcpState> {
-        (hit.flow.orig.proto == PROTO_TCP).then(|| {
-            TcpState::from_bits(self.table.slot(hit.found.idx).aux.load(Ordering::Relaxed))
-        })
+        (hit.flow.orig.proto == PROTO_TCP)
+            .then(|| TcpState::from_bits(self.table.slot(hit.idx).aux.load(Ordering::Relaxed)))
     }
 
     /// Forgets a flow (unless its slot changed since the lookup).
     pub fn remove(&self, hit: &Hit) -> bool {
-        self.table.remove(&hit.found)
+        self.table.remove_at(hit.idx, hit.state)
     }
 
     /// Removes every live flow for which `stale` holds; returns how many.
@@ -2328,14 +2336,13 @@ mod tests {
                     "DUP port {d}: orig {:?} xlat {:?} idx {:?}",
                     f.orig,
                     f.xlat,
-                    ct.find_orig(&f.orig, 0, &to, false).map(|h| h.found.idx)
+                    ct.find_orig(&f.orig, 0, &to, false).map(|h| h.idx)
                 );
             }
             let r = Tuple::new(PROTO_TCP, ip(200), 8080, ip(1), *d);
             eprintln!(
                 "  find_reply -> {:?}",
-                ct.find_reply(&r, 0, &to)
-                    .map(|h| (h.flow.orig, h.found.idx))
+                ct.find_reply(&r, 0, &to).map(|h| (h.flow.orig, h.idx))
             );
         }
         ports.dedup();
