@@ -138,7 +138,7 @@ impl Affinity {
                 key,
                 victim,
                 || ([k0, k1, u32::from(choice) as u64, timeout], 0),
-                |slot| slot.seen.store(now, Ordering::Relaxed),
+                |slot, _| slot.seen.store(now, Ordering::Relaxed),
             );
             match r {
                 Inserted::New { found, .. } => return (choice, Some(found.idx as u32)),
@@ -350,17 +350,43 @@ impl Balancer {
     /// are flushed, so the client's next datagram picks a live endpoint. TCP flows stay
     /// (kube-proxy leaves established connections alone).
     fn valid(snap: &Snapshot, flow: &Flow) -> bool {
+        Balancer::judge(snap, flow).0
+    }
+
+    /// [`Balancer::valid`], and whether the verdict rests on the service table alone:
+    /// true for a UDP flow to a VIP (its service is found by the VIP); the verdict on a
+    /// flow to a node port depends on the node's addresses too.
+    fn judge(snap: &Snapshot, flow: &Flow) -> (bool, bool) {
         if flow.orig.proto != PROTO_UDP || flow.is_allowed_only() {
-            return true;
+            return (true, false);
         }
         match Balancer::service_of(snap, flow.orig.dst, flow.orig.dport, flow.orig.proto) {
-            Some((p, external)) => {
+            Some((p, external)) => (
                 p.target_port == flow.xlat.dport
                     && p.candidates(external, snap.config.subnet)
-                        .contains(&flow.xlat.dst)
-            }
-            None => false,
+                        .contains(&flow.xlat.dst),
+                !external,
+            ),
+            None => (false, false),
         }
+    }
+
+    /// [`Balancer::valid`] for a packet of a tracked flow, remembered in the flow's entry:
+    /// a flow found valid against a service table (or created from it) by the table
+    /// alone stays valid for every packet that sees the same table, which the generation
+    /// names (it moves with every change). A flow created from an older snapshot while
+    /// [`Balancer::sweep`] runs carries the older generation, so its next packet checks.
+    /// Saves the service lookup on every packet of a UDP flow to a VIP.
+    fn valid_hit(&self, snap: &Snapshot, hit: &conntrack::Hit) -> bool {
+        let generation = snap.services.generation();
+        if self.ct.checked(hit, generation) {
+            return true;
+        }
+        let (valid, by_table) = Balancer::judge(snap, &hit.flow);
+        if valid && by_table {
+            self.ct.mark_checked(hit, generation);
+        }
+        valid
     }
 
     /// When the services changed since the last look, flushes the UDP flows whose
@@ -411,14 +437,14 @@ impl Balancer {
                         self.ct.tcp_state(&hit),
                         Some(TcpState::TimeWait | TcpState::Close)
                     );
-                if !reopen && Balancer::valid(snap, &hit.flow) {
+                if !reopen && self.valid_hit(snap, &hit) {
                     return self.forward(now, pkt, ip, &hit, l4.flags);
                 }
                 // A new connection on a closed one's tuple, or a flushed UDP flow: it
                 // starts over with the current endpoints.
                 self.ct.remove(&hit);
             } else if let Some(hit) = self.ct.find_reply(&t, now, to) {
-                if !Balancer::valid(snap, &hit.flow) {
+                if !self.valid_hit(snap, &hit) {
                     self.ct.remove(&hit);
                     return Decision::Pass;
                 }
@@ -489,7 +515,11 @@ impl Balancer {
         let to = &snap.conntrack_timeouts;
         // Conntrack keeps reply tuples unique: a masqueraded flow, or one client socket
         // reaching one endpoint through two services, may leave with another source port.
-        let r = self.ct.insert(flow, config.snat_ports, now, to, l4.flags);
+        // Chosen from this table, a flow to a VIP is valid against it.
+        let checked = (!external).then(|| snap.services.generation());
+        let r = self
+            .ct
+            .insert_checked(flow, config.snat_ports, now, to, l4.flags, checked);
         match r {
             // Another worker tracked this very flow at the same instant: go its way.
             Insert::Existing(hit) => self.forward(now, pkt, ip, &hit, l4.flags),
@@ -782,7 +812,7 @@ impl Balancer {
         };
         let to = &snap.conntrack_timeouts;
         if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
-            if Balancer::valid(snap, &hit.flow) {
+            if self.valid_hit(snap, &hit) {
                 self.ct.touch(&hit, Dir::Reply, l4.flags, now);
                 nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
                 return true;

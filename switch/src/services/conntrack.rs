@@ -78,7 +78,7 @@ const LIVE: u64 = 3;
 const VERSION_BITS: u32 = 30;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct State(u64);
+pub(crate) struct State(u64);
 
 impl State {
     fn new(phase: u64, otag: u16, rtag: u16, version: u64) -> State {
@@ -341,16 +341,21 @@ impl<const W: usize> SlotTable<W> {
             })
     }
 
-    /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
-    /// segment not allocated. A scan resolves the segment once per bucket (a bucket lies
-    /// within one segment) instead of once per slot: lookups and inserts scan up to 32
-    /// slots, several times for a new flow.
-    fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
+    /// Bucket `bucket`, or `None` (all its slots free) in a segment not allocated. A
+    /// scan resolves the segment once per bucket (a bucket lies within one segment)
+    /// instead of once per slot, and reads the slot it settles on from the bucket it
+    /// holds: lookups and inserts scan up to 32 slots, several times for a new flow.
+    fn bucket(&self, bucket: usize) -> Option<&Bucket<W>> {
         let idx = bucket * BUCKET;
-        match self.segments[idx >> self.segment_shift].get() {
-            Some(s) => &s.at(self.offset(idx)).0.states,
-            None => &UNUSED_BUCKET,
-        }
+        self.segments[idx >> self.segment_shift]
+            .get()
+            .map(|s| s.at(self.offset(idx)).0)
+    }
+
+    /// The state words of `bucket`'s slots, to scan: [`UNUSED_BUCKET`] (all free) in a
+    /// segment not allocated.
+    fn bucket_states(&self, bucket: usize) -> &[AtomicU64; BUCKET] {
+        self.bucket(bucket).map_or(&UNUSED_BUCKET, |b| &b.states)
     }
 
     /// Slot `idx`'s state word to write (allocating its segment).
@@ -388,52 +393,60 @@ impl<const W: usize> SlotTable<W> {
         &b.slots[i]
     }
 
-    /// Starts fetching the state words of `home`'s buckets into the cache, without
-    /// waiting for them: the first half of [`Conntrack::prefetch`].
-    fn prefetch_states(&self, home: Home) {
-        for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
-            // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
-            prefetch(&states[0]);
-            prefetch(&states[BUCKET / 2]);
-        }
+    /// The slot of an entry found live, whose segment is allocated: [`SlotTable::slot`]
+    /// without the allocation, whose call made every caller save registers around it.
+    fn found_slot(&self, idx: usize) -> &Slot<W> {
+        let seg = self.segments[idx >> self.segment_shift]
+            .get()
+            .expect("a found entry's segment is allocated");
+        let (b, i) = seg.at(self.offset(idx));
+        &b.slots[i]
     }
 
-    /// Starts fetching the first slot of `home` whose state has orig tag `tag`: the
+    /// Starts fetching the state words of `home`'s buckets into the cache, without
+    /// waiting for them: the first half of [`Conntrack::prefetch`]. Returns the buckets
+    /// (those allocated) for [`SlotTable::prefetch_slot`], which then need not be found
+    /// again.
+    fn prefetch_states(&self, home: Home) -> [Option<&Bucket<W>>; 2] {
+        let mut buckets = [None; 2];
+        for (b, bucket) in buckets.iter_mut().zip(home.buckets()) {
+            *b = self.bucket(bucket);
+            if let Some(b) = b {
+                // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
+                prefetch(&b.states[0]);
+                prefetch(&b.states[BUCKET / 2]);
+            }
+        }
+        buckets
+    }
+
+    /// Starts fetching the first slot of `buckets` whose state has orig tag `tag`: the
     /// second half of [`Conntrack::prefetch`], once the state words are in the cache.
-    fn prefetch_slot(&self, home: Home, tag: u16) {
-        for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
+    fn prefetch_slot(buckets: [Option<&Bucket<W>>; 2], tag: u16) {
+        for b in buckets.into_iter().flatten() {
             // The tag alone: a free slot keeps its last flow's tag, and a match there
             // only costs a useless prefetch; one compare a slot keeps the scan short,
             // which matters for a new flow's packet (no match: all 32 slots).
-            let Some(i) =
-                (0..BUCKET).find(|&i| State(states[i].load(Ordering::Relaxed)).otag() == tag)
-            else {
-                continue;
-            };
-            let idx = bucket * BUCKET + i;
-            if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
-                let (b, i) = seg.at(self.offset(idx));
+            if let Some(i) =
+                (0..BUCKET).find(|&i| State(b.states[i].load(Ordering::Relaxed)).otag() == tag)
+            {
                 prefetch(&b.slots[i]);
+                return;
             }
-            return;
         }
     }
 
     /// Starts fetching the slots of `bucket` (none in a segment not allocated).
     fn prefetch_bucket_slots(&self, bucket: usize) {
-        let idx = bucket * BUCKET;
-        if let Some(seg) = self.segments[idx >> self.segment_shift].get() {
-            seg.at(self.offset(idx)).0.slots.iter().for_each(prefetch);
+        if let Some(b) = self.bucket(bucket) {
+            b.slots.iter().for_each(prefetch);
         }
     }
 
-    /// Reads slot `idx`'s words if its state word `state` still holds `s` afterwards
-    /// (the seqlock read). Scans pass the state word they hold rather than finding it
-    /// again.
-    fn read_at(&self, idx: usize, state: &AtomicU64, s: State) -> Option<[u64; W]> {
-        let slot = self.slot(idx);
+    /// Reads `slot`'s words if its state word `state` still holds `s` afterwards (the
+    /// seqlock read). Scans pass the slot and state word they hold rather than finding
+    /// them again.
+    fn read_at(slot: &Slot<W>, state: &AtomicU64, s: State) -> Option<[u64; W]> {
         let words = std::array::from_fn(|i| slot.words[i].load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         (state.load(Ordering::Relaxed) == s.0).then_some(words)
@@ -449,7 +462,7 @@ impl<const W: usize> SlotTable<W> {
             if s.phase() != LIVE {
                 return None;
             }
-            if let Some(words) = self.read_at(idx, self.state(idx), s) {
+            if let Some(words) = SlotTable::read_at(self.slot(idx), self.state(idx), s) {
                 return Some(Found {
                     idx,
                     state: s,
@@ -469,6 +482,19 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
+        self.find_slot(home, tag_of, tag, key, wait).map(|(f, _)| f)
+    }
+
+    /// [`SlotTable::find`], with the entry's slot, for callers that read its `seen` or
+    /// `aux` next (finding the slot again from its index takes as much as the scan).
+    pub fn find_slot(
+        &self,
+        home: Home,
+        tag_of: TagOf,
+        tag: u16,
+        key: impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+    ) -> Option<(Found<W>, &Slot<W>)> {
         let tag_in = |s: State| match tag_of {
             TagOf::Orig => s.otag(),
             TagOf::Reply => s.rtag(),
@@ -480,16 +506,19 @@ impl<const W: usize> SlotTable<W> {
         // address (for the read) on every slot, 26 instructions a slot instead of a
         // load and a compare, and a lookup that misses visits all 32.
         for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
             let mut from = 0;
             while let Some((i, s)) = (from..BUCKET).find_map(|i| {
-                let s = State(states[i].load(Ordering::Acquire));
+                let s = State(b.states[i].load(Ordering::Acquire));
                 (s.phase() != FREE && tag_in(s) == tag).then_some((i, s))
             }) {
-                if let Some(f) =
-                    self.candidate(bucket * BUCKET + i, &states[i], s, tag_in, tag, &key, wait)
+                let (state, slot) = (&b.states[i], &b.slots[i]);
+                let idx = bucket * BUCKET + i;
+                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_in, tag, &key, wait)
                 {
-                    return Some(f);
+                    return Some((f, slot));
                 }
                 from = i + 1;
             }
@@ -503,8 +532,8 @@ impl<const W: usize> SlotTable<W> {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn candidate(
-        &self,
         idx: usize,
+        slot: &Slot<W>,
         state: &AtomicU64,
         mut s: State,
         tag_in: impl Fn(State) -> u16,
@@ -519,7 +548,7 @@ impl<const W: usize> SlotTable<W> {
                 }
                 wait_change(state, s.0);
             } else {
-                match self.read_at(idx, state, s) {
+                match SlotTable::read_at(slot, state, s) {
                     Some(words) if key(&words) => {
                         return Some(Found {
                             idx,
@@ -552,10 +581,15 @@ impl<const W: usize> SlotTable<W> {
 
     /// Frees a live entry, unless it changed since it was found.
     pub fn remove(&self, f: &Found<W>) -> bool {
-        self.state_mut(f.idx)
+        self.remove_at(f.idx, f.state)
+    }
+
+    /// Frees the live entry of slot `idx` found in state `s`, unless it changed since.
+    fn remove_at(&self, idx: usize, s: State) -> bool {
+        self.state_mut(idx)
             .compare_exchange(
-                f.state.0,
-                f.state.with_phase(FREE).0,
+                s.0,
+                s.with_phase(FREE).0,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
@@ -565,7 +599,8 @@ impl<const W: usize> SlotTable<W> {
     /// Inserts the entry `make()` under `key` (whose orig tag is `otag`) into `home`,
     /// unless it is there: see the module documentation. `victim` judges occupied
     /// slots; `make` is called once per attempt and returns the words and the reply
-    /// tag; `init` sets the new slot's `seen` and `aux`.
+    /// tag; `init` sets the new slot's `seen` and `aux` (given the entry's state, whose
+    /// version tells this entry of the slot from the others).
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
@@ -574,7 +609,7 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         victim: impl Fn(usize, &[u64; W]) -> Victim,
         mut make: impl FnMut() -> ([u64; W], u16),
-        init: impl Fn(&Slot<W>),
+        init: impl Fn(&Slot<W>, State),
     ) -> Inserted<W> {
         loop {
             // 1. Already there (waiting out inserts in progress of the same tag)? An
@@ -606,7 +641,7 @@ impl<const W: usize> SlotTable<W> {
             for (w, v) in slot.words.iter().zip(words) {
                 w.store(v, Ordering::Relaxed);
             }
-            init(slot);
+            init(slot, busy);
             let order = self.order(home.first).fetch_add(1, Ordering::SeqCst);
             slot.order.store(order, Ordering::Relaxed);
             let pending = busy.with_phase(PENDING);
@@ -640,15 +675,18 @@ impl<const W: usize> SlotTable<W> {
         victim: &impl Fn(usize, &[u64; W]) -> Victim,
     ) -> bool {
         for bucket in home.buckets() {
-            let states = self.bucket_states(bucket);
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
             let first = bucket * BUCKET;
             let mut from = 0;
             // As in `find`: the scan for another slot with the tag is a loop of its own.
             while let Some((i, s)) = (from..BUCKET).find_map(|i| {
-                let s = State(states[i].load(Ordering::SeqCst));
+                let s = State(b.states[i].load(Ordering::SeqCst));
                 (first + i != me && s.phase() != FREE && s.otag() == otag).then_some((i, s))
             }) {
-                if self.earlier_of_key(first + i, &states[i], s, otag, order, key, victim) {
+                let (state, slot) = (&b.states[i], &b.slots[i]);
+                if SlotTable::earlier_of_key(first + i, slot, state, s, otag, order, key, victim) {
                     return false;
                 }
                 from = i + 1;
@@ -663,8 +701,8 @@ impl<const W: usize> SlotTable<W> {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn earlier_of_key(
-        &self,
         idx: usize,
+        slot: &Slot<W>,
         state: &AtomicU64,
         mut s: State,
         otag: u16,
@@ -676,8 +714,8 @@ impl<const W: usize> SlotTable<W> {
             if s.phase() == BUSY {
                 wait_change(state, s.0);
             } else {
-                let theirs = self.slot(idx).order.load(Ordering::Relaxed);
-                if let Some(words) = self.read_at(idx, state, s) {
+                let theirs = slot.order.load(Ordering::Relaxed);
+                if let Some(words) = SlotTable::read_at(slot, state, s) {
                     if !key(&words) {
                         return false;
                     }
@@ -728,12 +766,17 @@ impl<const W: usize> SlotTable<W> {
         let mut expired = None;
         let mut oldest: Option<(u64, usize, State)> = None;
         for bucket in home.buckets() {
-            for (idx, state) in self.bucket_slots(bucket) {
+            // No slot free: the bucket's segment is allocated.
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
+            for (i, (state, slot)) in b.states.iter().zip(&b.slots).enumerate() {
+                let idx = bucket * BUCKET + i;
                 let s = State(state.load(Ordering::Acquire));
                 if s.phase() != LIVE {
                     continue;
                 }
-                let Some(words) = self.read_at(idx, state, s) else {
+                let Some(words) = SlotTable::read_at(slot, state, s) else {
                     continue;
                 };
                 match victim(idx, &words) {
@@ -843,10 +886,20 @@ impl Tuple {
         }
     }
 
+    /// The tuple's tag in a state word: 16 bits of a hash of the whole tuple, so that
+    /// a scan passes over other flows' slots without reading them.
     fn tag(&self) -> u16 {
-        let a = (u32::from(self.src) as u64) << 32 | u32::from(self.dst) as u64;
-        let b = (self.sport as u64) << 32 | (self.dport as u64) << 16 | self.proto as u64;
-        (mix(mix(a) ^ b) >> 48) as u16
+        self.tag_from(side_hash(self.proto, self.src, self.sport))
+    }
+
+    /// [`Tuple::tag`] from the hash of the source side, `side_hash(proto, src, sport)`:
+    /// the top bits of that hash mixed again, as [`SlotTable::home`] mixes it for the
+    /// second bucket (whose bits are the low ones), and of the destination side times
+    /// an odd constant (whose top bits depend on all of it). A lookup of an original
+    /// tuple has both mixes already, so its tag costs a multiply.
+    fn tag_from(&self, side: u64) -> u16 {
+        let dst = (u32::from(self.dst) as u64) << 16 | self.dport as u64;
+        ((mix(side) ^ dst.wrapping_mul(0x9e37_79b9_7f4a_7c15)) >> 48) as u16
     }
 }
 
@@ -1013,10 +1066,23 @@ impl TcpState {
     }
 }
 
-// aux word: bits 0-3 TCP state, then flags.
+// aux word: bits 0-3 TCP state, then flags, then the mark of [`Conntrack::checked`].
 const REPLIED: u64 = 1 << 4;
 const FIN_ORIG: u64 = 1 << 5;
 const FIN_REPLY: u64 = 1 << 6;
+/// Bits 7-63 of the aux word: the mark that the flow was found valid against a service
+/// table ([`Conntrack::checked`]), or none (all zero).
+const MARK: u64 = !((1 << 7) - 1);
+
+/// The mark that the entry in state `s` was found valid against service table
+/// `generation`: a set bit 7, the entry's version (30 bits) and the generation's low 26
+/// bits. The version ties the mark to the entry, not the slot: a mark written through a
+/// stale lookup after the slot went to another flow names the old entry and vouches for
+/// nothing (as the seqlock, it relies on the version not wrapping meanwhile). The
+/// generation is cut to 26 bits: two tables 67 million changes apart would look alike.
+fn mark(s: State, generation: u64) -> u64 {
+    1 << 7 | s.version() << 8 | generation << 38
+}
 
 /// The direction of a packet within its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1150,14 +1216,19 @@ fn assured(proto: u8, aux: u64) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hit {
     pub flow: Flow,
-    found: Found<5>,
+    /// The entry: its slot and its state when found (not its words, which `flow` holds
+    /// decoded: a hit is returned and copied on every packet).
+    idx: usize,
+    state: State,
+    /// The slot's aux word as the lookup read it (0 when it did not).
+    aux: u64,
 }
 
 impl Hit {
     /// The slot the flow lives in.
     #[cfg(test)]
     pub fn slot(&self) -> usize {
-        self.found.idx
+        self.idx
     }
 }
 
@@ -1168,10 +1239,11 @@ impl Hit {
 /// whose 65,536-slot tables gain nothing from it).
 const PREFETCH_ABOVE: usize = 1 << 17;
 
-/// A lookup begun by [`Conntrack::prefetch`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Prefetch {
-    home: Home,
+/// A lookup begun by [`Conntrack::prefetch`]: the buckets it fetches (those allocated)
+/// and the tag whose slot [`Conntrack::prefetch_slot`] fetches.
+#[derive(Clone, Copy)]
+pub(crate) struct Prefetch<'a> {
+    buckets: [Option<&'a Bucket<5>>; 2],
     tag: u16,
 }
 
@@ -1336,7 +1408,11 @@ impl Conntrack {
     }
 
     fn expired(&self, idx: usize, proto: u8, now: u64, to: &Timeouts) -> bool {
-        let slot = self.table.slot(idx);
+        Conntrack::slot_expired(self.table.slot(idx), proto, now, to)
+    }
+
+    /// [`Conntrack::expired`] for a slot at hand.
+    fn slot_expired(slot: &Slot<5>, proto: u8, now: u64, to: &Timeouts) -> bool {
         let seen = slot.seen.load(Ordering::Relaxed);
         now.saturating_sub(seen) > to.of(proto, slot.aux.load(Ordering::Relaxed))
     }
@@ -1344,8 +1420,28 @@ impl Conntrack {
     fn hit(&self, found: Found<5>) -> Hit {
         Hit {
             flow: Flow::decode(&found.words),
-            found,
+            idx: found.idx,
+            state: found.state,
+            aux: 0,
         }
+    }
+
+    /// The hit of `found` in `slot`, unless the flow expired (a flow of protocol
+    /// `proto`); [`Conntrack::expired`] from the slot at hand.
+    fn unexpired(
+        &self,
+        found: Found<5>,
+        slot: &Slot<5>,
+        proto: u8,
+        now: u64,
+        to: &Timeouts,
+    ) -> Option<Hit> {
+        let seen = slot.seen.load(Ordering::Relaxed);
+        let aux = slot.aux.load(Ordering::Relaxed);
+        (now.saturating_sub(seen) <= to.of(proto, aux)).then(|| Hit {
+            aux,
+            ..self.hit(found)
+        })
     }
 
     /// True when a batch's lookups are worth fetching ahead ([`Conntrack::prefetch`]):
@@ -1362,26 +1458,32 @@ impl Conntrack {
     /// on its bucket and then on its slot). It changes nothing; when wrong (a tuple
     /// guessed from an odd frame, a flow that is not there), it cost a hash and a few
     /// useless cache lines.
-    pub fn prefetch(&self, t: &Tuple) -> Prefetch {
-        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
-        self.table.prefetch_states(home);
-        Prefetch { home, tag: t.tag() }
+    pub fn prefetch(&self, t: &Tuple) -> Prefetch<'_> {
+        let side = side_hash(t.proto, t.src, t.sport);
+        Prefetch {
+            buckets: self.table.prefetch_states(self.table.home(side)),
+            tag: t.tag_from(side),
+        }
     }
 
     /// The second half: once the state words are in (a batch's other prefetches later),
     /// starts fetching the slot whose tag matches, the one `find_orig` will read.
     pub fn prefetch_slot(&self, p: Prefetch) {
-        self.table.prefetch_slot(p.home, p.tag);
+        SlotTable::prefetch_slot(p.buckets, p.tag);
     }
 
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
     pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
-        let home = self.table.home(side_hash(t.proto, t.src, t.sport));
-        let f = self
-            .table
-            .find(home, TagOf::Orig, t.tag(), |w| Flow::orig_is(w, t), wait)?;
-        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f))
+        let side = side_hash(t.proto, t.src, t.sport);
+        let (f, slot) = self.table.find_slot(
+            self.table.home(side),
+            TagOf::Orig,
+            t.tag_from(side),
+            |w| Flow::orig_is(w, t),
+            wait,
+        )?;
+        self.unexpired(f, slot, t.proto, now, to)
     }
 
     /// The live flow whose reply tuple is `t`.
@@ -1402,14 +1504,14 @@ impl Conntrack {
             }
         }
         let home = self.table.home(side_hash(t.proto, t.dst, t.dport));
-        let f = self.table.find(
+        let (f, slot) = self.table.find_slot(
             home,
             TagOf::Reply,
             t.tag(),
             |w| Flow::decode(w).reply() == *t,
             false,
         )?;
-        (!self.expired(f.idx, t.proto, now, to)).then(|| self.hit(f))
+        self.unexpired(f, slot, t.proto, now, to)
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
@@ -1427,15 +1529,31 @@ impl Conntrack {
     /// a free one of `ports`; a masqueraded flow keeps its client's port when it can.
     pub fn insert(
         &self,
-        mut flow: Flow,
+        flow: Flow,
         ports: SnatPorts,
         now: u64,
         to: &Timeouts,
         flags: u8,
     ) -> Insert {
+        self.insert_checked(flow, ports, now, to, flags, None)
+    }
+
+    /// [`Conntrack::insert`]; a new entry is marked valid against service table
+    /// generation `checked` if given ([`Conntrack::checked`]): the caller has just
+    /// chosen the flow's endpoint from that table.
+    pub fn insert_checked(
+        &self,
+        mut flow: Flow,
+        ports: SnatPorts,
+        now: u64,
+        to: &Timeouts,
+        flags: u8,
+        checked: Option<u64>,
+    ) -> Insert {
         self.used.store(true, Ordering::Relaxed);
         let orig = flow.orig;
-        let home = self.table.home(side_hash(orig.proto, orig.src, orig.sport));
+        let side = side_hash(orig.proto, orig.src, orig.sport);
+        let home = self.table.home(side);
         // [`Conntrack::expired`], then assured or not, from one read of the slot's
         // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
         let victim = |idx: usize, w: &[u64; 5]| {
@@ -1475,13 +1593,14 @@ impl Conntrack {
             }
             let r = self.table.insert(
                 home,
-                orig.tag(),
+                orig.tag_from(side),
                 |w| Flow::orig_is(w, &orig),
                 victim,
                 || (flow.encode(), flow.reply().tag()),
-                |slot| {
+                |slot, state| {
+                    let mark = checked.map_or(0, |g| mark(state, g));
                     slot.seen.store(now, Ordering::Relaxed);
-                    slot.aux.store(aux, Ordering::Relaxed);
+                    slot.aux.store(aux | mark, Ordering::Relaxed);
                 },
             );
             let (found, evicted) = match r {
@@ -1564,7 +1683,7 @@ impl Conntrack {
     fn reply_in_table(&self, flow: &Flow, now: u64, to: &Timeouts) -> bool {
         let t = flow.reply();
         self.table
-            .find(
+            .find_slot(
                 self.table.home(side_hash(t.proto, t.dst, t.dport)),
                 TagOf::Reply,
                 t.tag(),
@@ -1574,7 +1693,7 @@ impl Conntrack {
                 },
                 false,
             )
-            .is_some_and(|f| !self.expired(f.idx, t.proto, now, to))
+            .is_some_and(|(_, slot)| !Conntrack::slot_expired(slot, t.proto, now, to))
     }
 
     /// Enters reply tuple `t` of the flow in slot `idx` into the reply index.
@@ -1603,43 +1722,68 @@ impl Conntrack {
                 }
             },
             || ([k0, k1, idx as u64], 0),
-            |_| {},
+            |_, _| {},
         )
     }
 
     /// Records a packet of `hit`'s flow going `dir` with TCP flags `flags` at `now`.
     pub fn touch(&self, hit: &Hit, dir: Dir, flags: u8, now: u64) {
-        let slot = self.table.slot(hit.found.idx);
+        let slot = self.table.found_slot(hit.idx);
         if slot.seen.load(Ordering::Relaxed) < now {
             slot.seen.fetch_max(now, Ordering::Relaxed);
         }
         let proto = hit.flow.orig.proto;
-        let mut cur = slot.aux.load(Ordering::Relaxed);
+        let cur = slot.aux.load(Ordering::Relaxed);
+        // What [`next_aux`] leaves as it is for UDP: all but a first reply.
+        if proto != PROTO_TCP && (dir == Dir::Orig || cur & REPLIED != 0) {
+            return;
+        }
+        Conntrack::record(&slot.aux, proto, cur, dir, flags);
+    }
+
+    /// The rest of [`Conntrack::touch`]: moves the aux word `aux`, last seen holding
+    /// `cur`, on by a packet. Out of line, so that the usual packet's call is short.
+    #[inline(never)]
+    fn record(aux: &AtomicU64, proto: u8, mut cur: u64, dir: Dir, flags: u8) {
         loop {
             let next = next_aux(proto, cur, dir, flags);
             if next == cur {
                 return;
             }
-            match slot
-                .aux
-                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match aux.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(v) => cur = v,
             }
         }
     }
 
+    /// True when `hit`'s flow was found valid against service table `generation` (by
+    /// [`Conntrack::mark_checked`] or at its insert), as far as its lookup read.
+    pub fn checked(&self, hit: &Hit, generation: u64) -> bool {
+        hit.aux & MARK == mark(hit.state, generation)
+    }
+
+    /// Marks `hit`'s flow as found valid against service table `generation`, unless its
+    /// aux word changed since the lookup read it (then the next packet checks again).
+    pub fn mark_checked(&self, hit: &Hit, generation: u64) {
+        let aux = hit.aux & !MARK | mark(hit.state, generation);
+        let _ = self.table.found_slot(hit.idx).aux.compare_exchange(
+            hit.aux,
+            aux,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
     /// The TCP state of a flow (None for UDP).
     pub fn tcp_state(&self, hit: &Hit) -> Option<TcpState> {
-        (hit.flow.orig.proto == PROTO_TCP).then(|| {
-            TcpState::from_bits(self.table.slot(hit.found.idx).aux.load(Ordering::Relaxed))
-        })
+        (hit.flow.orig.proto == PROTO_TCP)
+            .then(|| TcpState::from_bits(self.table.slot(hit.idx).aux.load(Ordering::Relaxed)))
     }
 
     /// Forgets a flow (unless its slot changed since the lookup).
     pub fn remove(&self, hit: &Hit) -> bool {
-        self.table.remove(&hit.found)
+        self.table.remove_at(hit.idx, hit.state)
     }
 
     /// Removes every live flow for which `stale` holds; returns how many.
@@ -1806,6 +1950,45 @@ mod tests {
             to.of(PROTO_UDP, next_aux(PROTO_UDP, 0, Dir::Reply, 0)),
             120 * SECOND
         );
+    }
+
+    /// The mark that a flow was found valid names the table's generation and the entry:
+    /// it vouches for neither another generation nor the slot's next entry (a mark
+    /// written through a lookup made before the slot changed hands).
+    #[test]
+    fn validity_marks_name_their_generation_and_entry() {
+        let ct = Conntrack::new(64);
+        let to = Timeouts::default();
+        let t = udp(40000);
+        let flow = to_ep(t, ip(40));
+        let ports = SnatPorts::default();
+        assert!(matches!(
+            ct.insert_checked(flow, ports, 0, &to, 0, Some(7)),
+            Insert::New { .. }
+        ));
+        let hit = ct.find_orig(&t, 0, &to, false).unwrap();
+        assert!(ct.checked(&hit, 7) && !ct.checked(&hit, 8));
+        ct.mark_checked(&hit, 8);
+        ct.touch(&hit, Dir::Reply, 0, 1);
+        let hit = ct.find_orig(&t, 1, &to, false).unwrap();
+        assert!(ct.checked(&hit, 8) && !ct.checked(&hit, 7), "kept by touch");
+        assert!(ct.remove(&hit));
+
+        let Insert::New { hit: first, .. } = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        let stale = ct.find_orig(&t, 0, &to, false).unwrap();
+        assert!(!ct.checked(&stale, 8), "a new entry starts unmarked");
+        assert!(ct.remove(&first));
+        let Insert::New { hit: next, .. } = ct.insert(flow, ports, 0, &to, 0) else {
+            panic!()
+        };
+        assert_eq!(next.slot(), stale.slot());
+        // The slot's aux word is as the stale lookup read it, so the mark goes in.
+        ct.mark_checked(&stale, 9);
+        let fresh = ct.find_orig(&t, 0, &to, false).unwrap();
+        assert_ne!(fresh.aux & MARK, 0, "the stale mark went in");
+        assert!(!ct.checked(&fresh, 9), "the mark names the entry before");
     }
 
     #[test]
@@ -2153,14 +2336,13 @@ mod tests {
                     "DUP port {d}: orig {:?} xlat {:?} idx {:?}",
                     f.orig,
                     f.xlat,
-                    ct.find_orig(&f.orig, 0, &to, false).map(|h| h.found.idx)
+                    ct.find_orig(&f.orig, 0, &to, false).map(|h| h.idx)
                 );
             }
             let r = Tuple::new(PROTO_TCP, ip(200), 8080, ip(1), *d);
             eprintln!(
                 "  find_reply -> {:?}",
-                ct.find_reply(&r, 0, &to)
-                    .map(|h| (h.flow.orig, h.found.idx))
+                ct.find_reply(&r, 0, &to).map(|h| (h.flow.orig, h.idx))
             );
         }
         ports.dedup();
