@@ -113,6 +113,7 @@ pub(crate) struct OwnAddresses {
     pub broadcast: Ipv4Addr,
     /// [`NodeConfig::pod_mtu`].
     pub pod_mtu: u16,
+    /// `config.underlay_ip`, beside the others for [`OwnAddresses::contains`].
     pub underlay_ip: Ipv4Addr,
 }
 
@@ -435,6 +436,31 @@ mod tests {
         assert_eq!(c.vtep_mac.to_string(), "0e:00:ac:10:00:01");
         assert_eq!(c.pod_mtu(), 1450);
         assert!(c.validate().is_ok());
+    }
+
+    /// What a snapshot keeps of them for the datapath, and what counts as the node's own.
+    #[test]
+    fn own_addresses_follow_the_config() {
+        let control = Control::new(NodeConfig::example());
+        let own = control.load().own;
+        assert_eq!(own.gateway_ip, Ipv4Addr::new(10, 0, 1, 1));
+        assert_eq!(own.gateway_mac.to_string(), "0a:58:0a:00:01:01");
+        assert_eq!(own.vtep_ip, Ipv4Addr::new(10, 0, 1, 0));
+        assert_eq!(own.broadcast, Ipv4Addr::new(10, 0, 1, 255));
+        assert_eq!(own.pod_mtu, 1450);
+        let underlay = control.load().config.underlay_ip;
+        for ip in [underlay, own.gateway_ip, own.vtep_ip] {
+            assert!(own.contains(ip), "{ip}");
+        }
+        assert!(
+            !own.contains(Ipv4Addr::new(10, 0, 1, 2)),
+            "a pod is not the node"
+        );
+        // A new subnet moves them with the next snapshot.
+        control.update(|c| c.subnet = "10.0.7.0/24".parse().unwrap());
+        let own = control.load().own;
+        assert_eq!(own.gateway_ip, Ipv4Addr::new(10, 0, 7, 1));
+        assert_eq!(own.broadcast, Ipv4Addr::new(10, 0, 7, 255));
     }
 
     #[test]

@@ -661,7 +661,7 @@ impl Switch {
     /// The gateway's side of ARP on the pod bridge: answer for `.1`, learn pods.
     fn gateway_arp(&self, b: &mut Batch, ingress: PortId, arp: Arp) -> Verdict {
         let config = &b.snap.config;
-        let gateway = config.gateway_ip();
+        let (gateway, gateway_mac) = (b.snap.own.gateway_ip, b.snap.own.gateway_mac);
         if config.subnet.contains(arp.sender_ip)
             && arp.sender_ip != gateway
             && !arp.sender_ip.is_unspecified()
@@ -671,8 +671,8 @@ impl Switch {
         }
         match arp.operation {
             wire::ARP_REQUEST if arp.target_ip == gateway => {
-                hop! { b, Stage::GatewayArp, "reply", ("gateway {gateway}"), ("{gateway} is at {} (asked by {})", config.gateway_mac(), arp.sender_ip) }
-                self.arp_reply(b, ingress, &arp, config.gateway_mac());
+                hop! { b, Stage::GatewayArp, "reply", ("gateway {gateway}"), ("{gateway} is at {gateway_mac} (asked by {})", arp.sender_ip) }
+                self.arp_reply(b, ingress, &arp, gateway_mac);
                 Ok(Outcome::Consumed)
             }
             wire::ARP_REPLY if arp.target_ip == gateway => {
@@ -1202,17 +1202,17 @@ impl Switch {
 
     /// Broadcasts "who has `ip`" from the gateway to the pods.
     fn arp_request(&self, b: &mut Batch, ip: Ipv4Addr) {
-        let config = &b.snap.config;
+        let own = b.snap.own;
         let req = Arp {
             operation: wire::ARP_REQUEST,
-            sender_mac: config.gateway_mac(),
-            sender_ip: config.gateway_ip(),
+            sender_mac: own.gateway_mac,
+            sender_ip: own.gateway_ip,
             target_mac: Mac::ZERO,
             target_ip: ip,
         };
         let ports: &[PortId] = &b.snap.pod_ports;
         for &port in ports {
-            self.emit_arp(b, port, Mac::BROADCAST, config.gateway_mac(), &req);
+            self.emit_arp(b, port, Mac::BROADCAST, own.gateway_mac, &req);
         }
     }
 

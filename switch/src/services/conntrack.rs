@@ -1777,8 +1777,9 @@ impl Conntrack {
 
     /// The TCP state of a flow (None for UDP).
     pub fn tcp_state(&self, hit: &Hit) -> Option<TcpState> {
-        (hit.flow.orig.proto == PROTO_TCP)
-            .then(|| TcpState::from_bits(self.table.slot(hit.idx).aux.load(Ordering::Relaxed)))
+        (hit.flow.orig.proto == PROTO_TCP).then(|| {
+            TcpState::from_bits(self.table.found_slot(hit.idx).aux.load(Ordering::Relaxed))
+        })
     }
 
     /// Forgets a flow (unless its slot changed since the lookup).

@@ -71,10 +71,10 @@ fn unpack(key: u64) -> (Mac, PortId) {
     (Mac::from_u64(key >> 16), PortId((key & 0xffff) as u16 - 1))
 }
 
-fn home(mac: Mac, len: usize) -> usize {
-    // Multiplicative hash: the low bits of a MAC are its most varied, and the table
-    // length is a power of two.
-    ((mac.to_u64().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize) & (len - 1)
+/// Where `mac`'s window starts, before the table's mask. Multiplicative hash: the low
+/// bits of a MAC are its most varied, and the table length is a power of two.
+fn home(mac: Mac) -> usize {
+    (mac.to_u64().wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
 }
 
 impl MacTable {
@@ -95,13 +95,16 @@ impl MacTable {
         now.saturating_sub(seen) > aging_ns
     }
 
-    /// The slots `mac` may live in (none before the first MAC is learned).
+    /// The slots `mac` may live in (none before the first MAC is learned). Indexed with
+    /// the slots' own length as the mask, which the compiler knows keeps every probe in
+    /// bounds: no bounds check a probe (every bridged and every locally delivered
+    /// packet looks a MAC up).
     fn window(&self, mac: Mac) -> impl Iterator<Item = &Slot> {
         let slots = self.slots();
-        let len = self.size;
-        let h = home(mac, len);
+        let mask = slots.len().wrapping_sub(1);
+        let h = home(mac);
         let probe = if slots.is_empty() { 0 } else { PROBE };
-        (0..probe).map(move |i| &slots[(h + i) & (len - 1)])
+        (0..probe).map(move |i| &slots[(h + i) & mask])
     }
 
     /// Records that a frame from `mac` arrived on `port` at `now`.
@@ -158,19 +161,10 @@ impl MacTable {
         }
     }
 
-    /// The port `mac` was last seen on, unless it expired. (On every bridged and every
-    /// locally delivered packet: the address is packed once, and the probe indexes the
-    /// slots with their own length as the mask, which needs no bounds check.)
+    /// The port `mac` was last seen on, unless it expired.
     pub fn lookup(&self, mac: Mac, now: u64, aging_ns: u64) -> Option<PortId> {
-        let slots = self.slots();
-        if slots.is_empty() {
-            return None;
-        }
         let want = mac.to_u64();
-        let mask = slots.len() - 1;
-        let h = home(mac, slots.len());
-        (0..PROBE).find_map(|i| {
-            let slot = &slots[(h + i) & mask];
+        self.window(mac).find_map(|slot| {
             let key = slot.key.load(Ordering::Acquire);
             (key != 0
                 && key >> 16 == want
