@@ -8,6 +8,21 @@
 //! The free list is a lock-free bounded queue (crossbeam's `ArrayQueue`). A buffer goes
 //! back to its pool when it is dropped, from whichever thread drops it.
 //!
+//! In front of the queue each thread keeps a small cache of the buffers it dropped last,
+//! as DPDK's mempool keeps one per lcore: a worker that takes buffers for a batch and
+//! drops them after transmit then touches no line another worker writes. Without it every
+//! packet cost four read-modify-writes on lines all workers share (the queue's head and
+//! tail, and the pool's reference count on take and on drop), and two workers sharing one
+//! switch scaled 1.57x where two apart scaled 1.86x. A cached buffer keeps its reference
+//! to the pool, so moving it between the cache and a packet counts nothing. The cache
+//! holds buffers of one pool at a time: a buffer of another pool sends the cached ones
+//! home first, so a thread driving many pools (the simulator's nodes) caches whichever it
+//! used last. [`Pool::alloc`] looks in the calling thread's cache before the queue, so a
+//! pool used from one thread runs dry exactly when all its buffers are in use; with
+//! several threads, up to [`CACHE`] of a pool's free buffers may sit in each other
+//! thread's cache (size pools with that slack, as DPDK asks). The cache also keeps its
+//! pool alive until the thread exits or moves on to another pool.
+//!
 //! No allocation per packet in the steady state: a buffer is allocated the first time the
 //! pool has none free and fewer than its `count` exist (so a pool sized for bursts costs
 //! only what it has used: a simulated cluster of thousands of mostly idle nodes does not
@@ -25,6 +40,7 @@
 //! a fresh or reset buffer has none.
 
 use crossbeam_queue::ArrayQueue;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -99,26 +115,34 @@ impl Pool {
 
     /// Takes an empty buffer, or `None` when all are in use.
     pub fn alloc(self: &Arc<Self>) -> Option<PacketBuf> {
-        let data = match self.free.pop() {
-            Some(data) => data,
-            None => {
-                // Claim one of the buffers not made yet, if any is left.
-                self.made
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
-                        (m < self.count).then_some(m + 1)
-                    })
-                    .ok()?;
-                vec![0u8; self.size].into_boxed_slice()
-            }
+        let block = match Cache::take(self) {
+            Some(block) => block,
+            None => Block {
+                bytes: self.take()?,
+                pool: Arc::clone(self),
+            },
         };
         Some(PacketBuf {
-            data: Some(data),
+            block: Some(block),
             start: HEADROOM,
             end: HEADROOM,
             checksum_known_good: false,
             offload: Offload::NONE,
-            pool: Arc::clone(self),
         })
+    }
+
+    /// A buffer's memory from the queue, or a new one while fewer than `count` exist.
+    fn take(&self) -> Option<Box<[u8]>> {
+        if let Some(bytes) = self.free.pop() {
+            return Some(bytes);
+        }
+        // Claim one of the buffers not made yet, if any is left.
+        self.made
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                (m < self.count).then_some(m + 1)
+            })
+            .ok()?;
+        Some(vec![0u8; self.size].into_boxed_slice())
     }
 
     /// A buffer holding a copy of `bytes`, or `None` when the pool is empty or the bytes
@@ -129,9 +153,10 @@ impl Pool {
         Some(buf)
     }
 
-    /// Buffers currently free (also those not allocated yet).
-    pub fn available(&self) -> usize {
-        self.free.len() + self.count - self.made.load(Ordering::Relaxed)
+    /// Buffers currently free: in the queue, in the calling thread's cache, or not made
+    /// yet. (Free buffers in other threads' caches are not counted.)
+    pub fn available(self: &Arc<Self>) -> usize {
+        self.free.len() + Cache::holding(self) + self.count - self.made.load(Ordering::Relaxed)
     }
 
     /// Buffers in the pool, free or in use.
@@ -145,17 +170,109 @@ impl Pool {
     }
 }
 
+/// A buffer's memory and the pool it belongs to.
+struct Block {
+    bytes: Box<[u8]>,
+    pool: Arc<Pool>,
+}
+
+impl Block {
+    /// Puts the memory back in its pool's queue.
+    fn home(self) {
+        // The queue has room for every buffer of the pool, so this cannot fail.
+        let _ = self.pool.free.push(self.bytes);
+    }
+}
+
+/// Buffers a thread's cache holds at most; when it is full, the older half go home.
+pub const CACHE: usize = 256;
+
+/// The buffers this thread dropped last, all of one pool (see the module doc).
+struct Cache {
+    blocks: Vec<Block>,
+}
+
+thread_local!(static CACHED: RefCell<Cache> = const { RefCell::new(Cache { blocks: Vec::new() }) });
+
+impl Cache {
+    fn holds(&self, pool: &Arc<Pool>) -> bool {
+        self.blocks
+            .first()
+            .is_some_and(|b| Arc::ptr_eq(&b.pool, pool))
+    }
+
+    /// A buffer of `pool` from this thread's cache, if it has one.
+    #[inline]
+    fn take(pool: &Arc<Pool>) -> Option<Block> {
+        CACHED
+            .try_with(|c| {
+                let mut c = c.try_borrow_mut().ok()?;
+                if c.holds(pool) {
+                    c.blocks.pop()
+                } else {
+                    None
+                }
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// How many buffers of `pool` this thread's cache holds.
+    fn holding(pool: &Arc<Pool>) -> usize {
+        CACHED
+            .try_with(|c| match c.try_borrow() {
+                Ok(c) if c.holds(pool) => c.blocks.len(),
+                _ => 0,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Keeps a dropped buffer in this thread's cache, or sends it home when there is no
+    /// cache (the thread is exiting).
+    #[inline]
+    fn park(block: Block) {
+        let mut block = Some(block);
+        let _ = CACHED.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.put(block.take().expect("not taken yet"));
+            }
+        });
+        if let Some(block) = block {
+            block.home();
+        }
+    }
+
+    fn put(&mut self, block: Block) {
+        match self.blocks.first() {
+            Some(b) if !Arc::ptr_eq(&b.pool, &block.pool) => self.flush(self.blocks.len()),
+            _ if self.blocks.len() == CACHE => self.flush(CACHE / 2),
+            _ => {}
+        }
+        self.blocks.push(block);
+    }
+
+    /// Sends the `n` oldest cached buffers home.
+    fn flush(&mut self, n: usize) {
+        self.blocks.drain(..n).for_each(Block::home);
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.flush(self.blocks.len());
+    }
+}
+
 /// One packet in a pooled buffer. Returns to its pool when dropped.
 pub struct PacketBuf {
     /// Always `Some` until `drop` hands it back.
-    data: Option<Box<[u8]>>,
+    block: Option<Block>,
     start: usize,
     end: usize,
     /// See [`PacketBuf::checksum_known_good`].
     checksum_known_good: bool,
     /// See [`PacketBuf::offload`].
     offload: Offload,
-    pool: Arc<Pool>,
 }
 
 impl PacketBuf {
@@ -282,23 +399,26 @@ impl PacketBuf {
 
     /// The pool this buffer belongs to.
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        &self
+            .block
+            .as_ref()
+            .expect("a buffer has its block until dropped")
+            .pool
     }
 
     fn storage(&self) -> &[u8] {
-        self.data.as_deref().unwrap_or(&[])
+        self.block.as_ref().map_or(&[], |b| &b.bytes)
     }
 
     fn storage_mut(&mut self) -> &mut [u8] {
-        self.data.as_deref_mut().unwrap_or(&mut [])
+        self.block.as_mut().map_or(&mut [], |b| &mut b.bytes)
     }
 }
 
 impl Drop for PacketBuf {
     fn drop(&mut self) {
-        if let Some(data) = self.data.take() {
-            // The queue has room for every buffer of the pool, so this cannot fail.
-            let _ = self.pool.free.push(data);
+        if let Some(block) = self.block.take() {
+            Cache::park(block);
         }
     }
 }
@@ -377,6 +497,49 @@ mod tests {
         drop(buf);
         // The same storage, recycled through the pool: a plain frame again.
         assert!(pool.alloc().unwrap().offload().is_none());
+    }
+
+    #[test]
+    fn a_buffer_dropped_on_another_thread_comes_home_when_that_thread_exits() {
+        let pool = Pool::new(2, 64);
+        let a = pool.alloc().unwrap();
+        std::thread::spawn(move || drop(a)).join().unwrap();
+        assert_eq!(
+            pool.free.len(),
+            1,
+            "the exiting thread's cache sent it home"
+        );
+        assert_eq!(pool.available(), 2);
+        let _both = (pool.alloc().unwrap(), pool.alloc().unwrap());
+        assert!(pool.alloc().is_none());
+    }
+
+    #[test]
+    fn the_cache_holds_one_pool_and_lets_the_last_one_go() {
+        let (p, q) = (Pool::new(2, 64), Pool::new(2, 64));
+        drop(p.alloc().unwrap());
+        assert_eq!((p.free.len(), p.available()), (0, 2), "cached, still free");
+        let gone = Arc::downgrade(&p);
+        drop(p);
+        assert!(gone.upgrade().is_some(), "its cached buffer keeps the pool");
+        // A buffer of another pool sends the cached one home, and with it the pool's
+        // last reference.
+        drop(q.alloc().unwrap());
+        assert!(gone.upgrade().is_none(), "the pool was freed");
+        assert_eq!((q.free.len(), q.available()), (0, 2));
+    }
+
+    #[test]
+    fn a_full_cache_sends_its_older_half_home() {
+        let pool = Pool::new(CACHE + 1, 64);
+        let bufs: Vec<PacketBuf> = (0..=CACHE).map(|_| pool.alloc().unwrap()).collect();
+        assert!(pool.alloc().is_none());
+        drop(bufs);
+        assert_eq!(pool.free.len(), CACHE / 2);
+        assert_eq!(pool.available(), CACHE + 1);
+        let again: Vec<PacketBuf> = (0..=CACHE).map(|_| pool.alloc().unwrap()).collect();
+        assert!(pool.alloc().is_none());
+        assert_eq!(again.len(), CACHE + 1);
     }
 
     #[test]
