@@ -775,30 +775,35 @@ impl<const W: usize> SlotTable<W> {
             self.prefetch_bucket_slots(bucket);
         }
         // The first expired slot goes; failing that, the oldest evictable one (the first
-        // of the oldest on a tie).
-        let mut oldest: Option<(u64, usize, State)> = None;
+        // of the oldest on a tie). The state words are read relaxed: the slot is judged
+        // from words that change outside the seqlock anyway, and the compare-and-swap
+        // from the state read confirms the choice (this lets the compiler keep what the
+        // judgement needs in registers across the 32 slots).
+        let mut oldest = None;
+        let mut oldest_age = 0;
         for bucket in home.buckets() {
             // No slot free: the bucket's segment is allocated.
             let Some(b) = self.bucket(bucket) else {
                 continue;
             };
-            for (i, (state, slot)) in b.states.iter().zip(&b.slots).enumerate() {
-                let s = State(state.load(Ordering::Acquire));
+            for i in 0..BUCKET {
+                let s = State(b.states[i].load(Ordering::Relaxed));
                 if s.phase() != LIVE {
                     continue;
                 }
-                match victim(slot) {
+                match victim(&b.slots[i]) {
                     Victim::Expired => return Some((bucket * BUCKET + i, s, false)),
                     Victim::Evictable(age) => {
-                        if oldest.is_none_or(|(a, _, _)| age < a) {
-                            oldest = Some((age, bucket * BUCKET + i, s));
+                        if oldest.is_none() || age < oldest_age {
+                            oldest = Some((bucket * BUCKET + i, s, true));
+                            oldest_age = age;
                         }
                     }
                     Victim::Keep => {}
                 }
             }
         }
-        oldest.map(|(_, idx, s)| (idx, s, true))
+        oldest
     }
 
     /// Every live slot.
@@ -1574,7 +1579,11 @@ impl Conntrack {
         let home = self.table.home(side);
         // [`Conntrack::expired`], then assured or not, from one read of the slot's
         // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
-        let victim = |slot: &Slot<5>| {
+        // (A copy of the timeouts: the scan keeps the two it uses in registers instead of
+        // reading them through the reference for every slot.)
+        let timeouts = *to;
+        let victim = move |slot: &Slot<5>| {
+            let to = &timeouts;
             let proto = (slot.word(1) >> 24) as u8;
             let seen = slot.seen.load(Ordering::Relaxed);
             let aux = slot.aux.load(Ordering::Relaxed);
