@@ -18,7 +18,8 @@ use crate::buffer::PacketBuf;
 use crate::control::Snapshot;
 use crate::counters::{DropReason, Tally};
 use crate::services::conntrack::{
-    self, Client, Conntrack, Dir, Flow, Insert, Inserted, SlotTable, TagOf, TcpState, Tuple, Victim,
+    self, Client, Conntrack, Dir, Flow, Insert, Inserted, Slot, SlotTable, TagOf, TcpState, Tuple,
+    Victim,
 };
 use crate::services::nat::{self, L4};
 use crate::services::{masquerade_address, PortEntry};
@@ -125,11 +126,12 @@ impl Affinity {
                 }
             }
             let choice = candidates[rng.below(candidates.len())];
-            let victim = |idx: usize, w: &[u64; 4]| {
-                if self.expired(idx, w, now) {
+            let victim = |slot: &Slot<4>| {
+                let seen = slot.seen.load(Ordering::Relaxed);
+                if now.saturating_sub(seen) > slot.word(3) {
                     Victim::Expired
                 } else {
-                    Victim::Evictable(self.table.slot(idx).seen.load(Ordering::Relaxed))
+                    Victim::Evictable(seen)
                 }
             };
             let r = self.table.insert(

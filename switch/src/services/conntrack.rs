@@ -134,6 +134,15 @@ pub(crate) struct Slot<const W: usize> {
     order: AtomicU64,
 }
 
+impl<const W: usize> Slot<W> {
+    /// Data word `i`, read outside the seqlock: for an insert's judgement of an occupied
+    /// slot ([`Victim`]), which the compare-and-swap that takes the slot confirms (it
+    /// fails if the entry changed since its state was read, torn words and all).
+    pub fn word(&self, i: usize) -> u64 {
+        self.words[i].load(Ordering::Relaxed)
+    }
+}
+
 /// A live slot as a reader saw it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Found<const W: usize> {
@@ -379,15 +388,6 @@ impl<const W: usize> SlotTable<W> {
         }
     }
 
-    /// The slots of `bucket` with their state words.
-    fn bucket_slots(&self, bucket: usize) -> impl Iterator<Item = (usize, &AtomicU64)> + '_ {
-        let first = bucket * BUCKET;
-        self.bucket_states(bucket)
-            .iter()
-            .enumerate()
-            .map(move |(i, s)| (first + i, s))
-    }
-
     pub fn slot(&self, idx: usize) -> &Slot<W> {
         let (b, i) = self.segment(idx).at(self.offset(idx));
         &b.slots[i]
@@ -504,7 +504,9 @@ impl<const W: usize> SlotTable<W> {
         // The scan for a slot with the tag is a loop of its own, and what is done with
         // one comes after it: written as one loop, the compiler computed the slot's
         // address (for the read) on every slot, 26 instructions a slot instead of a
-        // load and a compare, and a lookup that misses visits all 32.
+        // load and a compare, and a lookup that misses visits all 32. (Not a [`matching`]
+        // pass: a lookup that hits stops at its slot, and the pass would cost lookups of
+        // established flows more than it saves new ones.)
         for bucket in home.buckets() {
             let Some(b) = self.bucket(bucket) else {
                 continue;
@@ -521,6 +523,45 @@ impl<const W: usize> SlotTable<W> {
                     return Some((f, slot));
                 }
                 from = i + 1;
+            }
+        }
+        None
+    }
+
+    /// [`SlotTable::find_slot`] for lookups that usually miss (a new flow's reply tuple,
+    /// an insert's check for its key): each bucket's tags are compared in one
+    /// [`matching`] pass, which costs less than the loop over 16 slots that do not match.
+    pub fn find_slot_missing(
+        &self,
+        home: Home,
+        tag_of: TagOf,
+        tag: u16,
+        key: impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+    ) -> Option<(Found<W>, &Slot<W>)> {
+        let tag_in = |s: State| match tag_of {
+            TagOf::Orig => s.otag(),
+            TagOf::Reply => s.rtag(),
+        };
+        let wait = wait && matches!(tag_of, TagOf::Orig);
+        for bucket in home.buckets() {
+            let Some(b) = self.bucket(bucket) else {
+                continue;
+            };
+            let mut m = matching(&b.states, Ordering::Acquire, |s| tag_in(s) == tag);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let (state, slot) = (&b.states[i], &b.slots[i]);
+                let s = State(state.load(Ordering::Acquire));
+                if s.phase() == FREE || tag_in(s) != tag {
+                    continue;
+                }
+                let idx = bucket * BUCKET + i;
+                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_in, tag, &key, wait)
+                {
+                    return Some((f, slot));
+                }
             }
         }
         None
@@ -607,7 +648,7 @@ impl<const W: usize> SlotTable<W> {
         home: Home,
         otag: u16,
         key: impl Fn(&[u64; W]) -> bool,
-        victim: impl Fn(usize, &[u64; W]) -> Victim,
+        victim: impl Fn(&Slot<W>) -> Victim,
         mut make: impl FnMut() -> ([u64; W], u16),
         init: impl Fn(&Slot<W>, State),
     ) -> Inserted<W> {
@@ -616,8 +657,8 @@ impl<const W: usize> SlotTable<W> {
             // expired entry of the same key is the slot to reuse, so that every worker
             // renewing it competes for that one slot.
             let mut target = None;
-            if let Some(f) = self.find(home, TagOf::Orig, otag, &key, true) {
-                match victim(f.idx, &f.words) {
+            if let Some((f, slot)) = self.find_slot_missing(home, TagOf::Orig, otag, &key, true) {
+                match victim(slot) {
                     Victim::Expired => target = Some((f.idx, f.state, false)),
                     _ => return Inserted::Existing(f),
                 }
@@ -672,24 +713,29 @@ impl<const W: usize> SlotTable<W> {
         otag: u16,
         order: u64,
         key: &impl Fn(&[u64; W]) -> bool,
-        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+        victim: &impl Fn(&Slot<W>) -> Victim,
     ) -> bool {
         for bucket in home.buckets() {
             let Some(b) = self.bucket(bucket) else {
                 continue;
             };
             let first = bucket * BUCKET;
-            let mut from = 0;
-            // As in `find`: the scan for another slot with the tag is a loop of its own.
-            while let Some((i, s)) = (from..BUCKET).find_map(|i| {
-                let s = State(b.states[i].load(Ordering::SeqCst));
-                (first + i != me && s.phase() != FREE && s.otag() == otag).then_some((i, s))
-            }) {
+            // As in `find`: the scan for other slots with the tag is a pass of its own.
+            let mut m = matching(&b.states, Ordering::SeqCst, |s| s.otag() == otag);
+            if (first..first + BUCKET).contains(&me) {
+                m &= !(1 << (me - first));
+            }
+            while m != 0 {
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
                 let (state, slot) = (&b.states[i], &b.slots[i]);
-                if SlotTable::earlier_of_key(first + i, slot, state, s, otag, order, key, victim) {
+                let s = State(state.load(Ordering::SeqCst));
+                if s.phase() == FREE || s.otag() != otag {
+                    continue;
+                }
+                if SlotTable::earlier_of_key(slot, state, s, otag, order, key, victim) {
                     return false;
                 }
-                from = i + 1;
             }
         }
         true
@@ -701,14 +747,13 @@ impl<const W: usize> SlotTable<W> {
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn earlier_of_key(
-        idx: usize,
         slot: &Slot<W>,
         state: &AtomicU64,
         mut s: State,
         otag: u16,
         order: u64,
         key: &impl Fn(&[u64; W]) -> bool,
-        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+        victim: &impl Fn(&Slot<W>) -> Victim,
     ) -> bool {
         loop {
             if s.phase() == BUSY {
@@ -720,7 +765,7 @@ impl<const W: usize> SlotTable<W> {
                         return false;
                     }
                     if s.phase() == LIVE {
-                        return !matches!(victim(idx, &words), Victim::Expired);
+                        return !matches!(victim(slot), Victim::Expired);
                     }
                     return theirs < order;
                 }
@@ -738,63 +783,68 @@ impl<const W: usize> SlotTable<W> {
     fn pick(
         &self,
         home: Home,
-        victim: &impl Fn(usize, &[u64; W]) -> Victim,
+        victim: &impl Fn(&Slot<W>) -> Victim,
     ) -> Option<(usize, State, bool)> {
-        let mut free: [(usize, Option<(usize, State)>); 2] = [(0, None); 2];
-        for (i, bucket) in home.buckets().enumerate() {
-            for (idx, state) in self.bucket_slots(bucket) {
-                let s = State(state.load(Ordering::Acquire));
-                if s.phase() == FREE {
-                    free[i].0 += 1;
-                    free[i].1.get_or_insert((idx, s));
-                }
+        // The free slots of each bucket, as masks: the first of the bucket with more. When
+        // it was taken since the pass (by another worker), the pass runs again.
+        loop {
+            let mut free = [(0, 0); 2];
+            for (f, bucket) in free.iter_mut().zip(home.buckets()) {
+                let states = self.bucket_states(bucket);
+                *f = (
+                    bucket,
+                    matching(states, Ordering::Acquire, |s| s.phase() == FREE),
+                );
             }
-        }
-        let best = if free[1].0 > free[0].0 {
-            free[1]
-        } else {
-            free[0]
-        };
-        if let (_, Some((idx, s))) = best {
-            return Some((idx, s, false));
+            let (bucket, m) = if free[1].1.count_ones() > free[0].1.count_ones() {
+                free[1]
+            } else {
+                free[0]
+            };
+            if m == 0 {
+                break;
+            }
+            let i = m.trailing_zeros() as usize;
+            let s = State(self.bucket_states(bucket)[i].load(Ordering::Acquire));
+            if s.phase() == FREE {
+                return Some((bucket * BUCKET + i, s, false));
+            }
         }
         // No slot is free, so the scan below reads all 32 slots, a cache line each: ask
         // for them all first, so that their misses overlap instead of coming one by one.
         for bucket in home.buckets() {
             self.prefetch_bucket_slots(bucket);
         }
-        let mut expired = None;
-        let mut oldest: Option<(u64, usize, State)> = None;
+        // The first expired slot goes; failing that, the oldest evictable one (the first
+        // of the oldest on a tie). The state words are read relaxed: the slot is judged
+        // from words that change outside the seqlock anyway, and the compare-and-swap
+        // from the state read confirms the choice (this lets the compiler keep what the
+        // judgement needs in registers across the 32 slots).
+        let mut oldest = None;
+        let mut oldest_age = 0;
         for bucket in home.buckets() {
             // No slot free: the bucket's segment is allocated.
             let Some(b) = self.bucket(bucket) else {
                 continue;
             };
-            for (i, (state, slot)) in b.states.iter().zip(&b.slots).enumerate() {
-                let idx = bucket * BUCKET + i;
-                let s = State(state.load(Ordering::Acquire));
+            for i in 0..BUCKET {
+                let s = State(b.states[i].load(Ordering::Relaxed));
                 if s.phase() != LIVE {
                     continue;
                 }
-                let Some(words) = SlotTable::read_at(slot, state, s) else {
-                    continue;
-                };
-                match victim(idx, &words) {
-                    Victim::Expired => {
-                        if expired.is_none() {
-                            expired = Some((idx, s, false));
-                        }
-                    }
+                match victim(&b.slots[i]) {
+                    Victim::Expired => return Some((bucket * BUCKET + i, s, false)),
                     Victim::Evictable(age) => {
-                        if oldest.is_none_or(|(a, _, _)| age < a) {
-                            oldest = Some((age, idx, s));
+                        if oldest.is_none() || age < oldest_age {
+                            oldest = Some((bucket * BUCKET + i, s, true));
+                            oldest_age = age;
                         }
                     }
                     Victim::Keep => {}
                 }
             }
         }
-        expired.or(oldest.map(|(_, idx, s)| (idx, s, true)))
+        oldest
     }
 
     /// Every live slot.
@@ -827,6 +877,20 @@ impl<const W: usize> SlotTable<W> {
             }
         }
     }
+}
+
+/// The slots of a bucket whose state word satisfies `pred`, as bit `i` for slot `i`: one
+/// pass over the 16 words with no branch. A loop that stopped at each match took twice the
+/// instructions a slot, and the scans of a new flow (which match nothing) visit every
+/// slot of their home, several times. Callers walk the bits, loading each slot's state
+/// again.
+#[inline(always)]
+fn matching(states: &[AtomicU64; BUCKET], order: Ordering, pred: impl Fn(State) -> bool) -> u32 {
+    let mut m = 0;
+    for (i, s) in states.iter().enumerate() {
+        m |= u32::from(pred(State(s.load(order)))) << i;
+    }
+    m
 }
 
 /// Asks the CPU to bring the cache line of `p` in, without waiting for it: a hint that
@@ -1504,7 +1568,7 @@ impl Conntrack {
             }
         }
         let home = self.table.home(side_hash(t.proto, t.dst, t.dport));
-        let (f, slot) = self.table.find_slot(
+        let (f, slot) = self.table.find_slot_missing(
             home,
             TagOf::Reply,
             t.tag(),
@@ -1556,9 +1620,12 @@ impl Conntrack {
         let home = self.table.home(side);
         // [`Conntrack::expired`], then assured or not, from one read of the slot's
         // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
-        let victim = |idx: usize, w: &[u64; 5]| {
-            let proto = (w[1] >> 24) as u8;
-            let slot = self.table.slot(idx);
+        // (A copy of the timeouts: the scan keeps the two it uses in registers instead of
+        // reading them through the reference for every slot.)
+        let timeouts = *to;
+        let victim = move |slot: &Slot<5>| {
+            let to = &timeouts;
+            let proto = (slot.word(1) >> 24) as u8;
             let seen = slot.seen.load(Ordering::Relaxed);
             let aux = slot.aux.load(Ordering::Relaxed);
             if now.saturating_sub(seen) > to.of(proto, aux) {
@@ -1714,8 +1781,8 @@ impl Conntrack {
             self.replies.home(tuple_hash(t)),
             t.tag(),
             |w| w[0] == k0 && w[1] == k1,
-            |_, w| {
-                if valid(w) {
+            |slot| {
+                if valid(&std::array::from_fn(|i| slot.word(i))) {
                     Victim::Keep
                 } else {
                     Victim::Expired
@@ -2222,7 +2289,7 @@ mod tests {
         let t = udp(7);
         let w = to_ep(t, ip(40)).encode();
         let key = |x: &[u64; 5]| Flow::orig_is(x, &t);
-        let victim = |_: usize, _: &[u64; 5]| Victim::Keep;
+        let victim = |_: &Slot<5>| Victim::Keep;
         let table = &ct.table;
         let one = table.home(0);
         let put = |idx: usize, phase: u64, words: [u64; 5], order: u64| {
@@ -2244,7 +2311,7 @@ mod tests {
         put(3, LIVE, w, 99);
         assert!(!table.first_of_key(one, 9, t.tag(), 6, &key, &victim));
         // ... unless it expired.
-        let expired = |_: usize, _: &[u64; 5]| Victim::Expired;
+        let expired = |_: &Slot<5>| Victim::Expired;
         assert!(table.first_of_key(one, 9, t.tag(), 6, &key, &expired));
     }
 
