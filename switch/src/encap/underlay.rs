@@ -120,6 +120,7 @@ impl OuterTemplate {
     /// with `src_port`, the template's destination port, no UDP checksum and
     /// `payload_len` bytes of UDP payload; with `vxlan`, the VXLAN header and the inner
     /// Ethernet header to the peer's VTEP after it (`payload_len` counts them).
+    #[inline]
     pub(crate) fn write(
         &self,
         hdr: &mut [u8],
