@@ -2,7 +2,8 @@
 //! "elements"): 64-byte-payload UDP frames in batches of 64, through each stage and the
 //! whole pipeline. The measured loop holds only the switch's work: frames are built and
 //! copied into pool buffers in the set-up of each batch, and the buffers a batch sends
-//! go back to the pool as a runtime's would after transmit.
+//! go back to the pool as a runtime's would after transmit, and the switch's tables get
+//! their memory as the `podnet` binary's do ([`podnet_tap::hugepages`]).
 //!
 //! Names are fixed so that runs can be compared (BENCHMARKS.md):
 //! `pipeline/{bridge, vxlan_encap, vxlan_decap, udp_encap, udp_decap, dnat_new,
@@ -18,6 +19,9 @@ use podnet_switch::control::{NodeConfig, Peer, SECOND};
 use podnet_switch::services::{Service, ServicePort};
 use podnet_switch::switch::Limits;
 use podnet_switch::{Backend, Mac, PacketBuf, Pool, PortId, PortKind, Protocol, Switch};
+
+#[global_allocator]
+static ALLOC: podnet_tap::hugepages::HugePages = podnet_tap::hugepages::HugePages;
 
 const BATCH: usize = 64;
 const NOW: u64 = SECOND;

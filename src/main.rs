@@ -11,6 +11,10 @@ use podnet_sim::run::{self, RunOptions};
 use podnet_sim::scenario::{self, units};
 
 /// The version and the git commit the binary was built from (build.rs).
+/// The switch's large tables on huge pages ([`podnet_tap::hugepages`]).
+#[global_allocator]
+static ALLOC: podnet_tap::hugepages::HugePages = podnet_tap::hugepages::HugePages;
+
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",

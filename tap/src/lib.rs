@@ -39,6 +39,7 @@ pub mod ctl;
 pub mod device;
 pub mod etcd;
 pub mod gro;
+pub mod hugepages;
 pub mod nodefile;
 pub mod nodeport;
 pub mod offload;
