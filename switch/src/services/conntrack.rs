@@ -170,11 +170,99 @@ pub(crate) enum Victim {
     Keep,
 }
 
+/// How a lookup scans a bucket's 16 state words for its tag.
+#[derive(Clone, Copy)]
+pub(crate) enum Scan {
+    /// Slot by slot, stopping at the first with the tag: a lookup that usually finds its
+    /// entry (a packet of an established flow) reads only the slots up to it.
+    Hit,
+    /// All 16 compared in one branch-free [`matching`] pass first: a lookup that usually
+    /// finds nothing (a new flow's reply tuple, an insert's check for its key) would visit
+    /// every slot, and the pass costs less than the loop over 16 slots that do not match.
+    Miss,
+}
+
+/// The slots of a bucket in use with a lookup's tag, in order, with the state read.
+struct Tagged<'a> {
+    states: &'a [AtomicU64; BUCKET],
+    tag_of: TagOf,
+    tag: u16,
+    /// [`Scan::Hit`]: the next slot to read.
+    from: usize,
+    /// [`Scan::Miss`]: the slots the pass found with the tag, not yet read again.
+    mask: Option<u32>,
+}
+
+impl<'a> Tagged<'a> {
+    #[inline(always)]
+    fn new(states: &'a [AtomicU64; BUCKET], tag_of: TagOf, tag: u16, scan: Scan) -> Self {
+        let mask = match scan {
+            Scan::Hit => None,
+            Scan::Miss => Some(matching(states, Ordering::Acquire, |s| tag_of.of(s) == tag)),
+        };
+        Tagged {
+            states,
+            tag_of,
+            tag,
+            from: 0,
+            mask,
+        }
+    }
+}
+
+impl Iterator for Tagged<'_> {
+    type Item = (usize, State);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, State)> {
+        let read = |i: usize| State(self.states[i].load(Ordering::Acquire));
+        match &mut self.mask {
+            None => {
+                let (i, s) = (self.from..BUCKET).find_map(|i| {
+                    let s = read(i);
+                    self.tag_of.in_use_with(s, self.tag).then_some((i, s))
+                })?;
+                self.from = i + 1;
+                Some((i, s))
+            }
+            Some(m) => {
+                while *m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    *m &= *m - 1;
+                    let s = read(i);
+                    if self.tag_of.in_use_with(s, self.tag) {
+                        return Some((i, s));
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
 /// Which tag of the state word a lookup compares.
 #[derive(Clone, Copy)]
 pub(crate) enum TagOf {
     Orig,
     Reply,
+}
+
+impl TagOf {
+    /// The tag of this kind in state `s`.
+    #[inline(always)]
+    fn of(self, s: State) -> u16 {
+        match self {
+            TagOf::Orig => s.otag(),
+            TagOf::Reply => s.rtag(),
+        }
+    }
+
+    /// Whether state `s` is a slot in use whose tag of this kind is `tag`: a slot a
+    /// lookup of that tag reads.
+    #[inline(always)]
+    fn in_use_with(self, s: State, tag: u16) -> bool {
+        s.phase() != FREE && self.of(s) == tag
+    }
 }
 
 /// The two buckets a key may live in ("power of two choices"): with two candidate
@@ -496,11 +584,14 @@ impl<const W: usize> SlotTable<W> {
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
-        self.find_slot(home, tag_of, tag, key, wait).map(|(f, _)| f)
+        self.find_slot(home, tag_of, tag, key, wait, Scan::Hit)
+            .map(|(f, _)| f)
     }
 
     /// [`SlotTable::find`], with the entry's slot, for callers that read its `seen` or
-    /// `aux` next (finding the slot again from its index takes as much as the scan).
+    /// `aux` next (finding the slot again from its index takes as much as the scan), each
+    /// bucket scanned as `scan` says.
+    #[inline(always)]
     pub fn find_slot(
         &self,
         home: Home,
@@ -508,71 +599,20 @@ impl<const W: usize> SlotTable<W> {
         tag: u16,
         key: impl Fn(&[u64; W]) -> bool,
         wait: bool,
+        scan: Scan,
     ) -> Option<(Found<W>, &Slot<W>)> {
-        let tag_in = |s: State| match tag_of {
-            TagOf::Orig => s.otag(),
-            TagOf::Reply => s.rtag(),
-        };
-        // Inserts in progress are waited out only by lookups of original tuples.
-        let wait = wait && matches!(tag_of, TagOf::Orig);
-        // The scan for a slot with the tag is a loop of its own, and what is done with
-        // one comes after it: written as one loop, the compiler computed the slot's
-        // address (for the read) on every slot, 26 instructions a slot instead of a
-        // load and a compare, and a lookup that misses visits all 32. (Not a [`matching`]
-        // pass: a lookup that hits stops at its slot, and the pass would cost lookups of
-        // established flows more than it saves new ones.)
+        // The scan for a slot with the tag is a loop of its own ([`Tagged`]), and what is
+        // done with one comes after it: written as one loop, the compiler computed the
+        // slot's address (for the read) on every slot, 26 instructions a slot instead of
+        // a load and a compare, and a lookup that misses visits all 32.
         for bucket in home.buckets() {
             let Some(b) = self.bucket(bucket) else {
                 continue;
             };
-            let mut from = 0;
-            while let Some((i, s)) = (from..BUCKET).find_map(|i| {
-                let s = State(b.states[i].load(Ordering::Acquire));
-                (s.phase() != FREE && tag_in(s) == tag).then_some((i, s))
-            }) {
+            for (i, s) in Tagged::new(&b.states, tag_of, tag, scan) {
                 let (state, slot) = (&b.states[i], &b.slots[i]);
                 let idx = bucket * BUCKET + i;
-                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_in, tag, &key, wait)
-                {
-                    return Some((f, slot));
-                }
-                from = i + 1;
-            }
-        }
-        None
-    }
-
-    /// [`SlotTable::find_slot`] for lookups that usually miss (a new flow's reply tuple,
-    /// an insert's check for its key): each bucket's tags are compared in one
-    /// [`matching`] pass, which costs less than the loop over 16 slots that do not match.
-    pub fn find_slot_missing(
-        &self,
-        home: Home,
-        tag_of: TagOf,
-        tag: u16,
-        key: impl Fn(&[u64; W]) -> bool,
-        wait: bool,
-    ) -> Option<(Found<W>, &Slot<W>)> {
-        let tag_in = |s: State| match tag_of {
-            TagOf::Orig => s.otag(),
-            TagOf::Reply => s.rtag(),
-        };
-        let wait = wait && matches!(tag_of, TagOf::Orig);
-        for bucket in home.buckets() {
-            let Some(b) = self.bucket(bucket) else {
-                continue;
-            };
-            let mut m = matching(&b.states, Ordering::Acquire, |s| tag_in(s) == tag);
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
-                let (state, slot) = (&b.states[i], &b.slots[i]);
-                let s = State(state.load(Ordering::Acquire));
-                if s.phase() == FREE || tag_in(s) != tag {
-                    continue;
-                }
-                let idx = bucket * BUCKET + i;
-                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_in, tag, &key, wait)
+                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_of, tag, &key, wait)
                 {
                     return Some((f, slot));
                 }
@@ -591,11 +631,13 @@ impl<const W: usize> SlotTable<W> {
         slot: &Slot<W>,
         state: &AtomicU64,
         mut s: State,
-        tag_in: impl Fn(State) -> u16,
+        tag_of: TagOf,
         tag: u16,
         key: &impl Fn(&[u64; W]) -> bool,
         wait: bool,
     ) -> Option<Found<W>> {
+        // Inserts in progress are waited out only by lookups of original tuples.
+        let wait = wait && matches!(tag_of, TagOf::Orig);
         loop {
             if s.phase() != LIVE {
                 if !wait {
@@ -616,7 +658,7 @@ impl<const W: usize> SlotTable<W> {
                 }
             }
             s = State(state.load(Ordering::Acquire));
-            if s.phase() == FREE || tag_in(s) != tag {
+            if !tag_of.in_use_with(s, tag) {
                 return None;
             }
         }
@@ -671,7 +713,8 @@ impl<const W: usize> SlotTable<W> {
             // expired entry of the same key is the slot to reuse, so that every worker
             // renewing it competes for that one slot.
             let mut target = None;
-            if let Some((f, slot)) = self.find_slot_missing(home, TagOf::Orig, otag, &key, true) {
+            if let Some((f, slot)) = self.find_slot(home, TagOf::Orig, otag, &key, true, Scan::Miss)
+            {
                 match victim(slot) {
                     Victim::Expired => target = Some((f.idx, f.state, false)),
                     _ => return Inserted::Existing(f),
@@ -1560,6 +1603,7 @@ impl Conntrack {
             t.tag_from(side),
             |w| Flow::orig_is(w, t),
             wait,
+            Scan::Hit,
         )?;
         self.unexpired(f, slot, t.proto, now, to)
     }
@@ -1582,12 +1626,13 @@ impl Conntrack {
             }
         }
         let home = self.table.home(side_hash(t.proto, t.dst, t.dport));
-        let (f, slot) = self.table.find_slot_missing(
+        let (f, slot) = self.table.find_slot(
             home,
             TagOf::Reply,
             t.tag(),
             |w| Flow::decode(w).reply() == *t,
             false,
+            Scan::Miss,
         )?;
         self.unexpired(f, slot, t.proto, now, to)
     }
@@ -1773,6 +1818,7 @@ impl Conntrack {
                     other.reply() == t && other.orig != flow.orig
                 },
                 false,
+                Scan::Hit,
             )
             .is_some_and(|(_, slot)| !Conntrack::slot_expired(slot, t.proto, now, to))
     }
