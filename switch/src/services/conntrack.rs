@@ -357,8 +357,9 @@ unsafe impl<const W: usize> Zeroable for Slot<W> {
 /// comes as it is used: a block that large is mapped by the OS on demand, page by page.
 /// And one block can lie on 2 MiB pages (the `podnet` binary's allocator asks the OS for
 /// them, `podnet_tap::hugepages`), where 72 KiB segments could not: a lookup in a table
-/// of 150 MiB on 4 KiB pages missed the TLB every time, and the page walk that followed
-/// cost more than the lookup (`pipeline/dnat_est_10k` 3.4 -> 5.0 Mpps with them). (With
+/// of 150 MiB on 4 KiB pages missed the TLB nearly every time and walked the page tables
+/// first (with 2 MiB pages, `pipeline/dnat_est_1m` 2.8 -> 4.2 Mpps, `dnat_est_10k`
+/// 4.3 -> 5.0, medians of twelve alternating runs; BENCHMARKS.md). (With
 /// Rust's `System` allocator instead, which zeroes a block aligned as a bucket with a
 /// `memset`, such a table is written whole when its one segment is allocated.)
 pub(crate) struct SlotTable<const W: usize> {
@@ -373,7 +374,7 @@ pub(crate) struct SlotTable<const W: usize> {
 /// Slots per segment: 64 buckets.
 const SEGMENT: usize = 64 * BUCKET;
 
-/// Slots from which a table is one segment: 1,048,576 (72 MiB of flows).
+/// Slots from which a table is one segment: 1,048,576 (72 MiB of conntrack's buckets).
 const ONE_BLOCK: usize = 1 << 20;
 
 /// The state word of a slot in a segment not allocated yet: free. Only ever read.
