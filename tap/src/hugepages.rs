@@ -7,11 +7,11 @@
 //! page tables first. On 2 MiB pages the whole table takes 75 TLB entries, which the
 //! second-level TLB holds. So, as VPP puts its heap on huge pages, a block of 4 MiB or more
 //! is a mapping of its own, advised to the kernel as `MADV_HUGEPAGE`: with transparent
-//! huge pages in `madvise` mode or `always`, the kernel
-//! maps it in 2 MiB pages as it is touched. The cost: a page is taken whole, so a table
-//! spread over by a few hundred flows holds its full size in memory, not a few hundred
-//! 4 KiB pages. Where transparent huge pages are off (`never`) the advice changes
-//! nothing. Smaller blocks go to [`System`].
+//! huge pages in `madvise` mode or `always`, the kernel maps it in 2 MiB pages as it is
+//! touched. The cost: a page is taken whole, so a table spread over by a few hundred
+//! flows holds its full size in memory, not a few hundred 4 KiB pages. Where transparent
+//! huge pages are off (`never`) the advice changes nothing. Smaller blocks go to
+//! [`System`].
 //!
 //! Why not `System` for large blocks too: its `alloc_zeroed` of a block aligned to more
 //! than 16 bytes (a conntrack bucket is aligned to 128) is an aligned `malloc` and then a
