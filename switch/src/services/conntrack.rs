@@ -182,11 +182,13 @@ pub(crate) enum Scan {
     Miss,
 }
 
-/// The slots of a bucket in use with a lookup's tag, in order, with the state read.
+/// The slots of a bucket in use with a lookup's tag, in order, with the state read
+/// (with `order`: `Acquire` for lookups, `SeqCst` for an insert's check for its key).
 struct Tagged<'a> {
     states: &'a [AtomicU64; BUCKET],
     tag_of: TagOf,
     tag: u16,
+    order: Ordering,
     /// [`Scan::Hit`]: the next slot to read.
     from: usize,
     /// [`Scan::Miss`]: the slots the pass found with the tag, not yet read again.
@@ -195,15 +197,22 @@ struct Tagged<'a> {
 
 impl<'a> Tagged<'a> {
     #[inline(always)]
-    fn new(states: &'a [AtomicU64; BUCKET], tag_of: TagOf, tag: u16, scan: Scan) -> Self {
+    fn new(
+        states: &'a [AtomicU64; BUCKET],
+        tag_of: TagOf,
+        tag: u16,
+        scan: Scan,
+        order: Ordering,
+    ) -> Self {
         let mask = match scan {
             Scan::Hit => None,
-            Scan::Miss => Some(matching(states, Ordering::Acquire, |s| tag_of.of(s) == tag)),
+            Scan::Miss => Some(matching(states, order, |s| tag_of.of(s) == tag)),
         };
         Tagged {
             states,
             tag_of,
             tag,
+            order,
             from: 0,
             mask,
         }
@@ -215,7 +224,7 @@ impl Iterator for Tagged<'_> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<(usize, State)> {
-        let read = |i: usize| State(self.states[i].load(Ordering::Acquire));
+        let read = |i: usize| State(self.states[i].load(self.order));
         match &mut self.mask {
             None => {
                 let (i, s) = (self.from..BUCKET).find_map(|i| {
@@ -610,7 +619,7 @@ impl<const W: usize> SlotTable<W> {
             let Some(b) = self.bucket(bucket) else {
                 continue;
             };
-            for (i, s) in Tagged::new(&b.states, tag_of, tag, scan) {
+            for (i, s) in Tagged::new(&b.states, tag_of, tag, scan, Ordering::Acquire) {
                 let (state, slot) = (&b.states[i], &b.slots[i]);
                 let idx = bucket * BUCKET + i;
                 if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_of, tag, &key, wait)
@@ -779,18 +788,10 @@ impl<const W: usize> SlotTable<W> {
             };
             let first = bucket * BUCKET;
             // As in `find`: the scan for other slots with the tag is a pass of its own.
-            let mut m = matching(&b.states, Ordering::SeqCst, |s| s.otag() == otag);
-            if (first..first + BUCKET).contains(&me) {
-                m &= !(1 << (me - first));
-            }
-            while m != 0 {
-                let i = m.trailing_zeros() as usize;
-                m &= m - 1;
+            let others = Tagged::new(&b.states, TagOf::Orig, otag, Scan::Miss, Ordering::SeqCst)
+                .filter(|&(i, _)| first + i != me);
+            for (i, s) in others {
                 let (state, slot) = (&b.states[i], &b.slots[i]);
-                let s = State(state.load(Ordering::SeqCst));
-                if s.phase() == FREE || s.otag() != otag {
-                    continue;
-                }
                 if SlotTable::earlier_of_key(slot, state, s, otag, order, key, victim) {
                     return false;
                 }
