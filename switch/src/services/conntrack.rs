@@ -2144,6 +2144,29 @@ mod tests {
         assert_eq!(ct.count(141 * SECOND, &to), 0);
     }
 
+    /// A host's table is one block, allocated whole at its first insert (so that the
+    /// binary's allocator can put it on huge pages); a simulated node's keeps its small
+    /// segments, allocated one at a time.
+    #[test]
+    fn host_table_is_one_block_and_small_tables_are_segmented() {
+        let host = SlotTable::<5>::new(HOST_SIZE);
+        assert_eq!(host.segments.len(), 1);
+        assert_eq!(
+            host.segment(HOST_SIZE - 1).buckets.len(),
+            HOST_SIZE / BUCKET
+        );
+        assert!(host.segments[0].get().is_some());
+
+        let node = SlotTable::<5>::new(DEFAULT_SIZE);
+        assert_eq!(node.segments.len(), DEFAULT_SIZE / SEGMENT);
+        assert_eq!(
+            node.segment(DEFAULT_SIZE - 1).buckets.len(),
+            SEGMENT / BUCKET
+        );
+        let allocated = node.segments.iter().filter(|s| s.get().is_some()).count();
+        assert_eq!(allocated, 1, "only the segment written to");
+    }
+
     #[test]
     fn full_bucket_evicts_unassured_then_refuses() {
         // One bucket: every flow lands in it.
