@@ -61,6 +61,15 @@ use crate::wire::{PROTO_TCP, PROTO_UDP};
 /// Slots per bucket: the probe window of a flow.
 pub(crate) const BUCKET: usize = 16;
 
+/// Free slots a key's first bucket keeps before its inserts go to the emptier of its two
+/// buckets. Until then the first bucket takes them, so that most flows are found in the
+/// bucket a lookup reads first (at a million flows in a host's table, the emptier of the
+/// two put half of them in the second, and their lookups read both buckets: about 70
+/// more instructions a packet); from there on the choice is the emptier, which keeps homes
+/// from overflowing as "power of two choices" does. Random flows filled 85% of a table's
+/// slots before the first eviction, against 88% with the emptier bucket always.
+const SPARE: u32 = 6;
+
 /// Default number of slots, for about 32,000 flows: a simulated node or a test. Memory
 /// is taken only as slots are used (the tables come zeroed from the allocator).
 pub(crate) const DEFAULT_SIZE: usize = 1 << 16;
@@ -836,9 +845,9 @@ impl<const W: usize> SlotTable<W> {
         }
     }
 
-    /// The slot a new entry of `home` takes: a free one of the bucket with more free
-    /// slots (the first on a tie), then an expired one, then the oldest evictable one
-    /// (flagged `true`).
+    /// The slot a new entry of `home` takes: a free one of the first bucket while it has
+    /// [`SPARE`] free, else of the bucket with more free slots (the first on a tie); then
+    /// an expired one, then the oldest evictable one (flagged `true`).
     fn pick(
         &self,
         home: Home,
@@ -855,7 +864,8 @@ impl<const W: usize> SlotTable<W> {
                     matching(states, Ordering::Acquire, |s| s.phase() == FREE),
                 );
             }
-            let (bucket, m) = if free[1].1.count_ones() > free[0].1.count_ones() {
+            let (first, second) = (free[0].1.count_ones(), free[1].1.count_ones());
+            let (bucket, m) = if first < SPARE && second > first {
                 free[1]
             } else {
                 free[0]
@@ -2296,6 +2306,50 @@ mod tests {
             ports.contains(hit.flow.xlat.sport),
             "{}",
             hit.flow.xlat.sport
+        );
+    }
+
+    /// Flows go to their first bucket while it has room to spare, so that a lookup mostly
+    /// reads one bucket; the table still fills far past half its slots before it evicts.
+    #[test]
+    fn flows_fill_their_first_bucket_and_the_table_before_evicting() {
+        let ct = Conntrack::new(1 << 16);
+        let to = Timeouts::default();
+        let flow = |n: u32| {
+            let i = n.wrapping_mul(2_654_435_761);
+            let t = Tuple::new(
+                PROTO_UDP,
+                Ipv4Addr::from(0x0a00_0000 | (i >> 8)),
+                1024 + (i & 255) as u16,
+                vip(),
+                80,
+            );
+            to_ep(t, ip(40))
+        };
+        let (mut n, mut first) = (0u32, 0u32);
+        while n < 1 << 16 {
+            let f = flow(n);
+            let home = ct
+                .table
+                .home(side_hash(f.orig.proto, f.orig.src, f.orig.sport));
+            match ct.insert(f, SnatPorts::default(), 0, &to, 0) {
+                Insert::New {
+                    hit,
+                    evicted: false,
+                } => {
+                    first += (hit.slot() / BUCKET == home.first) as u32;
+                    n += 1;
+                }
+                _ => break,
+            }
+            if n == 26_214 {
+                // 40% of the slots: most flows are where a lookup looks first.
+                assert!(first * 10 > n * 9, "{first} of {n} in their first bucket");
+            }
+        }
+        assert!(
+            n * 5 > 4 << 16,
+            "evicted at {n} flows, before 80% of the slots"
         );
     }
 
