@@ -524,35 +524,33 @@ impl<const W: usize> SlotTable<W> {
         &b.slots[i]
     }
 
-    /// Starts fetching the state words of `home`'s buckets into the cache, without
-    /// waiting for them: the first half of [`Conntrack::prefetch`]. Returns the buckets
-    /// (those allocated) for [`SlotTable::prefetch_slot`], which then need not be found
-    /// again.
-    fn prefetch_states(&self, home: Home) -> [Option<&Bucket<W>>; 2] {
-        let mut buckets = [None; 2];
-        for (b, bucket) in buckets.iter_mut().zip(home.buckets()) {
-            *b = self.bucket(bucket);
-            if let Some(b) = b {
-                // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
-                prefetch(&b.states[0]);
-                prefetch(&b.states[BUCKET / 2]);
-            }
-        }
-        buckets
+    /// Starts fetching the state words of `home`'s first bucket into the cache, without
+    /// waiting for them: the first half of [`Conntrack::prefetch`]. Only the first: a
+    /// flow is there unless its first bucket was short of [`SPARE`] free slots when it
+    /// came (more than nine in ten at 40% of the slots used), and fetching the second
+    /// bucket's two lines as well, and scanning them for the slot, cost every packet two
+    /// line fetches and about 60 instructions for the few that are there
+    /// (`dnat_est_10k`). Returns the bucket, if allocated, for
+    /// [`SlotTable::prefetch_slot`], which then need not find it again.
+    fn prefetch_states(&self, home: Home) -> Option<&Bucket<W>> {
+        let b = self.bucket(home.first)?;
+        // A bucket's 16 words are 128 bytes, two cache lines (see [`Bucket`]).
+        prefetch(&b.states[0]);
+        prefetch(&b.states[BUCKET / 2]);
+        Some(b)
     }
 
-    /// Starts fetching the first slot of `buckets` whose state has orig tag `tag`: the
+    /// Starts fetching the first slot of `bucket` whose state has orig tag `tag`: the
     /// second half of [`Conntrack::prefetch`], once the state words are in the cache.
-    fn prefetch_slot(buckets: [Option<&Bucket<W>>; 2], tag: u16) {
-        for b in buckets.into_iter().flatten() {
-            // The tag alone: a free slot keeps its last flow's tag, and a match there
-            // only costs a useless prefetch; one compare a slot keeps the scan short,
-            // which matters for a new flow's packet (no match: all 32 slots).
+    fn prefetch_slot(bucket: Option<&Bucket<W>>, tag: u16) {
+        // The tag alone: a free slot keeps its last flow's tag, and a match there only
+        // costs a useless prefetch; one compare a slot keeps the scan short, which
+        // matters for a new flow's packet (no match: all 16 slots).
+        if let Some(b) = bucket {
             if let Some(i) =
                 (0..BUCKET).find(|&i| State(b.states[i].load(Ordering::Relaxed)).otag() == tag)
             {
                 prefetch(&b.slots[i]);
-                return;
             }
         }
     }
@@ -1372,11 +1370,11 @@ impl Hit {
 /// whose 65,536-slot tables gain nothing from it).
 const PREFETCH_ABOVE: usize = 1 << 17;
 
-/// A lookup begun by [`Conntrack::prefetch`]: the buckets it fetches (those allocated)
-/// and the tag whose slot [`Conntrack::prefetch_slot`] fetches.
+/// A lookup begun by [`Conntrack::prefetch`]: the bucket it fetches (if allocated) and
+/// the tag whose slot [`Conntrack::prefetch_slot`] fetches.
 #[derive(Clone, Copy)]
 pub(crate) struct Prefetch<'a> {
-    buckets: [Option<&'a Bucket<5>>; 2],
+    bucket: Option<&'a Bucket<5>>,
     tag: u16,
 }
 
@@ -1594,7 +1592,7 @@ impl Conntrack {
     pub fn prefetch(&self, t: &Tuple) -> Prefetch<'_> {
         let side = side_hash(t.proto, t.src, t.sport);
         Prefetch {
-            buckets: self.table.prefetch_states(self.table.home(side)),
+            bucket: self.table.prefetch_states(self.table.home(side)),
             tag: t.tag_from(side),
         }
     }
@@ -1602,7 +1600,7 @@ impl Conntrack {
     /// The second half: once the state words are in (a batch's other prefetches later),
     /// starts fetching the slot whose tag matches, the one `find_orig` will read.
     pub fn prefetch_slot(&self, p: Prefetch) {
-        SlotTable::prefetch_slot(p.buckets, p.tag);
+        SlotTable::prefetch_slot(p.bucket, p.tag);
     }
 
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
