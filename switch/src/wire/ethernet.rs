@@ -44,10 +44,12 @@ impl EthHeader {
             .get(..ETH_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(Malformed)?;
+        let (dst, rest) = h.split_first_chunk::<6>().expect("14 bytes");
+        let (src, ethertype) = rest.split_first_chunk::<6>().expect("8 bytes");
         Ok(EthHeader {
-            dst: Mac([h[0], h[1], h[2], h[3], h[4], h[5]]),
-            src: Mac([h[6], h[7], h[8], h[9], h[10], h[11]]),
-            ethertype: u16::from_be_bytes([h[12], h[13]]),
+            dst: Mac(*dst),
+            src: Mac(*src),
+            ethertype: u16::from_be_bytes([ethertype[0], ethertype[1]]),
         })
     }
 
