@@ -597,10 +597,13 @@ impl Switch {
                 self.policy(b, pkt, &ip, ip.src, Origin::Pod, true)?;
             }
         }
-        match self.macs.lookup(eth.dst, b.now, b.snap.config.mac_aging_ns) {
+        // A copy for the report: captured by reference, a field of `eth` kept the whole
+        // header in memory, stored byte by byte and read back in pieces.
+        let dst = eth.dst;
+        match self.macs.lookup(dst, b.now, b.snap.config.mac_aging_ns) {
             Some(port) if port == ingress => Err(DropReason::NotForUs),
             Some(port) if b.snap.port(port).is_some() => {
-                hop! { b, Stage::Bridge, "forward", ("port {}", self.port_name(b.snap, port)), ("-> port {} ({})", self.port_name(b.snap, port), self.learned(b.now, b.snap, eth.dst)) }
+                hop! { b, Stage::Bridge, "forward", ("port {}", self.port_name(b.snap, port)), ("-> port {} ({})", self.port_name(b.snap, port), self.learned(b.now, b.snap, dst)) }
                 b.send(port, buf);
                 Ok(Outcome::Forwarded)
             }
