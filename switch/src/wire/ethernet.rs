@@ -40,16 +40,18 @@ impl EthHeader {
     /// [`EthernetPacket`] reads.
     #[inline(always)]
     pub fn parse(frame: &[u8]) -> Result<EthHeader, Malformed> {
+        // One length check; the splits of a 14-byte array cannot fail (and compile to none).
         let h: &[u8; ETH_LEN] = frame
             .get(..ETH_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or(Malformed)?;
-        let (dst, rest) = h.split_first_chunk::<6>().expect("14 bytes");
-        let (src, ethertype) = rest.split_first_chunk::<6>().expect("8 bytes");
+        let (dst, rest) = h.split_first_chunk::<6>().ok_or(Malformed)?;
+        let (src, rest) = rest.split_first_chunk::<6>().ok_or(Malformed)?;
+        let (ethertype, _) = rest.split_first_chunk::<2>().ok_or(Malformed)?;
         Ok(EthHeader {
             dst: Mac(*dst),
             src: Mac(*src),
-            ethertype: u16::from_be_bytes([ethertype[0], ethertype[1]]),
+            ethertype: u16::from_be_bytes(*ethertype),
         })
     }
 
