@@ -194,7 +194,7 @@ unsafe impl Sync for Block {}
 impl Block {
     fn new(bytes: Box<[u8]>, pool: Arc<Pool>) -> Block {
         debug_assert_eq!(bytes.len(), pool.size);
-        let bytes = NonNull::new(Box::into_raw(bytes) as *mut u8).expect("a box is not null");
+        let bytes = NonNull::from(Box::leak(bytes)).cast::<u8>();
         Block { bytes, pool }
     }
 }
@@ -203,7 +203,7 @@ impl Drop for Block {
     /// Puts the memory back in its pool's queue.
     fn drop(&mut self) {
         let raw = std::ptr::slice_from_raw_parts_mut(self.bytes.as_ptr(), self.pool.size);
-        // SAFETY: `bytes` came from `Box::into_raw` of a box of `pool.size` bytes
+        // SAFETY: `bytes` came from `Box::leak` of a box of `pool.size` bytes
         // ([`Block::new`]), and this block, its only owner, is going.
         let bytes = unsafe { Box::from_raw(raw) };
         // The queue has room for every buffer of the pool, so this cannot fail.
