@@ -576,6 +576,41 @@ mod tests {
         assert!(pool.alloc().is_none());
     }
 
+    /// A buffer dropped after its thread's cache is gone (held by another thread-local,
+    /// destroyed later) still goes home: its block's own drop sends it.
+    #[test]
+    fn a_buffer_dropped_after_the_threads_cache_is_gone_comes_home() {
+        use std::sync::atomic::AtomicBool;
+        // Whether the cache was gone when the holder dropped its buffer (recorded, not
+        // asserted there: a panic in a thread-local's destructor aborts the process).
+        static CACHE_GONE: AtomicBool = AtomicBool::new(false);
+        struct Holder(RefCell<Option<PacketBuf>>);
+        thread_local!(static HELD: Holder = const { Holder(RefCell::new(None)) });
+        impl Drop for Holder {
+            fn drop(&mut self) {
+                // Thread-locals are destroyed in the reverse order of their first use:
+                // `HELD` was used before the cache, so the cache is gone by now.
+                CACHE_GONE.store(CACHED.try_with(|_| ()).is_err(), Ordering::SeqCst);
+                self.0.borrow_mut().take();
+            }
+        }
+        let pool = Pool::new(1, 64);
+        let p = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            HELD.with(|_| ());
+            let buf = p.alloc().unwrap(); // first use of the cache
+            HELD.with(|h| *h.0.borrow_mut() = Some(buf));
+        })
+        .join()
+        .unwrap();
+        assert!(
+            CACHE_GONE.load(Ordering::SeqCst),
+            "the cache outlived the holder"
+        );
+        assert_eq!(pool.free.len(), 1, "sent home by the block's drop");
+        assert!(pool.alloc().is_some());
+    }
+
     #[test]
     fn the_cache_holds_one_pool_and_lets_the_last_one_go() {
         let (p, q) = (Pool::new(2, 64), Pool::new(2, 64));
