@@ -61,8 +61,16 @@ impl Level {
                 // Below `first` wraps to a large index: out of range, as above the end.
                 d.hops.get(i).copied().flatten()
             }
-            None => self.map.get(&net).copied(),
+            None => self.sparse(net),
         }
+    }
+
+    /// The hash probe of a level left sparse, out of line: its registers would otherwise
+    /// be saved and restored around every dense lookup too (12 of the 52 instructions a
+    /// routed packet paid here).
+    #[inline(never)]
+    fn sparse(&self, net: u32) -> Option<NextHop> {
+        self.map.get(&net).copied()
     }
 
     fn compact(&mut self) {
