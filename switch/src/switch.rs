@@ -1315,7 +1315,7 @@ impl Switch {
                 if !udpencap::decrement_ttl(buf.data_mut(), ip) {
                     return Err(DropReason::TtlExceeded);
                 }
-                udpencap::encap(&mut buf, &snap.outer, config, peer, port)
+                udpencap::encap(&mut buf, &snap.outer, config, peer, port, ip)
                     .ok_or(DropReason::NoBuffer)?;
                 b.node.encap += 1;
                 hop! { b, Stage::Encap, "encap", ("udp peer {}", peer.name), ("udp encap {} -> {}:{port}", config.underlay_ip, peer.underlay_ip) }

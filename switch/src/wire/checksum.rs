@@ -81,10 +81,15 @@ pub fn of(data: &[u8]) -> u16 {
 }
 
 /// The pseudo-header sum of TCP and UDP over IPv4.
+///
+/// Six 16-bit words added without folding (below 2^19): [`add`] and [`finish`] fold
+/// any `u32` sum, and a sum of words is zero only when every word is.
+#[inline]
 pub fn pseudo_header(src: [u8; 4], dst: [u8; 4], protocol: u8, len: u16) -> u32 {
-    let sum = add(0, &src);
-    let sum = add(sum, &dst);
-    sum + protocol as u32 + len as u32
+    let words = |a: [u8; 4]| {
+        u16::from_be_bytes([a[0], a[1]]) as u32 + u16::from_be_bytes([a[2], a[3]]) as u32
+    };
+    words(src) + words(dst) + protocol as u32 + len as u32
 }
 
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit word changed from `old` to `new`:

@@ -78,12 +78,21 @@ pub fn write_udp(
     .emit(b);
     if let Some((src, dst)) = checksum_over {
         let sum = checksum::pseudo_header(src.octets(), dst.octets(), PROTO_UDP, len as u16);
-        let mut c = checksum::finish(checksum::add(sum, &b[..len]));
-        if c == 0 {
-            // RFC 768: a computed zero is sent as all ones; zero means "no checksum".
-            c = 0xffff;
-        }
-        put16(b, CHECKSUM_AT, c);
+        put16(
+            b,
+            CHECKSUM_AT,
+            checksum_field(checksum::add(sum, &b[..len])),
+        );
+    }
+}
+
+/// The checksum field of a datagram whose pseudo header, header and payload sum to `sum`.
+#[inline]
+pub fn checksum_field(sum: u32) -> u16 {
+    match checksum::finish(sum) {
+        // RFC 768: a computed zero is sent as all ones; zero means "no checksum".
+        0 => 0xffff,
+        c => c,
     }
 }
 
