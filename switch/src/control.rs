@@ -115,6 +115,34 @@ pub(crate) struct OwnAddresses {
     pub pod_mtu: u16,
     /// `config.underlay_ip`, beside the others for [`OwnAddresses::contains`].
     pub underlay_ip: Ipv4Addr,
+    /// The node's pod subnet and the cluster's pod CIDR, with their masks made.
+    pub subnet: Prefix,
+    pub pod_cidr: Prefix,
+}
+
+/// A network as the route decision tests it: its address and mask as integers, made
+/// once per snapshot rather than from the prefix length at every routed packet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefix {
+    net: u32,
+    mask: u32,
+}
+
+impl Prefix {
+    fn new(net: ipnetwork::Ipv4Network) -> Prefix {
+        let len = net.prefix();
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+        Prefix {
+            net: u32::from(net.ip()) & mask,
+            mask,
+        }
+    }
+
+    /// Whether the network holds the address `a`: one mask and compare.
+    #[inline]
+    fn holds(&self, a: u32) -> bool {
+        a & self.mask == self.net
+    }
 }
 
 impl OwnAddresses {
@@ -126,6 +154,8 @@ impl OwnAddresses {
             broadcast: config.subnet.broadcast(),
             pod_mtu: config.pod_mtu(),
             underlay_ip: config.underlay_ip,
+            subnet: Prefix::new(config.subnet),
+            pod_cidr: Prefix::new(config.pod_cidr),
         }
     }
 
@@ -203,32 +233,28 @@ impl Snapshot {
     pub(crate) fn next_hop(&self, ip: Ipv4Addr) -> Option<NextHop> {
         let c = &self.config;
         let a = u32::from(ip);
-        if holds(c.subnet, a) && self.local_wins {
+        if self.own.subnet.holds(a) && self.local_wins {
             // Every local delivery (each decapsulated packet, each DNAT to a local
             // endpoint) ends here without the peer lookup.
             return Some(NextHop::Local);
         }
         // The three candidates in rising rank: a longer prefix wins, and of equal
         // prefixes the later one (what `max_by_key` over (length, rank) would pick).
-        let mut best =
-            holds(c.pod_cidr, a).then_some((c.pod_cidr.prefix(), NextHop::UnknownSubnet));
+        let mut best = self
+            .own
+            .pod_cidr
+            .holds(a)
+            .then_some((c.pod_cidr.prefix(), NextHop::UnknownSubnet));
         if let Some((len, i)) = c.peers.route(ip) {
             if best.is_none_or(|(l, _)| len >= l) {
                 best = Some((len, NextHop::Peer(i)));
             }
         }
-        if holds(c.subnet, a) && best.is_none_or(|(l, _)| c.subnet.prefix() >= l) {
+        if self.own.subnet.holds(a) && best.is_none_or(|(l, _)| c.subnet.prefix() >= l) {
             best = Some((c.subnet.prefix(), NextHop::Local));
         }
         best.map(|(_, hop)| hop)
     }
-}
-
-/// Whether `net` holds the address `a`: one mask and compare, on every routed packet.
-fn holds(net: ipnetwork::Ipv4Network, a: u32) -> bool {
-    let len = net.prefix();
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    (a ^ u32::from(net.ip())) & mask == 0
 }
 
 /// Holds the current snapshot; see the module documentation for the rule.
