@@ -35,6 +35,7 @@ impl Mac {
     }
 
     /// The address as the low 48 bits of a u64 (for packing into atomics).
+    #[inline]
     pub fn to_u64(self) -> u64 {
         let mut b = [0u8; 8];
         b[2..].copy_from_slice(&self.0);
