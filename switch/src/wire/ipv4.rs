@@ -231,8 +231,9 @@ pub fn write_ipv4(b: &mut [u8], f: &Ipv4Fields, total_len: usize) {
     f.emit(b, total_len);
 }
 
-/// Decrements the TTL of the valid IPv4 header at the start of `b`, fixing the header
-/// checksum incrementally. Returns the new TTL.
+/// Decrements the TTL, above zero, of the valid IPv4 header at the start of `b`, fixing
+/// the header checksum incrementally. Returns the new TTL. (Every caller has dropped a
+/// packet whose TTL runs out before it gets here.)
 ///
 /// The TTL is the high byte of its word, so the word drops by 0x100 and the checksum
 /// rises by 0x100 with an end-around carry: Linux's `ip_decrease_ttl`, which gives the
@@ -329,10 +330,10 @@ mod tests {
     }
 
     /// The end-around-carry shortcut writes what RFC 1624 eqn. 3 writes, for every
-    /// checksum field (0x0000 and 0xffff among them) and every TTL above 1.
+    /// checksum field (0x0000 and 0xffff among them) and every TTL above 0.
     #[test]
     fn ttl_decrement_matches_rfc_1624_for_every_checksum() {
-        for ttl in [2u8, 64, 255] {
+        for ttl in [1u8, 2, 64, 255] {
             for check in 0..=u16::MAX {
                 let mut p = PKT;
                 p[TTL_AT] = ttl;
@@ -347,7 +348,7 @@ mod tests {
                 );
             }
         }
-        for ttl in 2..=u8::MAX {
+        for ttl in 1..=u8::MAX {
             let mut p = PKT;
             p[TTL_AT] = ttl;
             let p = with_checksum(p);
