@@ -845,7 +845,7 @@ mod tests {
             .map(|i| {
                 let mut buf = pool.alloc_from(&[i; 100]).unwrap();
                 let hdr = buf.prepend(OUTER_UDP_LEN).unwrap();
-                underlay::write_outer_udp(hdr, &config, &peer, 1, b_port, 100, false);
+                underlay::write_outer_udp(hdr, &config, &peer, 1, b_port, 100);
                 buf
             })
             .collect();
@@ -899,7 +899,7 @@ mod tests {
             .map(|(i, &n)| {
                 let mut buf = pool.alloc_from(&vec![i as u8; n]).unwrap();
                 let hdr = buf.prepend(OUTER_UDP_LEN).unwrap();
-                underlay::write_outer_udp(hdr, config, &peer, 1, port, n, false);
+                underlay::write_outer_udp(hdr, config, &peer, 1, port, n);
                 buf
             })
             .collect()

@@ -21,7 +21,8 @@ pub(crate) const OUTER_TTL: u8 = 64;
 /// (`OUTER_UDP_LEN` bytes, followed in the same slice by `payload_len` bytes of UDP
 /// payload). The outer packet has DF set and IP ID 0: the pod MTU already keeps it within
 /// the underlay MTU, so it never needs fragmenting (Open vSwitch tunnels do the same).
-/// `udp_checksum` computes the UDP checksum over the payload; VXLAN sends 0 instead.
+/// The UDP checksum is left 0 ("none"), as VXLAN sends it; flannel's UDP encapsulation
+/// fills it in afterwards ([`crate::encap::udp::encap`]).
 pub fn write_outer_udp(
     hdr: &mut [u8],
     config: &NodeConfig,
@@ -29,7 +30,6 @@ pub fn write_outer_udp(
     src_port: u16,
     dst_port: u16,
     payload_len: usize,
-    udp_checksum: bool,
 ) {
     wire::write_eth(hdr, peer.underlay_mac, config.underlay_mac, ETHERTYPE_IPV4);
     let ip = &mut hdr[ETH_LEN..];
@@ -46,13 +46,7 @@ pub fn write_outer_udp(
         },
         IPV4_LEN + wire::UDP_LEN + payload_len,
     );
-    wire::write_udp(
-        &mut ip[IPV4_LEN..],
-        src_port,
-        dst_port,
-        payload_len,
-        udp_checksum.then_some((config.underlay_ip, peer.underlay_ip)),
-    );
+    wire::write_udp(&mut ip[IPV4_LEN..], src_port, dst_port, payload_len, None);
 }
 
 /// Bytes of the longest header [`OuterTemplate`] writes: VXLAN's outer Ethernet, IPv4,
@@ -99,7 +93,7 @@ impl OuterTemplate {
             vtep_mac: Mac::ZERO,
             ..Peer::new("", Ipv4Addr::UNSPECIFIED, config.subnet)
         };
-        write_outer_udp(&mut bytes, config, &blank, src_port, dst_port, 0, false);
+        write_outer_udp(&mut bytes, config, &blank, src_port, dst_port, 0);
         if let Backend::Vxlan { .. } = config.backend {
             VxlanHeader { vni }.emit(&mut bytes[OUTER_UDP_LEN..]);
             wire::write_eth(
