@@ -129,9 +129,9 @@ impl Affinity {
             let victim = |slot: &Slot<4>| {
                 let seen = slot.seen.load(Ordering::Relaxed);
                 if now.saturating_sub(seen) > slot.word(3) {
-                    Victim::Expired
+                    Victim::EXPIRED
                 } else {
-                    Victim::Evictable(seen)
+                    Victim::evictable(seen)
                 }
             };
             let r = self.table.insert(

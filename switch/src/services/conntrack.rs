@@ -86,32 +86,38 @@ const PENDING: u64 = 2;
 const LIVE: u64 = 3;
 const VERSION_BITS: u32 = 30;
 
+/// A slot's state word: the orig tag in bits 0-15, the reply tag in bits 16-31, the
+/// version in bits 32-61, the phase in bits 62-63. The tags are the low 32 bits, in
+/// 16-bit halves, so that the scans of a bucket's 16 words for a tag
+/// ([`matching`]) compile to whole-vector moves and compares of 16-bit lanes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct State(u64);
 
 impl State {
+    const PHASE_SHIFT: u32 = 62;
+
     fn new(phase: u64, otag: u16, rtag: u16, version: u64) -> State {
         State(
-            phase
-                | (otag as u64) << 2
-                | (rtag as u64) << 18
-                | (version & ((1 << VERSION_BITS) - 1)) << 34,
+            otag as u64
+                | (rtag as u64) << 16
+                | (version & ((1 << VERSION_BITS) - 1)) << 32
+                | phase << State::PHASE_SHIFT,
         )
     }
     fn phase(self) -> u64 {
-        self.0 & 3
+        self.0 >> State::PHASE_SHIFT
     }
     fn otag(self) -> u16 {
-        (self.0 >> 2) as u16
+        self.0 as u16
     }
     fn rtag(self) -> u16 {
-        (self.0 >> 18) as u16
+        (self.0 >> 16) as u16
     }
     fn version(self) -> u64 {
-        self.0 >> 34
+        self.0 >> 32 & ((1 << VERSION_BITS) - 1)
     }
     fn with_phase(self, phase: u64) -> State {
-        State(self.0 & !3 | phase)
+        State(self.0 & !(3 << State::PHASE_SHIFT) | phase << State::PHASE_SHIFT)
     }
 }
 
@@ -169,21 +175,30 @@ pub(crate) enum Inserted<const W: usize> {
     Full,
 }
 
-/// What an insert may do with an occupied slot.
-pub(crate) enum Victim {
+/// What an insert may do with an occupied slot, as a rank: of a full home, the slot of
+/// the smallest rank goes (the first of them on a tie). A number, not an enum, so that
+/// judging the 32 slots of a full home is a compare and a conditional move a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Victim(u64);
+
+impl Victim {
     /// Expired: free to take.
-    Expired,
-    /// Live but evictable; the oldest (smallest value) goes first.
-    Evictable(u64),
+    pub const EXPIRED: Victim = Victim(0);
     /// Keep.
-    Keep,
+    pub const KEEP: Victim = Victim(u64::MAX);
+
+    /// Live but evictable, last seen at `seen`: the oldest goes first.
+    pub fn evictable(seen: u64) -> Victim {
+        Victim(1 + seen.min(u64::MAX - 2))
+    }
 }
 
 /// How a lookup scans a bucket's 16 state words for its tag.
 #[derive(Clone, Copy)]
 pub(crate) enum Scan {
     /// Slot by slot, stopping at the first with the tag: a lookup that usually finds its
-    /// entry (a packet of an established flow) reads only the slots up to it.
+    /// entry (a packet of an established flow) reads only the slots up to it. Only in a
+    /// home's first bucket: [`SlotTable::find_slot`] scans the second as a miss.
     Hit,
     /// All 16 compared in one branch-free [`matching`] pass first: a lookup that usually
     /// finds nothing (a new flow's reply tuple, an insert's check for its key) would visit
@@ -618,21 +633,37 @@ impl<const W: usize> SlotTable<W> {
         wait: bool,
         scan: Scan,
     ) -> Option<(Found<W>, &Slot<W>)> {
+        // An entry is nearly always in its first bucket ([`SPARE`]), so a lookup that
+        // reaches the second will usually find nothing there either: that one is
+        // scanned as a miss. (Two calls, not one loop with the scan chosen per bucket:
+        // each call's scan is a constant and compiles to its own loop.)
+        let second = (home.second != home.first).then_some(home.second);
+        self.find_in(home.first, tag_of, tag, &key, wait, scan)
+            .or_else(|| self.find_in(second?, tag_of, tag, &key, wait, Scan::Miss))
+    }
+
+    /// [`SlotTable::find_slot`] in one bucket.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn find_in(
+        &self,
+        bucket: usize,
+        tag_of: TagOf,
+        tag: u16,
+        key: &impl Fn(&[u64; W]) -> bool,
+        wait: bool,
+        scan: Scan,
+    ) -> Option<(Found<W>, &Slot<W>)> {
+        let b = self.bucket(bucket)?;
         // The scan for a slot with the tag is a loop of its own ([`Tagged`]), and what is
         // done with one comes after it: written as one loop, the compiler computed the
         // slot's address (for the read) on every slot, 26 instructions a slot instead of
-        // a load and a compare, and a lookup that misses visits all 32.
-        for bucket in home.buckets() {
-            let Some(b) = self.bucket(bucket) else {
-                continue;
-            };
-            for (i, s) in Tagged::new(&b.states, tag_of, tag, scan, Ordering::Acquire) {
-                let (state, slot) = (&b.states[i], &b.slots[i]);
-                let idx = bucket * BUCKET + i;
-                if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_of, tag, &key, wait)
-                {
-                    return Some((f, slot));
-                }
+        // a load and a compare, and a lookup that misses visits all 16.
+        for (i, s) in Tagged::new(&b.states, tag_of, tag, scan, Ordering::Acquire) {
+            let (state, slot) = (&b.states[i], &b.slots[i]);
+            let idx = bucket * BUCKET + i;
+            if let Some(f) = SlotTable::candidate(idx, slot, state, s, tag_of, tag, key, wait) {
+                return Some((f, slot));
             }
         }
         None
@@ -732,10 +763,10 @@ impl<const W: usize> SlotTable<W> {
             let mut target = None;
             if let Some((f, slot)) = self.find_slot(home, TagOf::Orig, otag, &key, true, Scan::Miss)
             {
-                match victim(slot) {
-                    Victim::Expired => target = Some((f.idx, f.state, false)),
-                    _ => return Inserted::Existing(f),
+                if victim(slot) != Victim::EXPIRED {
+                    return Inserted::Existing(f);
                 }
+                target = Some((f.idx, f.state, false));
             }
             // 2. A free, expired or evictable slot.
             let Some((idx, old, evicted)) = target.or_else(|| self.pick(home, &victim)) else {
@@ -831,7 +862,7 @@ impl<const W: usize> SlotTable<W> {
                         return false;
                     }
                     if s.phase() == LIVE {
-                        return !matches!(victim(slot), Victim::Expired);
+                        return victim(slot) != Victim::EXPIRED;
                     }
                     return theirs < order;
                 }
@@ -887,31 +918,29 @@ impl<const W: usize> SlotTable<W> {
         // from words that change outside the seqlock anyway, and the compare-and-swap
         // from the state read confirms the choice (this lets the compiler keep what the
         // judgement needs in registers across the 32 slots).
-        let mut oldest = None;
-        let mut oldest_age = 0;
-        for bucket in home.buckets() {
-            // No slot free: the bucket's segment is allocated.
+        let mut best = (Victim::KEEP, 0, State(FREE));
+        'home: for bucket in home.buckets() {
+            // No slot is free: the bucket's segment is allocated.
             let Some(b) = self.bucket(bucket) else {
                 continue;
             };
-            for i in 0..BUCKET {
-                let s = State(b.states[i].load(Ordering::Relaxed));
-                if s.phase() != LIVE {
-                    continue;
-                }
-                match victim(&b.slots[i]) {
-                    Victim::Expired => return Some((bucket * BUCKET + i, s, false)),
-                    Victim::Evictable(age) => {
-                        if oldest.is_none() || age < oldest_age {
-                            oldest = Some((bucket * BUCKET + i, s, true));
-                            oldest_age = age;
-                        }
+            for (i, (state, slot)) in b.states.iter().zip(&b.slots).enumerate() {
+                let s = State(state.load(Ordering::Relaxed));
+                let rank = if s.phase() == LIVE {
+                    victim(slot)
+                } else {
+                    Victim::KEEP
+                };
+                if rank < best.0 {
+                    best = (rank, bucket * BUCKET + i, s);
+                    if rank == Victim::EXPIRED {
+                        break 'home;
                     }
-                    Victim::Keep => {}
                 }
             }
         }
-        oldest
+        let (rank, idx, s) = best;
+        (rank != Victim::KEEP).then_some((idx, s, rank != Victim::EXPIRED))
     }
 
     /// Every live slot.
@@ -1182,7 +1211,7 @@ pub(crate) enum TcpState {
 
 impl TcpState {
     fn from_bits(b: u64) -> TcpState {
-        match b & 0xf {
+        match b & CLASS {
             0 => TcpState::SynSent,
             1 => TcpState::SynRecv,
             2 => TcpState::Established,
@@ -1197,7 +1226,22 @@ impl TcpState {
     }
 }
 
-// aux word: bits 0-3 TCP state, then flags, then the mark of [`Conntrack::checked`].
+// aux word: bits 0-2 the flow's class, then flags, then the mark of [`Conntrack::checked`].
+
+/// The low three bits of the aux word, the flow's **class**: what its timeout and its
+/// eviction depend on. A TCP flow's state ([`TcpState`], 0-5), or for UDP whether it was
+/// answered. One index for both protocols, so that judging a slot (an insert into a full
+/// home judges all 32) reads neither the protocol from the flow's words nor branches on
+/// it: a table lookup by class gives the timeout, a bit of [`ASSURED`] whether it is kept.
+const CLASS: u64 = 0b111;
+/// The class of a UDP flow not answered yet.
+const UDP_UNREPLIED: u64 = 6;
+/// The class of a UDP flow answered.
+const UDP_REPLIED: u64 = 7;
+/// The classes the table keeps when it needs room, one bit each: TCP established or
+/// closing politely, UDP answered (as Linux's `IPS_ASSURED`).
+const ASSURED: u8 =
+    1 << TcpState::Established as u8 | 1 << TcpState::FinWait as u8 | 1 << UDP_REPLIED;
 const REPLIED: u64 = 1 << 4;
 const FIN_ORIG: u64 = 1 << 5;
 const FIN_REPLY: u64 = 1 << 6;
@@ -1227,7 +1271,7 @@ pub(crate) enum Dir {
 /// The aux word of a new flow whose first packet had TCP flags `flags`.
 fn initial_aux(proto: u8, flags: u8) -> u64 {
     if proto != PROTO_TCP {
-        return 0;
+        return UDP_UNREPLIED;
     }
     if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
         TcpState::SynSent.bits()
@@ -1239,12 +1283,16 @@ fn initial_aux(proto: u8, flags: u8) -> u64 {
 
 /// The aux word after a packet with TCP flags `flags` went `dir`.
 fn next_aux(proto: u8, aux: u64, dir: Dir, flags: u8) -> u64 {
-    let mut f = aux & !0xf;
+    let mut f = aux & !CLASS;
     if dir == Dir::Reply {
         f |= REPLIED;
     }
     if proto != PROTO_TCP {
-        return f | (aux & 0xf);
+        return f | if f & REPLIED != 0 {
+            UDP_REPLIED
+        } else {
+            UDP_UNREPLIED
+        };
     }
     let mut st = TcpState::from_bits(aux);
     if flags & TCP_RST != 0 {
@@ -1309,35 +1357,23 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    fn of(&self, proto: u8, aux: u64) -> u64 {
-        if proto != PROTO_TCP {
-            return if aux & REPLIED != 0 {
-                self.udp_stream
-            } else {
-                self.udp
-            };
-        }
-        match TcpState::from_bits(aux) {
-            TcpState::SynSent => self.tcp_syn_sent,
-            TcpState::SynRecv => self.tcp_syn_recv,
-            TcpState::Established => self.tcp_established,
-            TcpState::FinWait => self.tcp_fin_wait,
-            TcpState::TimeWait => self.tcp_time_wait,
-            TcpState::Close => self.tcp_close,
-        }
+    /// The timeout of each class of flow (the low bits of its aux word, [`CLASS`]).
+    fn by_class(&self) -> [u64; 8] {
+        std::array::from_fn(|class| self.of(class as u64))
     }
-}
 
-/// True for flows the table keeps when it needs room: TCP established or closing
-/// politely, UDP answered.
-fn assured(proto: u8, aux: u64) -> bool {
-    if proto == PROTO_TCP {
-        matches!(
-            TcpState::from_bits(aux),
-            TcpState::Established | TcpState::FinWait
-        )
-    } else {
-        aux & REPLIED != 0
+    /// The timeout of a flow whose aux word is `aux`.
+    fn of(&self, aux: u64) -> u64 {
+        match aux & CLASS {
+            0 => self.tcp_syn_sent,
+            1 => self.tcp_syn_recv,
+            2 => self.tcp_established,
+            3 => self.tcp_fin_wait,
+            4 => self.tcp_time_wait,
+            5 => self.tcp_close,
+            UDP_UNREPLIED => self.udp,
+            _ => self.udp_stream,
+        }
     }
 }
 
@@ -1538,14 +1574,14 @@ impl Conntrack {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn expired(&self, idx: usize, proto: u8, now: u64, to: &Timeouts) -> bool {
-        Conntrack::slot_expired(self.table.slot(idx), proto, now, to)
+    fn expired(&self, idx: usize, now: u64, to: &Timeouts) -> bool {
+        Conntrack::slot_expired(self.table.slot(idx), now, to)
     }
 
     /// [`Conntrack::expired`] for a slot at hand.
-    fn slot_expired(slot: &Slot<5>, proto: u8, now: u64, to: &Timeouts) -> bool {
+    fn slot_expired(slot: &Slot<5>, now: u64, to: &Timeouts) -> bool {
         let seen = slot.seen.load(Ordering::Relaxed);
-        now.saturating_sub(seen) > to.of(proto, slot.aux.load(Ordering::Relaxed))
+        now.saturating_sub(seen) > to.of(slot.aux.load(Ordering::Relaxed))
     }
 
     fn hit(&self, found: Found<5>) -> Hit {
@@ -1557,19 +1593,12 @@ impl Conntrack {
         }
     }
 
-    /// The hit of `found` in `slot`, unless the flow expired (a flow of protocol
-    /// `proto`); [`Conntrack::expired`] from the slot at hand.
-    fn unexpired(
-        &self,
-        found: Found<5>,
-        slot: &Slot<5>,
-        proto: u8,
-        now: u64,
-        to: &Timeouts,
-    ) -> Option<Hit> {
+    /// The hit of `found` in `slot`, unless the flow expired; [`Conntrack::expired`]
+    /// from the slot at hand.
+    fn unexpired(&self, found: Found<5>, slot: &Slot<5>, now: u64, to: &Timeouts) -> Option<Hit> {
         let seen = slot.seen.load(Ordering::Relaxed);
         let aux = slot.aux.load(Ordering::Relaxed);
-        (now.saturating_sub(seen) <= to.of(proto, aux)).then(|| Hit {
+        (now.saturating_sub(seen) <= to.of(aux)).then(|| Hit {
             aux,
             ..self.hit(found)
         })
@@ -1615,7 +1644,7 @@ impl Conntrack {
             wait,
             Scan::Hit,
         )?;
-        self.unexpired(f, slot, t.proto, now, to)
+        self.unexpired(f, slot, now, to)
     }
 
     /// The live flow whose reply tuple is `t`.
@@ -1644,13 +1673,13 @@ impl Conntrack {
             false,
             Scan::Miss,
         )?;
-        self.unexpired(f, slot, t.proto, now, to)
+        self.unexpired(f, slot, now, to)
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
     fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
         let hit = self.hit(self.table.read(idx)?);
-        (hit.flow.reply() == *t && !self.expired(idx, t.proto, now, to)).then_some(hit)
+        (hit.flow.reply() == *t && !self.expired(idx, now, to)).then_some(hit)
     }
 
     /// Tracks `flow`, whose first packet had TCP flags `flags`, unless its original tuple
@@ -1688,21 +1717,20 @@ impl Conntrack {
         let side = side_hash(orig.proto, orig.src, orig.sport);
         let home = self.table.home(side);
         // [`Conntrack::expired`], then assured or not, from one read of the slot's
-        // `seen` and `aux`: a full home judges all 32 of its flows for every insert.
-        // (A copy of the timeouts: the scan keeps the two it uses in registers instead of
-        // reading them through the reference for every slot.)
-        let timeouts = *to;
+        // `seen` and `aux`: a full home judges all 32 of its flows for every insert. A
+        // flow of class `c` expired when it was last seen before `oldest[c]` (the same
+        // as `now - seen > timeout`, with the subtraction done once per class instead of
+        // once per slot).
+        let oldest = to.by_class().map(|timeout| now.saturating_sub(timeout));
         let victim = move |slot: &Slot<5>| {
-            let to = &timeouts;
-            let proto = (slot.word(1) >> 24) as u8;
             let seen = slot.seen.load(Ordering::Relaxed);
-            let aux = slot.aux.load(Ordering::Relaxed);
-            if now.saturating_sub(seen) > to.of(proto, aux) {
-                Victim::Expired
-            } else if assured(proto, aux) {
-                Victim::Keep
+            let class = slot.aux.load(Ordering::Relaxed) & CLASS;
+            if seen < oldest[class as usize] {
+                Victim::EXPIRED
+            } else if ASSURED >> class & 1 != 0 {
+                Victim::KEEP
             } else {
-                Victim::Evictable(seen)
+                Victim::evictable(seen)
             }
         };
         let aux = initial_aux(orig.proto, flags);
@@ -1830,7 +1858,7 @@ impl Conntrack {
                 false,
                 Scan::Hit,
             )
-            .is_some_and(|(_, slot)| !Conntrack::slot_expired(slot, t.proto, now, to))
+            .is_some_and(|(_, slot)| !Conntrack::slot_expired(slot, now, to))
     }
 
     /// Enters reply tuple `t` of the flow in slot `idx` into the reply index.
@@ -1853,9 +1881,9 @@ impl Conntrack {
             |w| w[0] == k0 && w[1] == k1,
             |slot| {
                 if valid(&std::array::from_fn(|i| slot.word(i))) {
-                    Victim::Keep
+                    Victim::KEEP
                 } else {
-                    Victim::Expired
+                    Victim::EXPIRED
                 }
             },
             || ([k0, k1, idx as u64], 0),
@@ -1939,7 +1967,7 @@ impl Conntrack {
     pub fn count(&self, now: u64, to: &Timeouts) -> usize {
         self.table
             .live()
-            .filter(|f| !self.expired(f.idx, (f.words[1] >> 24) as u8, now, to))
+            .filter(|f| !self.expired(f.idx, now, to))
             .count()
     }
 
@@ -1954,7 +1982,7 @@ impl Conntrack {
                 let slot = self.table.slot(f.idx);
                 let aux = slot.aux.load(Ordering::Relaxed);
                 let age = now.saturating_sub(slot.seen.load(Ordering::Relaxed));
-                let timeout = to.of(proto, aux);
+                let timeout = to.of(aux);
                 if age > timeout {
                     return None;
                 }
@@ -2082,10 +2110,15 @@ mod tests {
         let b = next_aux(t, initial_aux(t, TCP_SYN), Dir::Reply, TCP_RST | TCP_ACK);
         assert_eq!(TcpState::from_bits(b), TcpState::Close);
         let to = Timeouts::default();
-        assert_eq!(to.of(t, b), 10 * SECOND);
-        assert_eq!(to.of(PROTO_UDP, 0), 30 * SECOND);
+        assert_eq!(to.of(b), 10 * SECOND);
+        assert_eq!(to.of(initial_aux(PROTO_UDP, 0)), 30 * SECOND);
         assert_eq!(
-            to.of(PROTO_UDP, next_aux(PROTO_UDP, 0, Dir::Reply, 0)),
+            to.of(next_aux(
+                PROTO_UDP,
+                initial_aux(PROTO_UDP, 0),
+                Dir::Reply,
+                0
+            )),
             120 * SECOND
         );
     }
@@ -2426,7 +2459,7 @@ mod tests {
         let t = udp(7);
         let w = to_ep(t, ip(40)).encode();
         let key = |x: &[u64; 5]| Flow::orig_is(x, &t);
-        let victim = |_: &Slot<5>| Victim::Keep;
+        let victim = |_: &Slot<5>| Victim::KEEP;
         let table = &ct.table;
         let one = table.home(0);
         let put = |idx: usize, phase: u64, words: [u64; 5], order: u64| {
@@ -2448,7 +2481,7 @@ mod tests {
         put(3, LIVE, w, 99);
         assert!(!table.first_of_key(one, 9, t.tag(), 6, &key, &victim));
         // ... unless it expired.
-        let expired = |_: &Slot<5>| Victim::Expired;
+        let expired = |_: &Slot<5>| Victim::EXPIRED;
         assert!(table.first_of_key(one, 9, t.tag(), 6, &key, &expired));
     }
 
