@@ -509,6 +509,12 @@ impl<const W: usize> SlotTable<W> {
         &b.states[i]
     }
 
+    /// Slot `idx`'s state word and slot, to write (allocating its segment).
+    fn entry_mut(&self, idx: usize) -> (&AtomicU64, &Slot<W>) {
+        let (b, i) = self.segment(idx).at(self.offset(idx));
+        (&b.states[i], &b.slots[i])
+    }
+
     /// The insert order counter of `bucket`.
     fn order(&self, bucket: usize) -> &AtomicU64 {
         let idx = bucket * BUCKET;
@@ -775,15 +781,14 @@ impl<const W: usize> SlotTable<W> {
             let (words, rtag) = make();
             let version = old.version() + 1;
             let busy = State::new(BUSY, otag, rtag, version);
-            if self
-                .state_mut(idx)
+            let (state, slot) = self.entry_mut(idx);
+            if state
                 .compare_exchange(old.0, busy.0, Ordering::SeqCst, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
             }
             fence(Ordering::Release);
-            let slot = self.slot(idx);
             for (w, v) in slot.words.iter().zip(words) {
                 w.store(v, Ordering::Relaxed);
             }
@@ -791,11 +796,11 @@ impl<const W: usize> SlotTable<W> {
             let order = self.order(home.first).fetch_add(1, Ordering::SeqCst);
             slot.order.store(order, Ordering::Relaxed);
             let pending = busy.with_phase(PENDING);
-            self.state_mut(idx).store(pending.0, Ordering::SeqCst);
+            state.store(pending.0, Ordering::SeqCst);
             // 3. Did an earlier insert of the same key get there first?
             if self.first_of_key(home, idx, otag, order, &key, &victim) {
                 let live = busy.with_phase(LIVE);
-                self.state_mut(idx).store(live.0, Ordering::SeqCst);
+                state.store(live.0, Ordering::SeqCst);
                 return Inserted::New {
                     found: Found {
                         idx,
@@ -805,8 +810,7 @@ impl<const W: usize> SlotTable<W> {
                     evicted,
                 };
             }
-            self.state_mut(idx)
-                .store(busy.with_phase(FREE).0, Ordering::SeqCst);
+            state.store(busy.with_phase(FREE).0, Ordering::SeqCst);
         }
     }
 
