@@ -2253,6 +2253,56 @@ mod tests {
         ));
     }
 
+    /// TCP's classes when a home is full: an established flow and one closing from one
+    /// side are kept, one whose handshake is not done or that closed from both sides may
+    /// go, the oldest of those first.
+    #[test]
+    fn full_bucket_keeps_established_tcp_and_evicts_the_oldest_unassured() {
+        let ct = Conntrack::new(BUCKET);
+        let to = Timeouts::default();
+        let tcp = |sport| Tuple::new(PROTO_TCP, ip(33), sport, vip(), 80);
+        let insert = |sport, now, flags| {
+            ct.insert(
+                to_ep(tcp(sport), ip(40)),
+                SnatPorts::default(),
+                now,
+                &to,
+                flags,
+            )
+        };
+        let find = |sport| ct.find_orig(&tcp(sport), 100, &to, false);
+        // Seen at 0..16 in turn: established (picked up mid-stream) at even times,
+        // SYN_SENT at odd ones.
+        for p in 0..BUCKET as u16 {
+            let flags = if p % 2 == 0 { TCP_ACK } else { TCP_SYN };
+            let r = insert(1000 + p, p as u64, flags);
+            assert!(matches!(r, Insert::New { evicted: false, .. }));
+        }
+        // 1000 is the oldest, but established: 1001, the oldest SYN_SENT, goes.
+        assert!(matches!(
+            insert(2000, 100, TCP_SYN),
+            Insert::New { evicted: true, .. }
+        ));
+        assert!(find(1000).is_some() && find(1003).is_some());
+        assert!(find(1001).is_none());
+        // 1000 closes from one side (FIN_WAIT), 1002 from both (TIME_WAIT); packets at
+        // time 0 leave when they were last seen as it was.
+        let half = find(1000).unwrap();
+        ct.touch(&half, Dir::Orig, TCP_FIN | TCP_ACK, 0);
+        assert_eq!(ct.tcp_state(&half), Some(TcpState::FinWait));
+        let closed = find(1002).unwrap();
+        ct.touch(&closed, Dir::Orig, TCP_FIN | TCP_ACK, 0);
+        ct.touch(&closed, Dir::Reply, TCP_FIN | TCP_ACK, 0);
+        assert_eq!(ct.tcp_state(&closed), Some(TcpState::TimeWait));
+        // 1000 is still the oldest and kept; 1002 is now the oldest that may go.
+        assert!(matches!(
+            insert(2001, 100, TCP_SYN),
+            Insert::New { evicted: true, .. }
+        ));
+        assert!(find(1002).is_none());
+        assert!(find(1000).is_some() && find(1003).is_some());
+    }
+
     #[test]
     fn snat_replies_are_found_through_the_index() {
         let ct = Conntrack::new(1024);
