@@ -187,9 +187,11 @@ impl Victim {
     /// Keep.
     pub const KEEP: Victim = Victim(u64::MAX);
 
-    /// Live but evictable, last seen at `seen`: the oldest goes first.
+    /// Live but evictable, last seen at `seen`: the oldest goes first. (A clock of
+    /// nanoseconds reaches `u64::MAX - 1` after 584 years; a flow seen at that instant
+    /// would rank as kept, and one seen at the next as expired.)
     pub fn evictable(seen: u64) -> Victim {
-        Victim(1 + seen.min(u64::MAX - 2))
+        Victim(seen.wrapping_add(1))
     }
 }
 
