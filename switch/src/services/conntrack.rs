@@ -1232,7 +1232,8 @@ impl TcpState {
     }
 }
 
-// aux word: bits 0-2 the flow's class, then flags, then the mark of [`Conntrack::checked`].
+// aux word: bits 0-2 the flow's class, then TCP's FIN flags, then the mark of
+// [`Conntrack::checked`].
 
 /// The low three bits of the aux word, the flow's **class**: what its timeout and its
 /// eviction depend on. A TCP flow's state ([`TcpState`], 0-5), or for UDP whether it was
@@ -1248,7 +1249,6 @@ const UDP_REPLIED: u64 = 7;
 /// closing politely, UDP answered (as Linux's `IPS_ASSURED`).
 const ASSURED: u8 =
     1 << TcpState::Established as u8 | 1 << TcpState::FinWait as u8 | 1 << UDP_REPLIED;
-const REPLIED: u64 = 1 << 4;
 const FIN_ORIG: u64 = 1 << 5;
 const FIN_REPLY: u64 = 1 << 6;
 /// Bits 7-63 of the aux word: the mark that the flow was found valid against a service
@@ -1289,17 +1289,13 @@ fn initial_aux(proto: u8, flags: u8) -> u64 {
 
 /// The aux word after a packet with TCP flags `flags` went `dir`.
 fn next_aux(proto: u8, aux: u64, dir: Dir, flags: u8) -> u64 {
-    let mut f = aux & !CLASS;
-    if dir == Dir::Reply {
-        f |= REPLIED;
-    }
     if proto != PROTO_TCP {
-        return f | if f & REPLIED != 0 {
-            UDP_REPLIED
-        } else {
-            UDP_UNREPLIED
+        return match dir {
+            Dir::Reply => aux & !CLASS | UDP_REPLIED,
+            Dir::Orig => aux,
         };
     }
+    let mut f = aux & !CLASS;
     let mut st = TcpState::from_bits(aux);
     if flags & TCP_RST != 0 {
         return f | TcpState::Close.bits();
@@ -1906,7 +1902,7 @@ impl Conntrack {
         let proto = hit.flow.orig.proto;
         let cur = slot.aux.load(Ordering::Relaxed);
         // What [`next_aux`] leaves as it is for UDP: all but a first reply.
-        if proto != PROTO_TCP && (dir == Dir::Orig || cur & REPLIED != 0) {
+        if proto != PROTO_TCP && (dir == Dir::Orig || cur & CLASS == UDP_REPLIED) {
             return;
         }
         Conntrack::record(&slot.aux, proto, cur, dir, flags);
@@ -2001,7 +1997,7 @@ impl Conntrack {
                         TcpState::TimeWait => "TIME_WAIT",
                         TcpState::Close => "CLOSE",
                     }
-                } else if aux & REPLIED != 0 {
+                } else if aux & CLASS == UDP_REPLIED {
                     "REPLIED"
                 } else {
                     "UNREPLIED"
