@@ -81,9 +81,13 @@ impl Ipv4Header {
         if checksum::finish(sum) != 0 {
             return Err(Malformed);
         }
+        // Each address as one 32-bit word, the one the checksum summed: built from its
+        // bytes, the source was assembled on the stack a byte and a word at a time and
+        // read back whole (a store-forwarding stall at every underlay packet's peer check).
+        let word = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
         Ok(Ipv4Header {
-            src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
-            dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            src: Ipv4Addr::from_bits(word(12)),
+            dst: Ipv4Addr::from_bits(word(16)),
             total_len: total_len as u16,
             frag: get16(h, 6),
             protocol: h[9],
