@@ -423,7 +423,7 @@ impl Switch {
         trace: Option<&mut dyn Tracer>,
     ) -> Tally {
         self.saw(now);
-        let snap = self.control.load();
+        let snap = self.control.current();
         let first_tx = tx.len();
         let mut b = Batch::new(
             &snap,
@@ -501,7 +501,7 @@ impl Switch {
             return;
         }
         self.saw(now);
-        let snap = self.control.load();
+        let snap = self.control.current();
         let first_tx = tx.len();
         let mut b = Batch::new(&snap, now, &self.pool, tx, None, false);
         self.release_pending(&mut b, None);
