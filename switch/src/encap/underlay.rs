@@ -145,10 +145,7 @@ impl OuterTemplate {
 }
 
 /// An underlay frame addressed to this node, its outer headers checked. The source MAC
-/// is not kept: only a client's packet needs it, and read from the frame there. Kept
-/// here, it was assembled on the stack byte by byte and read back in one load, a
-/// store-forwarding stall that `perf annotate` put at a fifth of every underlay packet's
-/// ingress (the decap rows and the chain).
+/// is not kept: only a client's packet needs it, and reads it from the frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Outer {
     /// The outer IPv4 header, right after the Ethernet header.
