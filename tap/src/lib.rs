@@ -469,7 +469,7 @@ impl Runtime {
     ) -> Result<(), ()> {
         match &queue.io {
             Io::Underlay(u) => {
-                let snap = self.switch.control().load();
+                let snap = self.switch.control().current();
                 let first = rx.len();
                 let room = BATCH - first;
                 let scratch = scratch.expect("the underlay's worker has the scratch space");
