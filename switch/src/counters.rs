@@ -298,8 +298,9 @@ mod tests {
             encap: 2,
             ..Tally::default()
         };
-        // More threads than blocks: each new thread takes the next block, so every block
-        // is added to, and some twice.
+        // More threads than blocks: each new thread takes the next block, so the adds
+        // land in more than one block (a reader of one block would miss some), and one
+        // block holds two threads' adds.
         std::thread::scope(|s| {
             for _ in 0..SHARDS + 1 {
                 s.spawn(|| {
