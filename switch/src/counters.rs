@@ -6,14 +6,16 @@
 //! batch of 64 packets costs a handful of atomic adds, not hundreds.
 //!
 //! Each counter set is [`SHARDS`] blocks on cache lines of their own, and a thread adds
-//! to the block its first add picked (threads take the blocks in turn), so that workers
+//! to the block of its [`shard`] (threads take the shards in turn), so that workers
 //! of one switch do not take the same lines from each other once a batch; a reader sums
 //! the blocks. With one block, two workers of the chain each lost about a tenth of their
 //! one-worker rate to the adds (`workers/2`).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::shard::{self, SHARDS};
 
 macro_rules! drop_reasons {
     ($($variant:ident => $name:literal: $doc:literal,)*) => {
@@ -64,16 +66,6 @@ drop_reasons! {
 
 /// Number of drop reasons.
 pub const REASONS: usize = DropReason::ALL.len();
-
-/// Blocks per counter set: as many workers as this add without sharing a line.
-pub const SHARDS: usize = 4;
-
-/// The block this thread adds to.
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS);
-    SHARD.try_with(|s| *s).unwrap_or(0)
-}
 
 /// Shared counters of a node or a port: one block per [`shard`], summed when read.
 #[derive(Default, Debug)]
@@ -167,7 +159,7 @@ impl Block {
 
 impl Counters {
     fn mine(&self) -> &Block {
-        &self.blocks[shard()]
+        &self.blocks[shard::current()]
     }
 
     /// The sum over the blocks of the counter `field` picks.

@@ -32,6 +32,7 @@ pub mod gso;
 mod icmp;
 pub mod policy;
 pub mod services;
+mod shard;
 pub mod switch;
 mod tables;
 mod time;
