@@ -45,7 +45,7 @@
 //! taken from the OS page by page as buffers are made, so a pool sized for bursts costs
 //! only what it has used: a simulated cluster of thousands of mostly idle nodes does not
 //! hold 512 buffers per node. (With the whole block zeroed by the allocator instead, 1,000
-//! simulated nodes took 170 MiB more, and twice the time.) `alloc` pops one from a queue
+//! simulated nodes took 145 MiB more, and twice the time.) `alloc` pops one from a queue
 //! and `Drop` pushes it back. When all `count` are in use `alloc` returns `None` and the
 //! caller counts a `no_buffer` drop — the pool never grows past its count. (How this was
 //! checked: `tests::steady_state_allocates_nothing` runs the pool under a counting global
