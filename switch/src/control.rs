@@ -234,6 +234,7 @@ impl Snapshot {
     /// node's subnet wins, then a peer's, as if the three were one table filled in the
     /// order pod CIDR, peers, own subnet. The peer routes are the shared list's own
     /// ([`crate::Peers`]): no node copies them.
+    #[inline]
     pub(crate) fn next_hop(&self, ip: Ipv4Addr) -> Option<NextHop> {
         let c = &self.config;
         let a = u32::from(ip);
