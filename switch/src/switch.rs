@@ -818,18 +818,16 @@ impl Switch {
     }
 
     /// A packet from a host on the underlay to a node port or a VIP: routed, and the MAC
-    /// it came from (the frame's source, checked by [`underlay::parse`]) kept so that
-    /// replies go back to it.
+    /// it came from kept so that replies go back to it.
     fn underlay_client_rx(
         &self,
         b: &mut Batch,
         mut buf: PacketBuf,
         outer: &underlay::Outer,
     ) -> Verdict {
-        let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
         buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
         buf.truncate(outer.ip.total_len());
-        self.router(b, buf, outer.ip, Origin::Underlay(eth.src))
+        self.router(b, buf, outer.ip, Origin::Underlay(outer.src_mac))
     }
 
     /// Hands a frame to the node's own stack through the host port, if one is attached.

@@ -144,10 +144,11 @@ impl OuterTemplate {
     }
 }
 
-/// An underlay frame addressed to this node, its outer headers checked. The source MAC
-/// is not kept: only a client's packet needs it, and reads it from the frame.
+/// An underlay frame addressed to this node, its outer headers checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Outer {
+    /// The MAC the frame came from: where replies to a client on the underlay go.
+    pub src_mac: Mac,
     /// The outer IPv4 header, right after the Ethernet header.
     pub ip: Ipv4Header,
     /// UDP source and destination port and the payload's offset and end, for UDP.
@@ -189,5 +190,9 @@ pub fn parse(frame: &[u8], config: &NodeConfig) -> Result<Outer, DropReason> {
     } else {
         None
     };
-    Ok(Outer { ip, udp })
+    Ok(Outer {
+        src_mac: eth.src,
+        ip,
+        udp,
+    })
 }
