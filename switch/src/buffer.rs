@@ -121,8 +121,7 @@ pub struct Pool {
     shards: [Shard; SHARDS],
     /// Bytes of a buffer: the headroom and the data room.
     size: usize,
-    /// Bytes from one buffer to the next in a shard's memory: `size` rounded up to a
-    /// cache line.
+    /// Bytes from one buffer to the next in a shard's memory ([`stride`]).
     stride: usize,
     count: usize,
 }
@@ -146,7 +145,7 @@ struct Raw(NonNull<u8>);
 // SAFETY: a `Raw` in a queue stands for a free buffer, which nobody else uses.
 unsafe impl Send for Raw {}
 
-/// A block of zeroed memory, freed when dropped.
+/// A shard's block of memory, freed when dropped.
 struct Memory {
     base: NonNull<u8>,
     layout: Layout,
@@ -688,15 +687,23 @@ mod tests {
     #[test]
     fn a_thread_takes_the_buffers_of_its_shard_first_and_they_go_home_there() {
         let pool = Pool::new(8 * SHARDS, 64);
-        let (mine, bufs) = std::thread::spawn({
-            let pool = Arc::clone(&pool);
-            move || {
-                let bufs: Vec<PacketBuf> = (0..9).map(|_| pool.alloc().unwrap()).collect();
-                (shard::current(), bufs)
-            }
-        })
-        .join()
-        .unwrap();
+        // A thread whose shard is not the first, so that a pool taking from the first
+        // shard whatever the thread fails here. Threads take the shards in turn, so one
+        // of a few new threads has such a shard.
+        let (mine, bufs) = (0..4 * SHARDS)
+            .find_map(|_| {
+                let pool = Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    let mine = shard::current();
+                    (mine != 0).then(|| {
+                        let bufs: Vec<PacketBuf> = (0..9).map(|_| pool.alloc().unwrap()).collect();
+                        (mine, bufs)
+                    })
+                })
+                .join()
+                .unwrap()
+            })
+            .expect("a thread of a shard other than the first");
         let shards: Vec<usize> = bufs.iter().map(|b| pool.shard_of(b)).collect();
         // Its shard's eight, then one of the next shard's.
         assert_eq!(shards[..8], [mine; 8]);
