@@ -54,7 +54,6 @@ use crate::tables::bridge::{Learned, MacEntry, MacTable};
 use crate::tables::neighbour::{NeighbourEntry, NeighbourTable, Pending, PendingQueue};
 use crate::tables::routes::NextHop;
 use crate::trace::{Age, Stage, Tracer};
-use crate::wire::ethernet::EthernetPacket;
 use crate::wire::mac::Mac;
 use crate::wire::{self, Arp, Ipv4Header, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_LEN};
 
@@ -819,20 +818,18 @@ impl Switch {
     }
 
     /// A packet from a host on the underlay to a node port or a VIP: routed, and the MAC
-    /// it came from (the frame's source, read through its Ethernet view: the header was
-    /// checked by [`underlay::parse`]) kept so that replies go back to it.
+    /// it came from (the frame's source, checked by [`underlay::parse`]) kept so that
+    /// replies go back to it.
     fn underlay_client_rx(
         &self,
         b: &mut Batch,
         mut buf: PacketBuf,
         outer: &underlay::Outer,
     ) -> Verdict {
-        let src = EthernetPacket::new(buf.data())
-            .map(|eth| Mac::from(eth.get_source()))
-            .ok_or(DropReason::Malformed)?;
+        let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
         buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
         buf.truncate(outer.ip.total_len());
-        self.router(b, buf, outer.ip, Origin::Underlay(src))
+        self.router(b, buf, outer.ip, Origin::Underlay(eth.src))
     }
 
     /// Hands a frame to the node's own stack through the host port, if one is attached.

@@ -145,9 +145,8 @@ impl OuterTemplate {
 }
 
 /// An underlay frame addressed to this node, its outer headers checked. The source MAC
-/// is not kept: only a client's packet needs it ([`crate::switch`]'s
-/// `underlay_client_rx` reads it through the frame's Ethernet view), and carrying it
-/// cost every decapsulated packet 5-9 instructions (`vxlan_decap` 710 -> 719 with it).
+/// is not kept: only a client's packet needs it, and reads it from the frame. (Carried
+/// here, it cost every decapsulated packet 5-9 instructions: `vxlan_decap` 710 -> 719.)
 #[derive(Debug, Clone, Copy)]
 pub struct Outer {
     /// The outer IPv4 header, right after the Ethernet header.
