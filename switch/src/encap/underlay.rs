@@ -114,7 +114,9 @@ impl OuterTemplate {
     /// with `src_port`, the template's destination port, no UDP checksum and
     /// `payload_len` bytes of UDP payload; with `vxlan`, the VXLAN header and the inner
     /// Ethernet header to the peer's VTEP after it (`payload_len` counts them).
-    #[inline]
+    /// Always inlined, so that `vxlan` is a constant at each caller and the copy is of a
+    /// known length (not a call to `memcpy`).
+    #[inline(always)]
     pub(crate) fn write(
         &self,
         hdr: &mut [u8],
