@@ -216,7 +216,7 @@ pub(crate) enum Egress {
 
 /// The stage's verdict on a routed packet.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Decision {
+pub(crate) enum Decision<'a> {
     /// Not a service packet: untouched.
     Pass,
     /// Belongs to a tracked flow (either direction): send it on.
@@ -224,7 +224,7 @@ pub(crate) enum Decision {
     /// The first packet of a new service flow, translated and tracked: the policy stage
     /// judges it (and forgets the flow when it refuses). `None` in a dry run
     /// ([`Balancer::probe`]): translated as it would be, tracked nowhere.
-    New(Egress, Option<conntrack::Hit>),
+    New(Egress, Option<conntrack::Hit<'a>>),
     /// A service with no endpoint: refuse (TCP RST, ICMP port unreachable) and drop.
     Reject,
     Drop(DropReason),
@@ -420,7 +420,7 @@ impl Balancer {
         ip: &mut Ipv4Header,
         from: Origin,
         tally: &mut Tally,
-    ) -> Decision {
+    ) -> Decision<'_> {
         self.sweep(snap);
         if ip.protocol == PROTO_ICMP {
             return self
@@ -470,7 +470,7 @@ impl Balancer {
         ip: &mut Ipv4Header,
         hit: &conntrack::Hit,
         flags: u8,
-    ) -> Decision {
+    ) -> Decision<'_> {
         self.ct.touch(hit, Dir::Orig, flags, now);
         if let Some(a) = hit.flow.affinity {
             self.affinity.touch(a, hit.flow.orig.src, now);
@@ -489,7 +489,7 @@ impl Balancer {
         l4: &L4,
         from: Origin,
         tally: &mut Tally,
-    ) -> Decision {
+    ) -> Decision<'_> {
         let t = l4.tuple;
         let config = &snap.config;
         let Some((port, external)) = Balancer::service_of(snap, t.dst, t.dport, t.proto) else {
@@ -599,7 +599,7 @@ impl Balancer {
         ip: &mut Ipv4Header,
         from: Origin,
         tally: &mut Tally,
-    ) -> Decision {
+    ) -> Decision<'_> {
         if ip.protocol == PROTO_ICMP {
             return self
                 .related(snap, now, pkt, ip)
@@ -671,7 +671,7 @@ impl Balancer {
         ip: &mut Ipv4Header,
         l4: &L4,
         tally: &mut Tally,
-    ) -> Decision {
+    ) -> Decision<'_> {
         let flow = Flow {
             orig: l4.tuple,
             xlat: l4.tuple,

@@ -138,6 +138,7 @@ fn wait_change(word: &AtomicU64, seen: u64) {
 // ---- the generic slot table -------------------------------------------------------------
 
 /// One slot: `W` data words under the seqlock, plus two words that change per packet.
+#[derive(Debug)]
 #[repr(align(64))]
 pub(crate) struct Slot<const W: usize> {
     words: [AtomicU64; W],
@@ -1422,17 +1423,20 @@ impl Timeouts {
 
 /// A tracked flow as a lookup found it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Hit {
+pub(crate) struct Hit<'a> {
     pub flow: Flow,
     /// The entry: its slot and its state when found (not its words, which `flow` holds
     /// decoded: a hit is returned and copied on every packet).
     idx: usize,
+    /// The slot itself, which the lookup had at hand: what [`Conntrack::touch`] writes
+    /// on every packet of the flow, and finding it again from `idx` took 25 instructions.
+    slot: &'a Slot<5>,
     state: State,
     /// The slot's aux word as the lookup read it (0 when it did not).
     aux: u64,
 }
 
-impl Hit {
+impl Hit<'_> {
     /// The slot the flow lives in.
     #[cfg(test)]
     pub fn slot(&self) -> usize {
@@ -1457,11 +1461,11 @@ pub(crate) struct Prefetch<'a> {
 
 /// What [`Conntrack::insert`] did.
 #[derive(Debug)]
-pub(crate) enum Insert {
+pub(crate) enum Insert<'a> {
     /// The flow was tracked already (maybe inserted by another worker just now).
-    Existing(Hit),
+    Existing(Hit<'a>),
     /// A new entry; `evicted` when an unassured flow was pushed out to make room.
-    New { hit: Hit, evicted: bool },
+    New { hit: Hit<'a>, evicted: bool },
     /// No room: the flow's buckets hold only assured flows, or no source port is left
     /// that would make its reply tuple unique.
     Full,
@@ -1625,24 +1629,34 @@ impl Conntrack {
         now.saturating_sub(seen) > to.of(slot.aux.load(Ordering::Relaxed))
     }
 
-    fn hit(&self, found: Found<5>) -> Hit {
+    #[inline]
+    fn hit(&self, found: Found<5>) -> Hit<'_> {
+        Conntrack::hit_in(found, self.table.found_slot(found.idx), 0)
+    }
+
+    /// The hit of `found` in `slot`, whose aux word read `aux`.
+    fn hit_in(found: Found<5>, slot: &Slot<5>, aux: u64) -> Hit<'_> {
         Hit {
             flow: Flow::decode(&found.words),
             idx: found.idx,
+            slot,
             state: found.state,
-            aux: 0,
+            aux,
         }
     }
 
     /// The hit of `found` in `slot`, unless the flow expired; [`Conntrack::expired`]
     /// from the slot at hand.
-    fn unexpired(&self, found: Found<5>, slot: &Slot<5>, now: u64, to: &Timeouts) -> Option<Hit> {
+    fn unexpired<'a>(
+        &self,
+        found: Found<5>,
+        slot: &'a Slot<5>,
+        now: u64,
+        to: &Timeouts,
+    ) -> Option<Hit<'a>> {
         let seen = slot.seen.load(Ordering::Relaxed);
         let aux = slot.aux.load(Ordering::Relaxed);
-        (now.saturating_sub(seen) <= to.of(aux)).then(|| Hit {
-            aux,
-            ..self.hit(found)
-        })
+        (now.saturating_sub(seen) <= to.of(aux)).then(|| Conntrack::hit_in(found, slot, aux))
     }
 
     /// True when a batch's lookups are worth fetching ahead ([`Conntrack::prefetch`]):
@@ -1675,7 +1689,7 @@ impl Conntrack {
 
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
-    pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit> {
+    pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit<'_>> {
         let side = side_hash(t.proto, t.src, t.sport);
         let (f, slot) = self.table.find_slot(
             self.table.home(side),
@@ -1689,7 +1703,7 @@ impl Conntrack {
     }
 
     /// The live flow whose reply tuple is `t`.
-    pub fn find_reply(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
+    pub fn find_reply(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit<'_>> {
         if self.snat_used.load(Ordering::Relaxed) {
             let (k0, k1) = reply_key(t);
             let home = self.replies.home(tuple_hash(t));
@@ -1718,7 +1732,7 @@ impl Conntrack {
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
-    fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit> {
+    fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit<'_>> {
         let hit = self.hit(self.table.read(idx)?);
         (hit.flow.reply() == *t && !self.expired(idx, now, to)).then_some(hit)
     }
@@ -1737,7 +1751,7 @@ impl Conntrack {
         now: u64,
         to: &Timeouts,
         flags: u8,
-    ) -> Insert {
+    ) -> Insert<'_> {
         self.insert_checked(flow, ports, now, to, flags, None)
     }
 
@@ -1752,7 +1766,7 @@ impl Conntrack {
         to: &Timeouts,
         flags: u8,
         checked: Option<u64>,
-    ) -> Insert {
+    ) -> Insert<'_> {
         self.used.store(true, Ordering::Relaxed);
         let orig = flow.orig;
         let side = side_hash(orig.proto, orig.src, orig.sport);
@@ -1934,7 +1948,7 @@ impl Conntrack {
 
     /// Records a packet of `hit`'s flow going `dir` with TCP flags `flags` at `now`.
     pub fn touch(&self, hit: &Hit, dir: Dir, flags: u8, now: u64) {
-        let slot = self.table.found_slot(hit.idx);
+        let slot = hit.slot;
         if slot.seen.load(Ordering::Relaxed) < now {
             slot.seen.fetch_max(now, Ordering::Relaxed);
         }
@@ -1973,19 +1987,16 @@ impl Conntrack {
     /// aux word changed since the lookup read it (then the next packet checks again).
     pub fn mark_checked(&self, hit: &Hit, generation: u64) {
         let aux = hit.aux & !MARK | mark(hit.state, generation);
-        let _ = self.table.found_slot(hit.idx).aux.compare_exchange(
-            hit.aux,
-            aux,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let _ = hit
+            .slot
+            .aux
+            .compare_exchange(hit.aux, aux, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// The TCP state of a flow (None for UDP).
     pub fn tcp_state(&self, hit: &Hit) -> Option<TcpState> {
-        (hit.flow.orig.proto == PROTO_TCP).then(|| {
-            TcpState::from_bits(self.table.found_slot(hit.idx).aux.load(Ordering::Relaxed))
-        })
+        (hit.flow.orig.proto == PROTO_TCP)
+            .then(|| TcpState::from_bits(hit.slot.aux.load(Ordering::Relaxed)))
     }
 
     /// Forgets a flow (unless its slot changed since the lookup).
