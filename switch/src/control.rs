@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use crate::counters::Counters;
 use crate::encap::underlay::OuterTemplate;
 use crate::policy::PolicyTable;
-use crate::services::conntrack::Timeouts;
+use crate::services::conntrack::{ClassTimeouts, Timeouts};
 use crate::services::{Endpoint, Service, ServiceTable};
 use crate::tables::routes::NextHop;
 use crate::wire::mac::Mac;
@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub services: Arc<ServiceTable>,
     /// How long tracked flows live ([`Control::set_conntrack_timeouts`]).
     pub conntrack_timeouts: Timeouts,
+    /// The same by class of flow, derived from `conntrack_timeouts`: what conntrack reads.
+    pub(crate) conntrack_by_class: ClassTimeouts,
     /// The NetworkPolicies compiled for this node's pods ([`Control::set_policies`]).
     pub policy: Arc<PolicyTable>,
     /// This node's outer headers, derived from `config`: what encapsulation copies.
@@ -203,6 +205,7 @@ impl Snapshot {
             underlay,
             host,
             services,
+            conntrack_by_class: ClassTimeouts::from(&conntrack_timeouts),
             conntrack_timeouts,
             policy,
         }
@@ -394,6 +397,7 @@ impl Control {
     pub fn set_conntrack_timeouts(&self, timeouts: Timeouts) {
         self.current.rcu(|cur| Snapshot {
             conntrack_timeouts: timeouts,
+            conntrack_by_class: ClassTimeouts::from(&timeouts),
             ..(**cur).clone()
         });
     }

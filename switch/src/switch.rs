@@ -1354,8 +1354,10 @@ impl Switch {
         ) as u64;
         let ct = self.balancer.conntrack();
         if ct.is_used() {
-            let timeouts = snap.conntrack_timeouts;
-            s.conntrack_entries = ct.count(self.last_now.load(Ordering::Relaxed), &timeouts) as u64;
+            s.conntrack_entries = ct.count(
+                self.last_now.load(Ordering::Relaxed),
+                &snap.conntrack_by_class,
+            ) as u64;
         }
         s
     }
@@ -1373,8 +1375,10 @@ impl Switch {
 
     /// Tracked flows still live at `now`, sorted by protocol and original tuple.
     pub fn conntrack_entries(&self, now: u64) -> Vec<ConntrackEntry> {
-        let timeouts = self.control.load().conntrack_timeouts;
-        self.balancer.conntrack().entries(now, &timeouts)
+        let snap = self.control.load();
+        self.balancer
+            .conntrack()
+            .entries(now, &snap.conntrack_by_class)
     }
 
     /// The counters of one port.

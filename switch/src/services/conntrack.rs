@@ -1399,11 +1399,6 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
-    /// The timeout of each class of flow (the low bits of its aux word, [`CLASS`]).
-    fn by_class(&self) -> [u64; 8] {
-        std::array::from_fn(|class| self.of(class as u64))
-    }
-
     /// The timeout of a flow whose aux word is `aux`.
     fn of(&self, aux: u64) -> u64 {
         match aux & CLASS {
@@ -1416,6 +1411,33 @@ impl Timeouts {
             UDP_UNREPLIED => self.udp,
             _ => self.udp_stream,
         }
+    }
+}
+
+/// [`Timeouts`] by class of flow (the low bits of a slot's aux word, [`CLASS`]), as the
+/// table reads them: a flow's timeout is one indexed load, where [`Timeouts`]' fields
+/// took a jump table (ten instructions and an indirect branch on every lookup that
+/// finds a flow). Made once per control snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassTimeouts([u64; 8]);
+
+impl From<&Timeouts> for ClassTimeouts {
+    fn from(t: &Timeouts) -> ClassTimeouts {
+        ClassTimeouts(std::array::from_fn(|class| t.of(class as u64)))
+    }
+}
+
+impl Default for ClassTimeouts {
+    fn default() -> ClassTimeouts {
+        ClassTimeouts::from(&Timeouts::default())
+    }
+}
+
+impl ClassTimeouts {
+    /// The timeout of a flow whose aux word is `aux`.
+    #[inline]
+    fn of(&self, aux: u64) -> u64 {
+        self.0[(aux & CLASS) as usize]
     }
 }
 
@@ -1619,12 +1641,12 @@ impl Conntrack {
         self.used.load(Ordering::Relaxed)
     }
 
-    fn expired(&self, idx: usize, now: u64, to: &Timeouts) -> bool {
+    fn expired(&self, idx: usize, now: u64, to: &ClassTimeouts) -> bool {
         Conntrack::slot_expired(self.table.slot(idx), now, to)
     }
 
     /// [`Conntrack::expired`] for a slot at hand.
-    fn slot_expired(slot: &Slot<5>, now: u64, to: &Timeouts) -> bool {
+    fn slot_expired(slot: &Slot<5>, now: u64, to: &ClassTimeouts) -> bool {
         let seen = slot.seen.load(Ordering::Relaxed);
         now.saturating_sub(seen) > to.of(slot.aux.load(Ordering::Relaxed))
     }
@@ -1652,7 +1674,7 @@ impl Conntrack {
         found: Found<5>,
         slot: &'a Slot<5>,
         now: u64,
-        to: &Timeouts,
+        to: &ClassTimeouts,
     ) -> Option<Hit<'a>> {
         let seen = slot.seen.load(Ordering::Relaxed);
         let aux = slot.aux.load(Ordering::Relaxed);
@@ -1691,7 +1713,13 @@ impl Conntrack {
 
     /// The live flow whose original tuple is `t`. With `wait`, waits out inserts of it in
     /// progress on other workers (for callers about to insert it otherwise).
-    pub fn find_orig(&self, t: &Tuple, now: u64, to: &Timeouts, wait: bool) -> Option<Hit<'_>> {
+    pub fn find_orig(
+        &self,
+        t: &Tuple,
+        now: u64,
+        to: &ClassTimeouts,
+        wait: bool,
+    ) -> Option<Hit<'_>> {
         let side = side_hash(t.proto, t.src, t.sport);
         let (f, slot) = self.table.find_slot(
             self.table.home(side),
@@ -1705,7 +1733,7 @@ impl Conntrack {
     }
 
     /// The live flow whose reply tuple is `t`.
-    pub fn find_reply(&self, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit<'_>> {
+    pub fn find_reply(&self, t: &Tuple, now: u64, to: &ClassTimeouts) -> Option<Hit<'_>> {
         if self.snat_used.load(Ordering::Relaxed) {
             let (k0, k1) = reply_key(t);
             let home = self.replies.home(tuple_hash(t));
@@ -1734,7 +1762,7 @@ impl Conntrack {
     }
 
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
-    fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &Timeouts) -> Option<Hit<'_>> {
+    fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &ClassTimeouts) -> Option<Hit<'_>> {
         let hit = self.hit(self.table.read(idx)?);
         (hit.flow.reply() == *t && !self.expired(idx, now, to)).then_some(hit)
     }
@@ -1751,7 +1779,7 @@ impl Conntrack {
         flow: Flow,
         ports: SnatPorts,
         now: u64,
-        to: &Timeouts,
+        to: &ClassTimeouts,
         flags: u8,
     ) -> Insert<'_> {
         self.insert_checked(flow, ports, now, to, flags, None)
@@ -1765,7 +1793,7 @@ impl Conntrack {
         mut flow: Flow,
         ports: SnatPorts,
         now: u64,
-        to: &Timeouts,
+        to: &ClassTimeouts,
         flags: u8,
         checked: Option<u64>,
     ) -> Insert<'_> {
@@ -1778,7 +1806,7 @@ impl Conntrack {
         // flow of class `c` expired when it was last seen before `oldest[c]` (the same
         // as `now - seen > timeout`, with the subtraction done once per class instead of
         // once per slot).
-        let oldest = to.by_class().map(|timeout| now.saturating_sub(timeout));
+        let oldest = to.0.map(|timeout| now.saturating_sub(timeout));
         let victim = move |slot: &Slot<5>| {
             let seen = slot.seen.load(Ordering::Relaxed);
             let class = slot.aux.load(Ordering::Relaxed) & CLASS;
@@ -1883,7 +1911,7 @@ impl Conntrack {
     }
 
     /// True when a live masqueraded flow holds reply tuple `t` in the reply index.
-    fn reply_indexed(&self, t: &Tuple, now: u64, to: &Timeouts) -> bool {
+    fn reply_indexed(&self, t: &Tuple, now: u64, to: &ClassTimeouts) -> bool {
         if !self.snat_used.load(Ordering::SeqCst) {
             return false;
         }
@@ -1901,7 +1929,7 @@ impl Conntrack {
 
     /// True when a live flow other than `flow` has `flow`'s reply tuple as its own,
     /// untranslated reply (found where the table keeps flows by their reply side).
-    fn reply_in_table(&self, flow: &Flow, now: u64, to: &Timeouts) -> bool {
+    fn reply_in_table(&self, flow: &Flow, now: u64, to: &ClassTimeouts) -> bool {
         let t = flow.reply();
         self.table
             .find_slot(
@@ -1919,7 +1947,7 @@ impl Conntrack {
     }
 
     /// Enters reply tuple `t` of the flow in slot `idx` into the reply index.
-    fn index(&self, t: &Tuple, idx: usize, now: u64, to: &Timeouts) -> Inserted<3> {
+    fn index(&self, t: &Tuple, idx: usize, now: u64, to: &ClassTimeouts) -> Inserted<3> {
         self.snat_used.store(true, Ordering::Relaxed);
         let (k0, k1) = reply_key(t);
         let valid = |w: &[u64; 3]| {
@@ -2018,7 +2046,7 @@ impl Conntrack {
     }
 
     /// Live flows at `now`.
-    pub fn count(&self, now: u64, to: &Timeouts) -> usize {
+    pub fn count(&self, now: u64, to: &ClassTimeouts) -> usize {
         self.table
             .live()
             .filter(|f| !self.expired(f.idx, now, to))
@@ -2026,7 +2054,7 @@ impl Conntrack {
     }
 
     /// Live flows at `now`, sorted by protocol and original tuple.
-    pub fn entries(&self, now: u64, to: &Timeouts) -> Vec<ConntrackEntry> {
+    pub fn entries(&self, now: u64, to: &ClassTimeouts) -> Vec<ConntrackEntry> {
         let mut out: Vec<(Tuple, ConntrackEntry)> = self
             .table
             .live()
@@ -2095,7 +2123,7 @@ mod tests {
     fn insert_races_and_reply_lookup() {
         use std::net::Ipv4Addr;
         let ct = Conntrack::new(1024);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let client = Tuple::new(
             17,
             Ipv4Addr::new(10, 0, 1, 33),
@@ -2163,7 +2191,7 @@ mod tests {
         assert_eq!(TcpState::from_bits(a), TcpState::TimeWait);
         let b = next_aux(t, initial_aux(t, TCP_SYN), Dir::Reply, TCP_RST | TCP_ACK);
         assert_eq!(TcpState::from_bits(b), TcpState::Close);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         assert_eq!(to.of(b), 10 * SECOND);
         assert_eq!(to.of(initial_aux(PROTO_UDP, 0)), 30 * SECOND);
         assert_eq!(
@@ -2183,7 +2211,7 @@ mod tests {
     #[test]
     fn validity_marks_name_their_generation_and_entry() {
         let ct = Conntrack::new(64);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let t = udp(40000);
         let flow = to_ep(t, ip(40));
         let ports = SnatPorts::default();
@@ -2219,7 +2247,7 @@ mod tests {
     #[test]
     fn udp_expires_and_replies_refresh() {
         let ct = Conntrack::new(64);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let t = udp(40000);
         let Insert::New { hit, .. } = ct.insert(to_ep(t, ip(40)), SnatPorts::default(), 0, &to, 0)
         else {
@@ -2266,7 +2294,7 @@ mod tests {
     fn full_bucket_evicts_unassured_then_refuses() {
         // One bucket: every flow lands in it.
         let ct = Conntrack::new(BUCKET);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         for p in 0..BUCKET as u16 {
             let t = udp(1000 + p);
             assert!(matches!(
@@ -2309,7 +2337,7 @@ mod tests {
     #[test]
     fn full_bucket_keeps_established_tcp_and_evicts_the_oldest_unassured() {
         let ct = Conntrack::new(BUCKET);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let tcp = |sport| Tuple::new(PROTO_TCP, ip(33), sport, vip(), 80);
         let insert = |sport, now, flags| {
             ct.insert(
@@ -2356,7 +2384,7 @@ mod tests {
     #[test]
     fn snat_replies_are_found_through_the_index() {
         let ct = Conntrack::new(1024);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let t = Tuple::new(PROTO_TCP, Ipv4Addr::new(172, 16, 9, 9), 5555, ip(1), 30080);
         let masq = |t: Tuple| {
             Flow::new(
@@ -2427,7 +2455,7 @@ mod tests {
         assert_eq!(walked, all);
         // A masqueraded client whose own port is a node port leaves from another one.
         let ct = Conntrack::new(64);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let t = Tuple::new(PROTO_UDP, ip(33), 30080, vip(), 53);
         let flow = Flow::new(
             t,
@@ -2449,7 +2477,7 @@ mod tests {
     #[test]
     fn flows_fill_their_first_bucket_and_the_table_before_evicting() {
         let ct = Conntrack::new(1 << 16);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let flow = |n: u32| {
             let i = n.wrapping_mul(2_654_435_761);
             let t = Tuple::new(
@@ -2494,7 +2522,7 @@ mod tests {
     #[test]
     fn a_million_flows_and_sixty_thousand_snat_ports() {
         let ct = Conntrack::new(HOST_SIZE);
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let client = |i: u32| {
             Tuple::new(
                 PROTO_TCP,
@@ -2600,7 +2628,7 @@ mod tests {
         const OWN: u16 = 400;
         const SHARED: u16 = 200;
         let ct = Arc::new(Conntrack::new(1 << 14));
-        let to = Timeouts::default();
+        let to = ClassTimeouts::default();
         let barrier = Arc::new(Barrier::new(THREADS));
         let handles: Vec<_> = (0..THREADS)
             .map(|w| {
