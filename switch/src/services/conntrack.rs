@@ -1694,8 +1694,9 @@ impl Conntrack {
     /// packet waiting for its own in turn (a lookup in the host table misses the cache
     /// on its bucket and then on its slot). It changes nothing; when wrong (a tuple
     /// guessed from an odd frame, a flow that is not there), it cost a hash and a few
-    /// useless cache lines. Inlined into the batch's loop ([`crate::services::balancer::Balancer::prefetch`]):
-    /// 11 instructions a packet of call, return and saved registers.
+    /// useless cache lines. Inlined into the batch's loop
+    /// ([`crate::services::balancer::Balancer::prefetch`]): 11 instructions a packet of
+    /// call, return and saved registers.
     #[inline]
     pub fn prefetch(&self, t: &Tuple) -> Prefetch<'_> {
         let side = side_hash(t.proto, t.src, t.sport);
