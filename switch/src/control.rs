@@ -83,10 +83,9 @@ pub struct Snapshot {
     pub host: Option<PortId>,
     /// The services and their lookup maps ([`Control::set_services`]).
     pub services: Arc<ServiceTable>,
-    /// How long tracked flows live ([`Control::set_conntrack_timeouts`]).
-    pub conntrack_timeouts: Timeouts,
-    /// The same by class of flow, derived from `conntrack_timeouts`: what conntrack reads.
-    pub(crate) conntrack_by_class: ClassTimeouts,
+    /// How long tracked flows live ([`Control::set_conntrack_timeouts`]), by class of
+    /// flow: the form conntrack reads.
+    pub conntrack_timeouts: ClassTimeouts,
     /// The NetworkPolicies compiled for this node's pods ([`Control::set_policies`]).
     pub policy: Arc<PolicyTable>,
     /// This node's outer headers, derived from `config`: what encapsulation copies.
@@ -179,7 +178,7 @@ impl Snapshot {
         config: NodeConfig,
         ports: Vec<Option<Port>>,
         services: Arc<ServiceTable>,
-        conntrack_timeouts: Timeouts,
+        conntrack_timeouts: ClassTimeouts,
         policy: Arc<PolicyTable>,
     ) -> Snapshot {
         let of_kind = |kind: PortKind| {
@@ -205,7 +204,6 @@ impl Snapshot {
             underlay,
             host,
             services,
-            conntrack_by_class: ClassTimeouts::from(&conntrack_timeouts),
             conntrack_timeouts,
             policy,
         }
@@ -277,7 +275,7 @@ impl Control {
                 config,
                 Vec::new(),
                 Arc::default(),
-                Timeouts::default(),
+                ClassTimeouts::default(),
                 Arc::default(),
             )),
         }
@@ -396,8 +394,7 @@ impl Control {
     /// Sets how long tracked flows live without packets, per state.
     pub fn set_conntrack_timeouts(&self, timeouts: Timeouts) {
         self.current.rcu(|cur| Snapshot {
-            conntrack_timeouts: timeouts,
-            conntrack_by_class: ClassTimeouts::from(&timeouts),
+            conntrack_timeouts: ClassTimeouts::from(&timeouts),
             ..(**cur).clone()
         });
     }

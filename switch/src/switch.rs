@@ -1356,7 +1356,7 @@ impl Switch {
         if ct.is_used() {
             s.conntrack_entries = ct.count(
                 self.last_now.load(Ordering::Relaxed),
-                &snap.conntrack_by_class,
+                &snap.conntrack_timeouts,
             ) as u64;
         }
         s
@@ -1378,7 +1378,7 @@ impl Switch {
         let snap = self.control.load();
         self.balancer
             .conntrack()
-            .entries(now, &snap.conntrack_by_class)
+            .entries(now, &snap.conntrack_timeouts)
     }
 
     /// The counters of one port.

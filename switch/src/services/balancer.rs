@@ -430,7 +430,7 @@ impl Balancer {
         let Some(l4) = nat::parse_l4(pkt, ip) else {
             return Decision::Pass;
         };
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         // The tuple and the hits are borrowed where they are, not copied: the tuple is
         // written a field at a time, and a copy read it back in wider loads across those
         // stores, a store-forwarding stall (as did a hit's copy); `perf annotate` put the
@@ -518,7 +518,7 @@ impl Balancer {
             None => (candidates[self.rng.below(candidates.len())], None),
         };
         let flow = Balancer::flow_to(snap, t, port, external, endpoint, from, affinity);
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         // Conntrack keeps reply tuples unique: a masqueraded flow, or one client socket
         // reaching one endpoint through two services, may leave with another source port.
         // Chosen from this table, a flow to a VIP is valid against it.
@@ -608,7 +608,7 @@ impl Balancer {
         let Some(l4) = nat::parse_l4(pkt, ip) else {
             return Decision::Pass;
         };
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         let t = l4.tuple;
         if self.ct.is_used() {
             if let Some(hit) = self.ct.find_orig(&t, now, to, false) {
@@ -678,7 +678,7 @@ impl Balancer {
             client: Client::Host,
             affinity: None,
         };
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         match self
             .ct
             .insert(flow, snap.config.snat_ports, now, to, l4.flags)
@@ -717,7 +717,7 @@ impl Balancer {
             client: Client::Routed,
             affinity: None,
         };
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         if let Insert::New { evicted, .. } =
             self.ct
                 .insert(flow, snap.config.snat_ports, now, to, l4.flags)
@@ -747,7 +747,7 @@ impl Balancer {
         let Some(l4) = nat::parse_l4(pkt, ip) else {
             return false;
         };
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         if let Some(hit) = self.ct.find_orig(&l4.tuple, now, to, true) {
             self.ct.touch(&hit, Dir::Orig, l4.flags, now);
             return true;
@@ -774,7 +774,7 @@ impl Balancer {
             return None;
         }
         let e = nat::parse_icmp_error(pkt, ip)?;
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         let back = e.quoted.reversed();
         if let Some(hit) = self.ct.find_reply(&back, now, to) {
             // The quote is the client's packet as it left translated.
@@ -816,7 +816,7 @@ impl Balancer {
         let Some(l4) = nat::parse_l4(pkt, ip) else {
             return false;
         };
-        let to = &snap.conntrack_by_class;
+        let to = &snap.conntrack_timeouts;
         if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
             if self.valid_hit(snap, &hit) {
                 self.ct.touch(&hit, Dir::Reply, l4.flags, now);

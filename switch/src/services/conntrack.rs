@@ -1417,7 +1417,7 @@ impl Timeouts {
 /// [`Timeouts`] by class of flow (the low bits of a slot's aux word, [`CLASS`]), as the
 /// table reads them: a flow's timeout is one indexed load, where [`Timeouts`]' fields
 /// took a jump table (ten instructions and an indirect branch on every lookup that
-/// finds a flow). Made once per control snapshot.
+/// finds a flow). Made once per control snapshot, which keeps only this form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClassTimeouts([u64; 8]);
 
