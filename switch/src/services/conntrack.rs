@@ -1765,7 +1765,7 @@ impl Conntrack {
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
     fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &ClassTimeouts) -> Option<Hit<'_>> {
         let hit = self.hit(self.table.read(idx)?);
-        (hit.flow.reply() == *t && !self.expired(idx, now, to)).then_some(hit)
+        (hit.flow.reply() == *t && !Conntrack::slot_expired(hit.slot, now, to)).then_some(hit)
     }
 
     /// Tracks `flow`, whose first packet had TCP flags `flags`, unless its original tuple
@@ -2426,6 +2426,10 @@ mod tests {
             ct.find_reply(&hit.flow.reply(), 0, &to).unwrap().flow.orig,
             t
         );
+        // Unanswered (SYN_SENT), a flow lives 120 s: its reply is found through the
+        // index until then, and not after.
+        assert!(ct.find_reply(&hit.flow.reply(), 120 * SECOND, &to).is_some());
+        assert!(ct.find_reply(&hit.flow.reply(), 121 * SECOND, &to).is_none());
         // Once the first flow is gone its reply tuple is free again: the index entry
         // that named it is stale and neither found nor in the way.
         assert!(ct.remove(&hit));
