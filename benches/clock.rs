@@ -1,6 +1,6 @@
 //! The core's clock at this minute, from a chain of dependent multiplies (an `imul`
 //! waits for the one before it: 3 cycles on the x86-64 cores measured here). The VM the
-//! figures in BENCHMARKS.md come from runs anywhere between about 3.4 and 3.9 GHz from
+//! figures in BENCHMARKS.md come from runs anywhere between about 3.4 and 4.1 GHz from
 //! one stretch of minutes to the next, and every benchmark moves with it:
 //! `cargo bench --bench clock` before and after a run of the pipeline benchmarks says
 //! which stretch the run had.
