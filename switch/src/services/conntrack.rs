@@ -2428,8 +2428,12 @@ mod tests {
         );
         // Unanswered (SYN_SENT), a flow lives 120 s: its reply is found through the
         // index until then, and not after.
-        assert!(ct.find_reply(&hit.flow.reply(), 120 * SECOND, &to).is_some());
-        assert!(ct.find_reply(&hit.flow.reply(), 121 * SECOND, &to).is_none());
+        assert!(ct
+            .find_reply(&hit.flow.reply(), 120 * SECOND, &to)
+            .is_some());
+        assert!(ct
+            .find_reply(&hit.flow.reply(), 121 * SECOND, &to)
+            .is_none());
         // Once the first flow is gone its reply tuple is free again: the index entry
         // that named it is stale and neither found nor in the way.
         assert!(ct.remove(&hit));
