@@ -384,7 +384,7 @@ impl Balancer {
         if self.ct.checked(hit, generation) {
             return true;
         }
-        let (valid, by_table) = Balancer::judge(snap, &hit.flow);
+        let (valid, by_table) = Balancer::judge(snap, &hit.flow());
         if valid && by_table {
             self.ct.mark_checked(hit, generation);
         }
@@ -455,14 +455,18 @@ impl Balancer {
                     return Decision::Pass;
                 }
                 self.ct.touch(hit, Dir::Reply, l4.flags, now);
-                nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
-                return Decision::Forward(egress(hit.flow.client));
+                let flow = hit.flow();
+                nat::rewrite(pkt, ip, &flow.orig.reversed());
+                return Decision::Forward(egress(flow.client));
             }
         }
         self.new_flow(snap, now, pkt, ip, &l4, from, tally)
     }
 
-    /// An original-direction packet of a tracked flow.
+    /// An original-direction packet of a tracked flow: every packet of an established
+    /// one. Inlined into its callers (out of line since [`conntrack::Hit`] keeps its words
+    /// undecoded, it cost 32 instructions a packet of call and saved registers).
+    #[inline(always)]
     fn forward(
         &self,
         now: u64,
@@ -472,10 +476,14 @@ impl Balancer {
         flags: u8,
     ) -> Decision<'_> {
         self.ct.touch(hit, Dir::Orig, flags, now);
-        if let Some(a) = hit.flow.affinity {
-            self.affinity.touch(a, hit.flow.orig.src, now);
+        let flow = hit.flow();
+        if let Some(a) = flow.affinity {
+            self.affinity.touch(a, flow.orig.src, now);
         }
-        nat::rewrite(pkt, ip, &hit.flow.xlat);
+        // The one tuple the rewrite reads by reference, copied out first: a reference
+        // into `flow` made the compiler store the whole flow for it.
+        let xlat = flow.xlat;
+        nat::rewrite(pkt, ip, &xlat);
         Decision::Forward(Egress::Route)
     }
 
@@ -531,9 +539,10 @@ impl Balancer {
             Insert::Existing(hit) => self.forward(now, pkt, ip, &hit, l4.flags),
             Insert::New { hit, evicted } => {
                 tally.conntrack_evicted += evicted as u64;
-                tally.dnat += hit.flow.is_dnat() as u64;
-                tally.snat += hit.flow.is_snat() as u64;
-                nat::rewrite(pkt, ip, &hit.flow.xlat);
+                let flow = hit.flow();
+                tally.dnat += flow.is_dnat() as u64;
+                tally.snat += flow.is_snat() as u64;
+                nat::rewrite(pkt, ip, &flow.xlat);
                 Decision::New(Egress::Route, Some(hit))
             }
             Insert::Full => Decision::Drop(DropReason::TableFull),
@@ -617,16 +626,18 @@ impl Balancer {
                         self.ct.tcp_state(&hit),
                         Some(TcpState::TimeWait | TcpState::Close)
                     );
-                if !reopen && Balancer::valid(snap, &hit.flow) {
-                    nat::rewrite(pkt, ip, &hit.flow.xlat);
+                let flow = hit.flow();
+                if !reopen && Balancer::valid(snap, &flow) {
+                    nat::rewrite(pkt, ip, &flow.xlat);
                     return Decision::Forward(Egress::Route);
                 }
             } else if let Some(hit) = self.ct.find_reply(&t, now, to) {
-                if !Balancer::valid(snap, &hit.flow) {
+                let flow = hit.flow();
+                if !Balancer::valid(snap, &flow) {
                     return Decision::Pass;
                 }
-                nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
-                return Decision::Forward(egress(hit.flow.client));
+                nat::rewrite(pkt, ip, &flow.orig.reversed());
+                return Decision::Forward(egress(flow.client));
             }
         }
         let Some((port, external)) = Balancer::service_of(snap, t.dst, t.dport, t.proto) else {
@@ -686,9 +697,10 @@ impl Balancer {
             Insert::Existing(hit) => self.forward(now, pkt, ip, &hit, l4.flags),
             Insert::New { hit, evicted } => {
                 tally.conntrack_evicted += evicted as u64;
-                if hit.flow.is_snat() {
+                let flow = hit.flow();
+                if flow.is_snat() {
                     tally.snat += 1;
-                    nat::rewrite(pkt, ip, &hit.flow.xlat);
+                    nat::rewrite(pkt, ip, &flow.xlat);
                 }
                 Decision::Forward(Egress::Route)
             }
@@ -778,7 +790,7 @@ impl Balancer {
         let back = e.quoted.reversed();
         if let Some(hit) = self.ct.find_reply(&back, now, to) {
             // The quote is the client's packet as it left translated.
-            let f = hit.flow;
+            let f = hit.flow();
             let src = if f.is_dnat() { f.orig.dst } else { ip.src };
             let dst = if f.is_snat() { f.orig.src } else { ip.dst };
             nat::rewrite_icmp_error(pkt, ip, &e, &f.orig, src, dst);
@@ -786,7 +798,7 @@ impl Balancer {
         }
         if let Some(hit) = self.ct.find_orig(&back, now, to, false) {
             // The quote is a reply as the client got it; the error goes to the endpoint.
-            let f = hit.flow;
+            let f = hit.flow();
             let dst = if f.is_dnat() { f.xlat.dst } else { ip.dst };
             let src = if f.is_snat() { f.xlat.src } else { ip.src };
             nat::rewrite_icmp_error(pkt, ip, &e, &f.reply(), src, dst);
@@ -820,7 +832,7 @@ impl Balancer {
         if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
             if self.valid_hit(snap, &hit) {
                 self.ct.touch(&hit, Dir::Reply, l4.flags, now);
-                nat::rewrite(pkt, ip, &hit.flow.orig.reversed());
+                nat::rewrite(pkt, ip, &hit.flow().orig.reversed());
                 return true;
             }
             self.ct.remove(&hit);

@@ -1204,6 +1204,7 @@ impl Flow {
         ]
     }
 
+    #[inline(always)]
     fn decode(w: &[u64; 5]) -> Flow {
         let ip = |v: u64| Ipv4Addr::from(v as u32);
         let proto = (w[1] >> 24) as u8;
@@ -1446,9 +1447,11 @@ impl ClassTimeouts {
 /// A tracked flow as a lookup found it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hit<'a> {
-    pub flow: Flow,
-    /// The entry: its slot and its state when found (not its words, which `flow` holds
-    /// decoded: a hit is returned and copied on every packet).
+    /// The entry's words as the lookup read them, decoded by [`Hit::flow`] where they are
+    /// used: decoded whole in the lookup, every field was unpacked and stored for every
+    /// packet (30 instructions), though a packet of an established flow reads few.
+    words: [u64; 5],
+    /// The entry: its slot and its state when found.
     idx: usize,
     /// The slot itself, which the lookup had at hand: what [`Conntrack::touch`] writes
     /// on every packet of the flow, and finding it again from `idx` took 25 instructions.
@@ -1459,6 +1462,12 @@ pub(crate) struct Hit<'a> {
 }
 
 impl Hit<'_> {
+    /// The flow. Inlined, so a caller computes only the fields it reads.
+    #[inline(always)]
+    pub fn flow(&self) -> Flow {
+        Flow::decode(&self.words)
+    }
+
     /// The slot the flow lives in.
     #[cfg(test)]
     pub fn slot(&self) -> usize {
@@ -1659,7 +1668,7 @@ impl Conntrack {
     /// The hit of `found` in `slot`, whose aux word read `aux`.
     fn hit_in(found: Found<5>, slot: &Slot<5>, aux: u64) -> Hit<'_> {
         Hit {
-            flow: Flow::decode(&found.words),
+            words: found.words,
             idx: found.idx,
             slot,
             state: found.state,
@@ -1765,7 +1774,7 @@ impl Conntrack {
     /// The flow in slot `idx` if it is live and its reply tuple is `t`.
     fn indexed(&self, idx: usize, t: &Tuple, now: u64, to: &ClassTimeouts) -> Option<Hit<'_>> {
         let hit = self.hit(self.table.read(idx)?);
-        (hit.flow.reply() == *t && !Conntrack::slot_expired(hit.slot, now, to)).then_some(hit)
+        (hit.flow().reply() == *t && !Conntrack::slot_expired(hit.slot, now, to)).then_some(hit)
     }
 
     /// Tracks `flow`, whose first packet had TCP flags `flags`, unless its original tuple
@@ -1983,7 +1992,7 @@ impl Conntrack {
         if slot.seen.load(Ordering::Relaxed) < now {
             slot.seen.fetch_max(now, Ordering::Relaxed);
         }
-        let proto = hit.flow.orig.proto;
+        let proto = hit.flow().orig.proto;
         let cur = slot.aux.load(Ordering::Relaxed);
         // What [`next_aux`] leaves as it is for UDP: all but a first reply.
         if proto != PROTO_TCP && (dir == Dir::Orig || cur & CLASS == UDP_REPLIED) {
@@ -2026,7 +2035,7 @@ impl Conntrack {
 
     /// The TCP state of a flow (None for UDP).
     pub fn tcp_state(&self, hit: &Hit) -> Option<TcpState> {
-        (hit.flow.orig.proto == PROTO_TCP)
+        (hit.flow().orig.proto == PROTO_TCP)
             .then(|| TcpState::from_bits(hit.slot.aux.load(Ordering::Relaxed)))
     }
 
@@ -2142,9 +2151,9 @@ mod tests {
         let Insert::Existing(again) = ct.insert(flow, ports, 0, &to, 0) else {
             panic!()
         };
-        assert_eq!(hit.flow, again.flow);
+        assert_eq!(hit.flow(), again.flow());
         // Replies are found by their own tuple.
-        assert!(ct.find_reply(&hit.flow.reply(), 1, &to).is_some());
+        assert!(ct.find_reply(&hit.flow().reply(), 1, &to).is_some());
     }
 
     fn ip(d: u8) -> Ipv4Addr {
@@ -2262,7 +2271,7 @@ mod tests {
             "stream"
         );
         assert!(ct
-            .find_reply(&hit.flow.reply(), 139 * SECOND, &to)
+            .find_reply(&hit.flow().reply(), 139 * SECOND, &to)
             .is_some());
         assert_eq!(ct.count(139 * SECOND, &to), 1);
         assert_eq!(ct.count(141 * SECOND, &to), 0);
@@ -2399,9 +2408,9 @@ mod tests {
             panic!()
         };
         // The client's own port is kept while it is unique.
-        assert_eq!(hit.flow.xlat.sport, 5555);
-        let r = ct.find_reply(&hit.flow.reply(), 0, &to).unwrap();
-        assert_eq!(r.flow, hit.flow);
+        assert_eq!(hit.flow().xlat.sport, 5555);
+        let r = ct.find_reply(&hit.flow().reply(), 0, &to).unwrap();
+        assert_eq!(r.flow(), hit.flow());
         // A second client with the same port, masqueraded to the same address and
         // endpoint, gets another port; both replies find their own flow.
         let u = Tuple {
@@ -2413,37 +2422,40 @@ mod tests {
         else {
             panic!()
         };
-        assert_ne!(other.flow.xlat.sport, 5555);
-        assert!(SnatPorts::default().contains(other.flow.xlat.sport));
+        assert_ne!(other.flow().xlat.sport, 5555);
+        assert!(SnatPorts::default().contains(other.flow().xlat.sport));
         assert_eq!(
-            ct.find_reply(&other.flow.reply(), 0, &to)
+            ct.find_reply(&other.flow().reply(), 0, &to)
                 .unwrap()
-                .flow
+                .flow()
                 .orig,
             u
         );
         assert_eq!(
-            ct.find_reply(&hit.flow.reply(), 0, &to).unwrap().flow.orig,
+            ct.find_reply(&hit.flow().reply(), 0, &to)
+                .unwrap()
+                .flow()
+                .orig,
             t
         );
         // Unanswered (SYN_SENT), a flow lives 120 s: its reply is found through the
         // index until then, and not after.
         assert!(ct
-            .find_reply(&hit.flow.reply(), 120 * SECOND, &to)
+            .find_reply(&hit.flow().reply(), 120 * SECOND, &to)
             .is_some());
         assert!(ct
-            .find_reply(&hit.flow.reply(), 121 * SECOND, &to)
+            .find_reply(&hit.flow().reply(), 121 * SECOND, &to)
             .is_none());
         // Once the first flow is gone its reply tuple is free again: the index entry
         // that named it is stale and neither found nor in the way.
         assert!(ct.remove(&hit));
-        assert!(ct.find_reply(&hit.flow.reply(), 0, &to).is_none());
+        assert!(ct.find_reply(&hit.flow().reply(), 0, &to).is_none());
         let Insert::New { hit: again, .. } =
             ct.insert(masq(t), SnatPorts::default(), 0, &to, TCP_SYN)
         else {
             panic!()
         };
-        assert_eq!(again.flow.xlat.sport, 5555);
+        assert_eq!(again.flow().xlat.sport, 5555);
     }
 
     #[test]
@@ -2475,9 +2487,9 @@ mod tests {
             panic!()
         };
         assert!(
-            ports.contains(hit.flow.xlat.sport),
+            ports.contains(hit.flow().xlat.sport),
             "{}",
-            hit.flow.xlat.sport
+            hit.flow().xlat.sport
         );
     }
 
@@ -2551,9 +2563,9 @@ mod tests {
         for i in 0..FLOWS {
             let t = client(i);
             let hit = ct.find_orig(&t, 1, &to, false).expect("found");
-            assert_eq!(hit.flow.xlat.dst, ep(i));
+            assert_eq!(hit.flow().xlat.dst, ep(i));
             assert_eq!(
-                ct.find_reply(&hit.flow.reply(), 1, &to).unwrap().slot(),
+                ct.find_reply(&hit.flow().reply(), 1, &to).unwrap().slot(),
                 hit.slot()
             );
         }
@@ -2581,13 +2593,13 @@ mod tests {
             else {
                 panic!("flow {i}")
             };
-            assert!(SnatPorts::default().contains(hit.flow.xlat.sport));
-            assert!(ports.insert(hit.flow.xlat.sport), "port given twice");
+            assert!(SnatPorts::default().contains(hit.flow().xlat.sport));
+            assert!(ports.insert(hit.flow().xlat.sport), "port given twice");
         }
         for i in 0..SNAT {
             let hit = ct.find_orig(&from(i), 1, &to, false).unwrap();
-            let back = ct.find_reply(&hit.flow.reply(), 1, &to).unwrap();
-            assert_eq!(back.flow.orig, from(i));
+            let back = ct.find_reply(&hit.flow().reply(), 1, &to).unwrap();
+            assert_eq!(back.flow().orig, from(i));
         }
     }
 
@@ -2652,7 +2664,7 @@ mod tests {
                         let r =
                             ct.insert(to_ep(t, ip(100 + w as u8)), SnatPorts::default(), 0, &to, 0);
                         let flow = match r {
-                            Insert::New { hit, .. } | Insert::Existing(hit) => hit.flow,
+                            Insert::New { hit, .. } | Insert::Existing(hit) => hit.flow(),
                             Insert::Full => panic!("full"),
                         };
                         shared.insert(i, flow.xlat.dst);
@@ -2686,7 +2698,7 @@ mod tests {
             let t = udp(10_000 + i);
             let hit = ct.find_orig(&t, 0, &to, false).unwrap();
             for r in &results {
-                assert_eq!(r[&i], hit.flow.xlat.dst, "flow {i}: one endpoint for all");
+                assert_eq!(r[&i], hit.flow().xlat.dst, "flow {i}: one endpoint for all");
             }
         }
         let live: Vec<Flow> = ct.table.live().map(|f| Flow::decode(&f.words)).collect();
@@ -2721,7 +2733,7 @@ mod tests {
             let r = Tuple::new(PROTO_TCP, ip(200), 8080, ip(1), *d);
             eprintln!(
                 "  find_reply -> {:?}",
-                ct.find_reply(&r, 0, &to).map(|h| (h.flow.orig, h.idx))
+                ct.find_reply(&r, 0, &to).map(|h| (h.flow().orig, h.idx))
             );
         }
         ports.dedup();
@@ -2730,9 +2742,9 @@ mod tests {
             for i in 0..OWN {
                 let t = Tuple::new(PROTO_TCP, ip(w as u8), 20_000 + i, vip(), 80);
                 let hit = ct.find_orig(&t, 0, &to, false).expect("not lost");
-                assert_eq!(hit.flow.orig, t);
-                let r = ct.find_reply(&hit.flow.reply(), 0, &to).unwrap();
-                assert_eq!(r.flow, hit.flow);
+                assert_eq!(hit.flow().orig, t);
+                let r = ct.find_reply(&hit.flow().reply(), 0, &to).unwrap();
+                assert_eq!(r.flow(), hit.flow());
             }
         }
     }
