@@ -477,9 +477,9 @@ impl Switch {
             Some(PortKind::Pod) => match classify(&mut frame) {
                 // What `to_gateway` does with it, without calling it: a second caller would
                 // keep it from being inlined into the bridge (15 instructions a packet).
-                Ok((eth, L3::Ipv4(ip))) if eth.dst == snap.own.gateway_mac => {
+                Ok((eth, L3::Ipv4(mut ip))) if eth.dst == snap.own.gateway_mac => {
                     match frame.strip(ETH_LEN) {
-                        Some(_) => self.router(&mut b, frame, ip, Origin::Pod),
+                        Some(_) => self.router(&mut b, frame, &mut ip, Origin::Pod),
                         None => Err(DropReason::Malformed),
                     }
                 }
@@ -654,9 +654,15 @@ impl Switch {
     }
 
     /// A frame addressed to the gateway's MAC.
-    fn to_gateway(&self, b: &mut Batch, ingress: PortId, mut buf: PacketBuf, l3: L3) -> Verdict {
-        match l3 {
-            L3::Arp(arp) => self.gateway_arp(b, ingress, arp),
+    fn to_gateway(
+        &self,
+        b: &mut Batch,
+        ingress: PortId,
+        mut buf: PacketBuf,
+        mut l3: L3,
+    ) -> Verdict {
+        match &mut l3 {
+            L3::Arp(arp) => self.gateway_arp(b, ingress, *arp),
             L3::Ipv4(ip) => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 self.router(b, buf, ip, Origin::Pod)
@@ -739,9 +745,9 @@ impl Switch {
                 self.arp_reply(b, ingress, &arp, b.snap.own.gateway_mac);
                 Ok(Outcome::Consumed)
             }
-            L3::Ipv4(ip) if eth.dst == b.snap.own.gateway_mac => {
+            L3::Ipv4(mut ip) if eth.dst == b.snap.own.gateway_mac => {
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf, ip, Origin::Host)
+                self.router(b, buf, &mut ip, Origin::Host)
             }
             L3::Ipv4(_) => Err(DropReason::NotForUs),
             L3::Other => Err(DropReason::Unsupported),
@@ -752,14 +758,14 @@ impl Switch {
 
     fn underlay_rx(&self, b: &mut Batch, mut buf: PacketBuf) -> Verdict {
         let config = &b.snap.config;
-        let outer = underlay::parse(buf.data(), config)?;
+        let mut outer = underlay::parse(buf.data(), config)?;
         if outer.ip.dst != config.underlay_ip {
             // host-gw: a peer routed a pod packet to us unencapsulated.
             if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
                 hop! { b, Stage::Decap, "receive", ("host-gw peer {}", self.peer_name(b.snap, outer.ip.src)), ("host-gw: routed here by {} for {}", outer.ip.src, outer.ip.dst) }
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 buf.truncate(outer.ip.total_len());
-                return self.router(b, buf, outer.ip, Origin::Peer);
+                return self.router(b, buf, &mut outer.ip, Origin::Peer);
             }
             // A host on the underlay that routes the service CIDR to this node.
             if b.snap.services.is_vip(outer.ip.dst) {
@@ -783,12 +789,12 @@ impl Switch {
                 if eth.dst != config.vtep_mac {
                     return Err(DropReason::NotForUs);
                 }
-                let L3::Ipv4(ip) = l3 else {
+                let L3::Ipv4(mut ip) = l3 else {
                     // flannel's VTEP neighbours are permanent: no ARP crosses the overlay.
                     return Err(DropReason::Unsupported);
                 };
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
-                self.router(b, buf, ip, Origin::Peer)
+                self.router(b, buf, &mut ip, Origin::Peer)
             }
             (Backend::Udp { port }, Some(udp)) if udp.dst_port == port => {
                 if !b.is_peer(outer.ip.src) {
@@ -804,7 +810,7 @@ impl Switch {
                 if !udpencap::decrement_ttl(buf.data_mut(), &mut ip) {
                     return Err(DropReason::TtlExceeded);
                 }
-                self.router(b, buf, ip, Origin::Peer)
+                self.router(b, buf, &mut ip, Origin::Peer)
             }
             // NodePorts on the underlay address (never the encapsulation ports above).
             _ if wire::ports(&buf.data()[ETH_LEN..], &outer.ip).is_some_and(|(_, dport)| {
@@ -829,7 +835,8 @@ impl Switch {
         let eth = wire::parse_eth(buf.data()).map_err(|_| DropReason::Malformed)?;
         buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
         buf.truncate(outer.ip.total_len());
-        self.router(b, buf, outer.ip, Origin::Underlay(eth.src))
+        let mut ip = outer.ip;
+        self.router(b, buf, &mut ip, Origin::Underlay(eth.src))
     }
 
     /// Hands a frame to the node's own stack through the host port, if one is attached.
@@ -847,12 +854,15 @@ impl Switch {
 
     /// A routed IPv4 packet (the buffer starts at its header, `ip`, checked at ingress)
     /// that came from `from`. From here on `ip` travels with the packet and every stage
-    /// that rewrites the bytes keeps it in step: nothing parses the packet again.
+    /// that rewrites the bytes keeps it in step: nothing parses the packet again. `ip` is
+    /// the caller's, borrowed: a pod's packet then reaches the service stage with the
+    /// header where ingress put it, where a copy for the call cost 8 instructions a
+    /// packet on every routed path.
     fn router(
         &self,
         b: &mut Batch,
         mut buf: PacketBuf,
-        mut ip: Ipv4Header,
+        ip: &mut Ipv4Header,
         from: Origin,
     ) -> Verdict {
         let mut egress = Egress::Route;
@@ -862,33 +872,33 @@ impl Switch {
             // Services first: a reply to one of the node's own addresses may belong to a
             // masqueraded flow. A packet that dies here is reported as it arrived.
             if ip.ttl <= 1 && !b.snap.own.contains(ip.dst) {
-                self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
+                self.icmp_error(b, buf.data(), ip, IcmpError::TimeExceeded);
                 return Err(DropReason::TtlExceeded);
             }
             let before = b
                 .trace
                 .is_some()
-                .then(|| (ip, wire::ports(buf.data(), &ip), b.node));
-            let partial = partial_checksum(&buf, 0, &ip);
+                .then(|| (*ip, wire::ports(buf.data(), ip), b.node));
+            let partial = partial_checksum(&buf, 0, ip);
             let decision = if b.dry {
                 self.balancer
-                    .probe(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node)
+                    .probe(b.snap, b.now, buf.data_mut(), ip, from, &mut b.node)
             } else {
                 self.balancer
-                    .routed(b.snap, b.now, buf.data_mut(), &mut ip, from, &mut b.node)
+                    .routed(b.snap, b.now, buf.data_mut(), ip, from, &mut b.node)
             };
             if let Some(p) = partial {
-                p.restore(buf.data_mut(), &ip);
+                p.restore(buf.data_mut(), ip);
             }
             if let Some(before) = before {
-                self.trace_services(b, before, (&ip, wire::ports(buf.data(), &ip)), decision);
+                self.trace_services(b, before, (ip, wire::ports(buf.data(), ip)), decision);
             }
             match decision {
                 // Policy: new flows only, after DNAT (the real endpoint), from the client.
-                Decision::Pass => self.policy(b, buf.data(), &ip, client, from, true)?,
+                Decision::Pass => self.policy(b, buf.data(), ip, client, from, true)?,
                 Decision::Forward(e) => egress = e,
                 Decision::New(e, hit) => {
-                    if let Err(reason) = self.policy(b, buf.data(), &ip, client, from, false) {
+                    if let Err(reason) = self.policy(b, buf.data(), ip, client, from, false) {
                         if let Some(hit) = &hit {
                             self.balancer.forget(hit);
                         }
@@ -897,20 +907,20 @@ impl Switch {
                     egress = e;
                 }
                 Decision::Reject => {
-                    self.reject(b, buf.data(), &ip, from);
+                    self.reject(b, buf.data(), ip, from);
                     return Err(DropReason::NoEndpoints);
                 }
                 Decision::Drop(reason) => return Err(reason),
             }
         }
         if egress == Egress::Route && b.snap.own.contains(ip.dst) {
-            return self.to_node(b, buf, ip);
+            return self.to_node(b, buf, *ip);
         }
         if ip.ttl <= 1 {
-            self.icmp_error(b, buf.data(), &ip, IcmpError::TimeExceeded);
+            self.icmp_error(b, buf.data(), ip, IcmpError::TimeExceeded);
             return Err(DropReason::TtlExceeded);
         }
-        self.send_out(b, buf, ip, egress, Hop::Forward)
+        self.send_out(b, buf, *ip, egress, Hop::Forward)
     }
 
     /// The policy stage ([`crate::policy`]): judges a packet that conntrack does not know
