@@ -758,14 +758,15 @@ impl Switch {
 
     fn underlay_rx(&self, b: &mut Batch, mut buf: PacketBuf) -> Verdict {
         let config = &b.snap.config;
-        let mut outer = underlay::parse(buf.data(), config)?;
+        let outer = underlay::parse(buf.data(), config)?;
         if outer.ip.dst != config.underlay_ip {
             // host-gw: a peer routed a pod packet to us unencapsulated.
             if config.backend == Backend::HostGw && config.subnet.contains(outer.ip.dst) {
                 hop! { b, Stage::Decap, "receive", ("host-gw peer {}", self.peer_name(b.snap, outer.ip.src)), ("host-gw: routed here by {} for {}", outer.ip.src, outer.ip.dst) }
                 buf.strip(ETH_LEN).ok_or(DropReason::Malformed)?;
                 buf.truncate(outer.ip.total_len());
-                return self.router(b, buf, &mut outer.ip, Origin::Peer);
+                let mut ip = outer.ip;
+                return self.router(b, buf, &mut ip, Origin::Peer);
             }
             // A host on the underlay that routes the service CIDR to this node.
             if b.snap.services.is_vip(outer.ip.dst) {
