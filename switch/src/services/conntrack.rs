@@ -1204,6 +1204,8 @@ impl Flow {
         ]
     }
 
+    /// The flow whose words [`Flow::encode`] made `w`. Always inlined: [`Hit::flow`]'s
+    /// callers read a field or two, and only those are then unpacked.
     #[inline(always)]
     fn decode(w: &[u64; 5]) -> Flow {
         let ip = |v: u64| Ipv4Addr::from(v as u32);
