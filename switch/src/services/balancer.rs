@@ -456,7 +456,7 @@ impl Balancer {
                 }
                 self.ct.touch(hit, Dir::Reply, l4.flags, now);
                 let flow = hit.flow();
-                nat::rewrite(pkt, ip, &flow.orig.reversed());
+                nat::rewrite(pkt, ip, flow.orig.reversed());
                 return Decision::Forward(egress(flow.client));
             }
         }
@@ -480,10 +480,7 @@ impl Balancer {
         if let Some(a) = flow.affinity {
             self.affinity.touch(a, flow.orig.src, now);
         }
-        // The one tuple the rewrite reads by reference, copied out first: a reference
-        // into `flow` made the compiler store the whole flow for it.
-        let xlat = flow.xlat;
-        nat::rewrite(pkt, ip, &xlat);
+        nat::rewrite(pkt, ip, flow.xlat);
         Decision::Forward(Egress::Route)
     }
 
@@ -542,7 +539,7 @@ impl Balancer {
                 let flow = hit.flow();
                 tally.dnat += flow.is_dnat() as u64;
                 tally.snat += flow.is_snat() as u64;
-                nat::rewrite(pkt, ip, &flow.xlat);
+                nat::rewrite(pkt, ip, flow.xlat);
                 Decision::New(Egress::Route, Some(hit))
             }
             Insert::Full => Decision::Drop(DropReason::TableFull),
@@ -628,7 +625,7 @@ impl Balancer {
                     );
                 let flow = hit.flow();
                 if !reopen && Balancer::valid(snap, &flow) {
-                    nat::rewrite(pkt, ip, &flow.xlat);
+                    nat::rewrite(pkt, ip, flow.xlat);
                     return Decision::Forward(Egress::Route);
                 }
             } else if let Some(hit) = self.ct.find_reply(&t, now, to) {
@@ -636,7 +633,7 @@ impl Balancer {
                 if !Balancer::valid(snap, &flow) {
                     return Decision::Pass;
                 }
-                nat::rewrite(pkt, ip, &flow.orig.reversed());
+                nat::rewrite(pkt, ip, flow.orig.reversed());
                 return Decision::Forward(egress(flow.client));
             }
         }
@@ -663,7 +660,7 @@ impl Balancer {
         let flow = Balancer::flow_to(snap, t, port, external, endpoint, from, None);
         tally.dnat += flow.is_dnat() as u64;
         tally.snat += flow.is_snat() as u64;
-        nat::rewrite(pkt, ip, &flow.xlat);
+        nat::rewrite(pkt, ip, flow.xlat);
         Decision::New(Egress::Route, None)
     }
 
@@ -700,7 +697,7 @@ impl Balancer {
                 let flow = hit.flow();
                 if flow.is_snat() {
                     tally.snat += 1;
-                    nat::rewrite(pkt, ip, &flow.xlat);
+                    nat::rewrite(pkt, ip, flow.xlat);
                 }
                 Decision::Forward(Egress::Route)
             }
@@ -832,7 +829,7 @@ impl Balancer {
         if let Some(hit) = self.ct.find_reply(&l4.tuple, now, to) {
             if self.valid_hit(snap, &hit) {
                 self.ct.touch(&hit, Dir::Reply, l4.flags, now);
-                nat::rewrite(pkt, ip, &hit.flow().orig.reversed());
+                nat::rewrite(pkt, ip, hit.flow().orig.reversed());
                 return true;
             }
             self.ct.remove(&hit);

@@ -97,10 +97,11 @@ fn rewrite_at(b: &mut [u8], hl: usize, proto: u8, to: &Tuple) {
 }
 
 /// Rewrites a TCP or UDP packet (header `ip`, transport header present) to tuple `to`;
-/// `ip` follows.
-pub fn rewrite(pkt: &mut [u8], ip: &mut Ipv4Header, to: &Tuple) {
+/// `ip` follows. `to` by value: a caller's reference into a larger value (a flow's
+/// translation) made the compiler store all of that value for the call.
+pub fn rewrite(pkt: &mut [u8], ip: &mut Ipv4Header, to: Tuple) {
     let end = ip.total_len();
-    rewrite_at(&mut pkt[..end], ip.header_len(), ip.protocol, to);
+    rewrite_at(&mut pkt[..end], ip.header_len(), ip.protocol, &to);
     ip.src = to.src;
     ip.dst = to.dst;
 }
@@ -337,7 +338,7 @@ mod tests {
             let to = Tuple { proto, ..to };
             let mut p = packet(proto, &from, &payload, udp_sum);
             let mut ip = wire::parse_ipv4(&p).unwrap();
-            rewrite(&mut p, &mut ip, &to);
+            rewrite(&mut p, &mut ip, to);
             prop_assert_eq!(Ok(ip), wire::parse_ipv4(&p));
             let want = packet(proto, &to, &payload, udp_sum);
             let at = IPV4_LEN + l4_checksum_at(proto).unwrap();
@@ -392,7 +393,7 @@ mod tests {
             let mut p = partial(&packet(proto, &from, &payload, true), &from);
             let mut ip = wire::parse_ipv4(&p).unwrap();
             let saved = PartialChecksum::save(&p, &ip).unwrap();
-            rewrite(&mut p, &mut ip, &to);
+            rewrite(&mut p, &mut ip, to);
             saved.restore(&mut p, &ip);
             let want = packet(proto, &to, &payload, true);
             prop_assert_eq!(&p, &partial(&want, &to));
@@ -413,7 +414,7 @@ mod tests {
         let mut p = before.clone();
         let mut ip = wire::parse_ipv4(&p).unwrap();
         let saved = PartialChecksum::save(&p, &ip).unwrap();
-        rewrite(&mut p, &mut ip, &to);
+        rewrite(&mut p, &mut ip, to);
         let at = IPV4_LEN + tcp::CHECKSUM_AT;
         assert_ne!(
             get16(&p, at),
