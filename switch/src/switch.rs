@@ -856,9 +856,10 @@ impl Switch {
     /// A routed IPv4 packet (the buffer starts at its header, `ip`, checked at ingress)
     /// that came from `from`. From here on `ip` travels with the packet and every stage
     /// that rewrites the bytes keeps it in step: nothing parses the packet again. `ip` is
-    /// the caller's, borrowed here and by the egress stages after: a pod's packet reaches
-    /// the service stage and its egress with the header where ingress put it, where a
-    /// copy at each call cost 12 instructions a packet on every routed path.
+    /// the caller's, borrowed here and by every stage after (the egress, the node's own
+    /// delivery): a pod's packet reaches the service stage and its egress with the
+    /// header where ingress put it, where a copy at each call cost 12 instructions a
+    /// packet on every routed path.
     fn router(
         &self,
         b: &mut Batch,
@@ -915,7 +916,7 @@ impl Switch {
             }
         }
         if egress == Egress::Route && b.snap.own.contains(ip.dst) {
-            return self.to_node(b, buf, *ip);
+            return self.to_node(b, buf, ip);
         }
         if ip.ttl <= 1 {
             self.icmp_error(b, buf.data(), ip, IcmpError::TimeExceeded);
@@ -1085,18 +1086,18 @@ impl Switch {
 
     /// A packet for one of the node's own addresses: the host stack answers when a host
     /// port is attached; otherwise the gateway answers pings itself.
-    fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, mut ip: Ipv4Header) -> Verdict {
+    fn to_node(&self, b: &mut Batch, mut buf: PacketBuf, ip: &mut Ipv4Header) -> Verdict {
         hop! { b, Stage::Node, "local", ("node {}", b.snap.config.name), ("{} is this node's own address", ip.dst) }
         if b.snap.host.is_some() {
             // Delivered, not forwarded: the TTL stays.
-            return self.host_out(b, buf, &mut ip, Hop::Originate);
+            return self.host_out(b, buf, ip, Hop::Originate);
         }
-        if icmp::echo_reply_in_place(buf.data_mut(), &mut ip).is_none() {
+        if icmp::echo_reply_in_place(buf.data_mut(), ip).is_none() {
             return Err(DropReason::NotForUs);
         }
         buf.truncate(ip.total_len());
         b.node.generated += 1;
-        let verdict = self.route(b, buf, &mut ip, Hop::Originate);
+        let verdict = self.route(b, buf, ip, Hop::Originate);
         b.account(verdict);
         Ok(Outcome::Consumed)
     }
